@@ -354,6 +354,7 @@ Stream::~Stream() { delete impl_; }
 
 Event::Event(std::unique_ptr<detail::EventImpl> impl, std::shared_ptr<detail::BackendImpl> backend)
     : impl_(std::move(impl)), backend_(std::move(backend)) {}
+Event::Event() = default;
 Event::Event(Event&&) noexcept = default;
 Event& Event::operator=(Event&&) noexcept = default;
 Event::~Event() = default;
@@ -372,6 +373,7 @@ bool Event::wait_for(std::chrono::nanoseconds timeout) const { return e(impl_).w
 float Event::elapsed_ms(const Event& start, const Event& end) { return e(start.impl_).elapsed_ms(e(end.impl_)); }
 
 Graph::Graph(std::unique_ptr<detail::GraphImpl> impl) : impl_(std::move(impl)) {}
+Graph::Graph() = default;
 Graph::Graph(Graph&&) noexcept = default;
 Graph& Graph::operator=(Graph&&) noexcept = default;
 Graph::~Graph() = default;
@@ -404,6 +406,7 @@ std::string Graph::to_dot() const {
 }
 
 GraphExec::GraphExec(std::unique_ptr<detail::GraphExecImpl> impl) : impl_(std::move(impl)) {}
+GraphExec::GraphExec() = default;
 GraphExec::GraphExec(GraphExec&&) noexcept = default;
 GraphExec& GraphExec::operator=(GraphExec&&) noexcept = default;
 GraphExec::~GraphExec() = default;

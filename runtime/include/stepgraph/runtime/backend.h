@@ -189,7 +189,7 @@ void launch(StreamRef stream, const Kernel<Args...>& kernel, LaunchSpec spec, Gi
 /// made before the wait call. An event never recorded counts as complete.
 class Event {
  public:
-  Event() = default;
+  Event();
   Event(std::unique_ptr<detail::EventImpl> impl, std::shared_ptr<detail::BackendImpl> backend);
   Event(Event&& other) noexcept;
   Event& operator=(Event&& other) noexcept;
@@ -218,7 +218,7 @@ class Event {
 /// nodes declared alive (Note [Buffer lifetime]).
 class Graph {
  public:
-  Graph() = default;
+  Graph();
   explicit Graph(std::unique_ptr<detail::GraphImpl> impl);
   Graph(Graph&& other) noexcept;
   Graph& operator=(Graph&& other) noexcept;
@@ -246,7 +246,7 @@ class Graph {
 /// streams they are launched on (cudaGraphLaunch).
 class GraphExec {
  public:
-  GraphExec() = default;
+  GraphExec();
   explicit GraphExec(std::unique_ptr<detail::GraphExecImpl> impl);
   GraphExec(GraphExec&& other) noexcept;
   GraphExec& operator=(GraphExec&& other) noexcept;

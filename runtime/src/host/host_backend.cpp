@@ -1,0 +1,884 @@
+// The host backend: a CPU executor with CUDA's semantics (DESIGN.md section 2).
+//
+// Note [Host capture]
+// A capture follows CUDA's stream-capture model (CUDA Programming Guide,
+// "Creating a Graph Using Stream Capture"): an operation on a capturing
+// stream becomes a node whose dependencies are the stream's current frontier
+// and is never executed; recording an event in a capture remembers the
+// frontier; a stream that waits on such an event joins the capture (fork);
+// the origin stream ends the capture, which fails if a joined stream's last
+// work was not joined back, or if the capture was invalidated by an illegal
+// call (a synchronize or query of captured work, a wait on an event recorded
+// outside the capture, an unsafe call that the capture mode prohibits).
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include <stepgraph/core/log.h>
+#include <stepgraph/topology/live.h>
+
+#include "host/scheduler.h"
+#include "impl.h"
+
+namespace stepgraph::runtime::detail {
+namespace {
+
+using host::ExecNode;
+using host::ExecPayload;
+using host::GraphRun;
+using host::Scheduler;
+using host::Task;
+
+class HostBackend;
+class HostStream;
+
+thread_local CaptureMode tls_capture_mode = CaptureMode::kGlobal;
+
+/// A node recorded by a capture.
+struct CapturedNode {
+  std::string name;
+  NodeKind kind = NodeKind::kOther;
+  int device = 0;
+  int priority = 0;
+  std::vector<BufferAccess> accesses;
+  std::function<void()> fn;
+  bool runnable = true;  // false: a kernel with no host implementation
+  CopyKind copy_kind = CopyKind::kDeviceToDevice;
+  int src_device = -1;
+  int dst_device = -1;
+  std::size_t bytes = 0;
+};
+
+class HostGraph final : public GraphImpl {
+ public:
+  explicit HostGraph(HostBackend& backend) : backend_(backend) {}
+  GraphInfo info() const override;
+  std::unique_ptr<GraphExecImpl> instantiate(const InstantiateOptions& options) const override;
+
+  HostBackend& backend_;
+  std::vector<CapturedNode> nodes_;
+  std::set<std::pair<std::size_t, std::size_t>> edges_;
+};
+
+struct CaptureState {
+  std::mutex mutex;
+  CaptureMode mode = CaptureMode::kThreadLocal;
+  std::thread::id thread;
+  HostStream* origin = nullptr;
+  std::unique_ptr<HostGraph> graph;
+  std::optional<std::string> invalidated;
+  std::vector<HostStream*> streams;  // every stream in the capture, origin first
+  bool ended = false;
+};
+
+class HostEvent final : public EventImpl {
+ public:
+  HostEvent(HostBackend& backend, int device) : backend_(backend), device_(device) {}
+  int device() const override { return device_; }
+  bool query() override;
+  void synchronize() override;
+  bool wait_for(std::chrono::nanoseconds timeout) override;
+  float elapsed_ms(const EventImpl& end) const override;
+
+  /// The latest record outside a capture, and its device.
+  std::shared_ptr<Task> last_record() const {
+    std::lock_guard lock(mutex_);
+    return last_;
+  }
+  /// The capture the latest record was made in, if it is still running.
+  std::shared_ptr<CaptureState> live_capture(std::vector<std::uint32_t>* nodes = nullptr) const;
+
+  HostBackend& backend_;
+  int device_;
+  mutable std::mutex mutex_;
+  std::shared_ptr<Task> last_;
+  std::weak_ptr<CaptureState> capture_;
+  std::vector<std::uint32_t> capture_nodes_;
+
+ private:
+  void check_not_captured(std::string_view what);
+  void throw_if_faulted(const std::shared_ptr<Task>& task) const;
+};
+
+class HostStream final : public StreamImpl {
+ public:
+  HostStream(HostBackend& backend, int device, int priority, bool legacy)
+      : backend_(backend), device_(device), priority_(priority), legacy_(legacy) {}
+  ~HostStream() override;
+
+  int device() const override { return device_; }
+  void launch_kernel(KernelParams&& params) override;
+  void copy(const BufferSlice& dst, const BufferSlice& src, std::string name) override;
+  void memset(const BufferSlice& dst, unsigned char value, std::string name) override;
+  void host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) override;
+  void record(EventImpl& event) override;
+  void wait(const EventImpl& event) override;
+  void synchronize() override;
+  bool query() override;
+  void begin_capture(CaptureMode mode) override;
+  std::unique_ptr<GraphImpl> end_capture() override;
+  CaptureStatus capture_status() const override;
+
+  /// Enqueues `node` eagerly, or records it in the capture.
+  void submit(CapturedNode node);
+  void launch_exec(const std::shared_ptr<const ExecPayload>& payload, std::shared_ptr<Task>& exec_last,
+                   std::mutex& exec_mutex);
+  std::string label() const { return legacy_ ? fmt::format("legacy default stream of host device {}", device_)
+                                             : fmt::format("stream of host device {}", device_); }
+
+  HostBackend& backend_;
+  const int device_;
+  const int priority_;
+  const bool legacy_;
+  mutable std::mutex mutex_;
+  std::shared_ptr<Task> tail_;
+  std::shared_ptr<CaptureState> capture_;
+  std::vector<std::uint32_t> frontier_;
+
+ private:
+  void enqueue(std::shared_ptr<Task> task, const std::shared_ptr<Task>& extra_dep = nullptr);
+  std::shared_ptr<CaptureState> capture() const {
+    std::lock_guard lock(mutex_);
+    return capture_;
+  }
+  void invalidate_and_throw(const std::shared_ptr<CaptureState>& cap, const std::string& message);
+};
+
+class HostGraphExec final : public GraphExecImpl {
+ public:
+  HostGraphExec(HostBackend& backend, std::shared_ptr<const ExecPayload> payload, GraphInfo info,
+                InstantiateOptions options)
+      : backend_(backend), payload_(std::move(payload)), info_(std::move(info)), options_(options) {}
+  void launch(StreamImpl& stream) override;
+  UpdateInfo update(const GraphImpl& graph) override;
+  std::size_t node_count() const override { return info_.nodes.size(); }
+
+ private:
+  HostBackend& backend_;
+  std::mutex mutex_;
+  std::shared_ptr<const ExecPayload> payload_;
+  GraphInfo info_;
+  InstantiateOptions options_;
+  std::shared_ptr<Task> last_launch_;
+};
+
+class HostBackend final : public BackendImpl {
+ public:
+  explicit HostBackend(const BackendOptions& options);
+  ~HostBackend() override;
+
+  BackendKind kind() const override { return BackendKind::kHost; }
+  int device_count() const override { return static_cast<int>(devices_.size()); }
+  DeviceInfo device(int index) const override { return devices_[static_cast<std::size_t>(index)]; }
+  std::shared_ptr<BufferImpl> allocate(int device, std::size_t bytes) override;
+  std::shared_ptr<BufferImpl> allocate_pinned(std::size_t bytes, int numa_node) override;
+  std::shared_ptr<BufferImpl> register_host(void* ptr, std::size_t bytes) override;
+  void enable_peer_access(int device, int peer) override {
+    check_fault(device, "enable_peer_access");
+    set_peer_enabled(device, peer);
+  }
+  std::unique_ptr<StreamImpl> create_stream(int device, const StreamOptions& options) override {
+    check_fault(device, "create_stream");
+    return std::make_unique<HostStream>(*this, device, options.priority, false);
+  }
+  std::unique_ptr<EventImpl> create_event(int device) override {
+    return std::make_unique<HostEvent>(*this, device);
+  }
+  StreamImpl* legacy_default_stream(int device) override { return legacy_[static_cast<std::size_t>(device)].get(); }
+  void synchronize_device(int device) override;
+  std::optional<std::string> device_fault(int device) const override { return scheduler_->fault(device); }
+  CaptureMode exchange_thread_capture_mode(CaptureMode mode) override {
+    return std::exchange(tls_capture_mode, mode);
+  }
+
+  /// Throws DeviceFault if `device` has faulted (sticky).
+  void check_fault(int device, std::string_view what) const {
+    if (scheduler_->faulted(device))
+      throw DeviceFault(fmt::format("{} on host device {}: the device has faulted earlier and every later "
+                                    "operation fails (as on CUDA): {}",
+                                    what, device, scheduler_->fault(device).value_or("?")));
+  }
+  /// An unsafe call (allocation, device synchronize, ...) made while a
+  /// capture is running: prohibited according to CUDA's capture modes.
+  void check_unsafe_call(std::string_view what);
+  void add_capture(const std::shared_ptr<CaptureState>& cap) {
+    std::lock_guard lock(captures_mutex_);
+    captures_.push_back(cap);
+  }
+  void remove_capture(const CaptureState* cap) {
+    std::lock_guard lock(captures_mutex_);
+    std::erase_if(captures_, [&](const auto& c) { return c.get() == cap; });
+  }
+
+  Scheduler& scheduler() { return *scheduler_; }
+  std::unique_ptr<ExecPayload> build_payload(const HostGraph& graph, const InstantiateOptions& options,
+                                             std::optional<std::size_t>* failing_node, std::string* why) const;
+
+ private:
+  std::vector<DeviceInfo> devices_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<std::unique_ptr<HostStream>> legacy_;
+  std::mutex captures_mutex_;
+  std::vector<std::shared_ptr<CaptureState>> captures_;
+};
+
+// ------------------------------------------------------------------ backend
+
+HostBackend::HostBackend(const BackendOptions& options) {
+  STEPGRAPH_CHECK(options.host_devices >= 1, InvalidArgument,
+                  "host backend: host_devices is {}; give at least 1", options.host_devices);
+  STEPGRAPH_CHECK(options.workers_per_device >= 1, InvalidArgument,
+                  "host backend: workers_per_device is {}; give at least 1", options.workers_per_device);
+  const auto& machine = topology::LiveMachine::get();
+  const auto& numa = machine.numa_nodes();
+  Scheduler::Options so;
+  so.devices = options.host_devices;
+  so.workers_per_device = options.workers_per_device;
+  so.shuffle_seed = options.shuffle_seed;
+  so.owner = this;
+  for (int d = 0; d < options.host_devices; ++d) {
+    DeviceInfo info;
+    info.index = d;
+    info.backend = BackendKind::kHost;
+    info.name = fmt::format("host:{}", d);
+    info.workers = options.workers_per_device;
+    if (!numa.empty()) {
+      const auto& node = numa[static_cast<std::size_t>(d) % numa.size()];
+      info.numa_node = node.os_index;
+      info.cpus = node.cpus;
+      info.memory_bytes = node.memory_bytes;
+    }
+    so.device_cpus.push_back(options.bind_workers ? info.cpus.pus : std::vector<int>{});
+    devices_.push_back(std::move(info));
+  }
+  scheduler_ = std::make_unique<Scheduler>(so);
+  for (int d = 0; d < options.host_devices; ++d) legacy_.push_back(std::make_unique<HostStream>(*this, d, 0, true));
+  STEPGRAPH_DEBUG(kRuntime, "host backend: {} device(s), {} worker(s) each, shuffle seed {}", options.host_devices,
+                  options.workers_per_device, options.shuffle_seed);
+}
+
+HostBackend::~HostBackend() {
+  // Let enqueued work finish before the workers stop (as a process exit
+  // would not, but a destroyed backend must not leave threads running).
+  for (int d = 0; d < device_count(); ++d) scheduler_->wait_idle(d);
+  legacy_.clear();
+  scheduler_.reset();
+}
+
+void HostBackend::check_unsafe_call(std::string_view what) {
+  const CaptureMode mine = tls_capture_mode;
+  if (mine == CaptureMode::kRelaxed) return;
+  const auto self = std::this_thread::get_id();
+  std::lock_guard lock(captures_mutex_);
+  for (const auto& cap : captures_) {
+    std::lock_guard cl(cap->mutex);
+    if (cap->ended) continue;
+    const bool own = cap->thread == self && cap->mode != CaptureMode::kRelaxed;
+    const bool other_global = cap->thread != self && mine == CaptureMode::kGlobal && cap->mode == CaptureMode::kGlobal;
+    if (own || other_global) {
+      const std::string reason =
+          fmt::format("{} was called while a {} capture was running{}; it is not permitted then "
+                      "(cudaErrorStreamCaptureUnsupported) and invalidated the capture. Allocate and "
+                      "synchronise before capture, or use thread-local capture / a relaxed CaptureModeGuard",
+                      what, to_string(cap->mode), own ? " on this thread" : " on another thread");
+      if (!cap->invalidated) cap->invalidated = reason;
+      throw InvalidState(reason);
+    }
+  }
+}
+
+std::shared_ptr<BufferImpl> HostBackend::allocate(int device, std::size_t bytes) {
+  check_fault(device, "allocate");
+  check_unsafe_call(fmt::format("Backend::allocate({} bytes, device {})", bytes, device));
+  const int numa = devices_[static_cast<std::size_t>(device)].numa_node;
+  auto b = std::make_shared<BufferImpl>();
+  void* p = numa >= 0 ? topology::LiveMachine::get().allocate_on_node(bytes, numa) : ::operator new(bytes);
+  b->id = next_buffer_id();
+  b->kind = MemoryKind::kDevice;
+  b->device = device;
+  b->size = bytes;
+  b->device_ptr = p;
+  b->backend = this;
+  b->keep_backend = shared_from_this();
+  b->release = [p, bytes, numa] {
+    if (numa >= 0) topology::LiveMachine::get().free_on_node(p, bytes);
+    else ::operator delete(p);
+  };
+  return b;
+}
+
+std::shared_ptr<BufferImpl> HostBackend::allocate_pinned(std::size_t bytes, int numa_node) {
+  check_unsafe_call(fmt::format("Backend::allocate_pinned({} bytes)", bytes));
+  const auto& machine = topology::LiveMachine::get();
+  const int numa = numa_node >= 0 ? numa_node : (machine.numa_nodes().empty() ? -1 : machine.numa_nodes()[0].os_index);
+  void* p = numa >= 0 ? machine.allocate_on_node(bytes, numa) : ::operator new(bytes);
+  auto b = std::make_shared<BufferImpl>();
+  b->id = next_buffer_id();
+  b->kind = MemoryKind::kPinnedHost;
+  b->device = -1;
+  b->size = bytes;
+  b->device_ptr = p;
+  b->host_ptr = p;
+  b->backend = this;
+  b->keep_backend = shared_from_this();
+  b->release = [p, bytes, numa] {
+    if (numa >= 0) topology::LiveMachine::get().free_on_node(p, bytes);
+    else ::operator delete(p);
+  };
+  return b;
+}
+
+std::shared_ptr<BufferImpl> HostBackend::register_host(void* ptr, std::size_t bytes) {
+  check_unsafe_call(fmt::format("Backend::register_host({}, {} bytes)", ptr, bytes));
+  auto b = std::make_shared<BufferImpl>();
+  b->id = next_buffer_id();
+  b->kind = MemoryKind::kPinnedHost;
+  b->device = -1;
+  b->size = bytes;
+  b->device_ptr = ptr;
+  b->host_ptr = ptr;
+  b->backend = this;
+  b->keep_backend = shared_from_this();
+  return b;  // the caller owns the memory: nothing to release
+}
+
+void HostBackend::synchronize_device(int device) {
+  check_unsafe_call(fmt::format("Backend::synchronize_device({})", device));
+  scheduler_->wait_idle(device);
+  check_fault(device, "synchronize_device");
+}
+
+std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, const InstantiateOptions& options,
+                                                        std::optional<std::size_t>* failing_node,
+                                                        std::string* why) const {
+  auto payload = std::make_unique<ExecPayload>();
+  payload->nodes.resize(graph.nodes_.size());
+  for (std::size_t i = 0; i < graph.nodes_.size(); ++i) {
+    const auto& n = graph.nodes_[i];
+    if (!n.runnable) {
+      *failing_node = i;
+      *why = fmt::format("kernel node '{}' has no host implementation (like a CUDA kernel with no image for "
+                         "the device); give Kernel::host",
+                         n.name);
+      return nullptr;
+    }
+    auto& e = payload->nodes[i];
+    e.name = n.name;
+    e.device = n.device;
+    e.priority = options.use_node_priority ? n.priority : 0;
+    e.fn = n.fn;
+  }
+  for (auto [a, b] : graph.edges_) {
+    payload->nodes[a].successors.push_back(static_cast<std::uint32_t>(b));
+    payload->nodes[b].in_degree++;
+  }
+  for (std::size_t i = 0; i < payload->nodes.size(); ++i)
+    if (payload->nodes[i].in_degree == 0) payload->roots.push_back(static_cast<std::uint32_t>(i));
+  return payload;
+}
+
+// ------------------------------------------------------------------ graph
+
+GraphInfo HostGraph::info() const {
+  GraphInfo info;
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    const auto& n = nodes_[i];
+    NodeInfo ni;
+    ni.index = i;
+    ni.name = n.name;
+    ni.kind = n.kind;
+    ni.device = n.device;
+    ni.accesses = access_infos(n.accesses);
+    ni.copy_kind = n.copy_kind;
+    ni.src_device = n.src_device;
+    ni.dst_device = n.dst_device;
+    ni.bytes = n.bytes;
+    ni.priority = n.priority;
+    info.nodes.push_back(std::move(ni));
+  }
+  info.edges.assign(edges_.begin(), edges_.end());
+  return info;
+}
+
+std::unique_ptr<GraphExecImpl> HostGraph::instantiate(const InstantiateOptions& options) const {
+  std::optional<std::size_t> failing;
+  std::string why;
+  auto payload = backend_.build_payload(*this, options, &failing, &why);
+  if (!payload) {
+    throw GraphInstantiateError(fmt::format("instantiate failed at node {} ('{}'): {}", *failing,
+                                            nodes_[*failing].name, why),
+                                nodes_[*failing].name);
+  }
+  return std::make_unique<HostGraphExec>(backend_, std::shared_ptr<const ExecPayload>(std::move(payload)), info(),
+                                         options);
+}
+
+void HostGraphExec::launch(StreamImpl& stream) {
+  auto& s = dynamic_cast<HostStream&>(stream);
+  std::shared_ptr<const ExecPayload> payload;
+  {
+    std::lock_guard lock(mutex_);
+    payload = payload_;  // parameters as of this call (cudaGraphExecUpdate semantics)
+  }
+  s.launch_exec(payload, last_launch_, mutex_);
+}
+
+UpdateInfo HostGraphExec::update(const GraphImpl& graph) {
+  const auto* g = dynamic_cast<const HostGraph*>(&graph);
+  STEPGRAPH_CHECK(g != nullptr, InvalidArgument, "GraphExec::update: the graph was made by another backend");
+  const GraphInfo next = g->info();
+  UpdateInfo result = check_update_rules(info_, next);
+  if (!result.ok()) return result;
+  std::optional<std::size_t> failing;
+  std::string why;
+  auto payload = backend_.build_payload(*g, options_, &failing, &why);
+  if (!payload) return {UpdateResult::kFunctionChanged, failing, why};
+  std::lock_guard lock(mutex_);
+  payload_ = std::move(payload);
+  info_ = next;
+  return result;
+}
+
+// ------------------------------------------------------------------ events
+
+std::shared_ptr<CaptureState> HostEvent::live_capture(std::vector<std::uint32_t>* nodes) const {
+  std::lock_guard lock(mutex_);
+  auto cap = capture_.lock();
+  if (!cap) return nullptr;
+  {
+    std::lock_guard cl(cap->mutex);
+    if (cap->ended) return nullptr;
+  }
+  if (nodes != nullptr) *nodes = capture_nodes_;
+  return cap;
+}
+
+void HostEvent::check_not_captured(std::string_view what) {
+  if (auto cap = live_capture()) {
+    std::string reason = fmt::format("Event::{} on an event recorded inside a capture in progress is not "
+                                     "permitted (cudaErrorStreamCaptureUnsupported) and invalidated the capture; "
+                                     "query or wait on it only after the graph runs",
+                                     what);
+    std::lock_guard cl(cap->mutex);
+    if (!cap->invalidated) cap->invalidated = reason;
+    throw InvalidState(reason);
+  }
+}
+
+void HostEvent::throw_if_faulted(const std::shared_ptr<Task>& task) const {
+  if (task) backend_.check_fault(task->device, "Event");
+}
+
+bool HostEvent::query() {
+  check_not_captured("query");
+  auto t = last_record();
+  if (!t) return true;
+  const bool done = t->done.load(std::memory_order_acquire);
+  if (done) throw_if_faulted(t);
+  return done;
+}
+
+void HostEvent::synchronize() {
+  check_not_captured("synchronize");
+  auto t = last_record();
+  if (!t) return;
+  backend_.scheduler().wait(*t);
+  throw_if_faulted(t);
+}
+
+bool HostEvent::wait_for(std::chrono::nanoseconds timeout) {
+  check_not_captured("wait_for");
+  auto t = last_record();
+  if (!t) return true;
+  if (!backend_.scheduler().wait(*t, timeout)) return false;
+  throw_if_faulted(t);
+  return true;
+}
+
+float HostEvent::elapsed_ms(const EventImpl& end_impl) const {
+  const auto& end = dynamic_cast<const HostEvent&>(end_impl);
+  auto a = last_record();
+  auto b = end.last_record();
+  STEPGRAPH_CHECK(a && b, InvalidState, "Event::elapsed_ms: both events must have been recorded");
+  STEPGRAPH_CHECK(a->done.load() && b->done.load(), InvalidState,
+                  "Event::elapsed_ms: both records must have completed (cudaErrorNotReady); synchronize first");
+  return std::chrono::duration<float, std::milli>(b->done_at - a->done_at).count();
+}
+
+// ------------------------------------------------------------------ streams
+
+HostStream::~HostStream() {
+  // A stream destroyed in the middle of a capture ends it (the graph is lost).
+  std::shared_ptr<CaptureState> cap;
+  {
+    std::lock_guard lock(mutex_);
+    cap = capture_;
+  }
+  if (cap) {
+    bool origin = false;
+    {
+      std::lock_guard cl(cap->mutex);
+      if (!cap->invalidated) cap->invalidated = "a stream in the capture was destroyed";
+      origin = cap->origin == this;
+      if (origin) cap->ended = true;
+    }
+    if (origin) backend_.remove_capture(cap.get());
+  }
+}
+
+void HostStream::invalidate_and_throw(const std::shared_ptr<CaptureState>& cap, const std::string& message) {
+  {
+    std::lock_guard cl(cap->mutex);
+    if (!cap->invalidated) cap->invalidated = message;
+  }
+  throw InvalidState(message);
+}
+
+void HostStream::enqueue(std::shared_ptr<Task> task, const std::shared_ptr<Task>& extra_dep) {
+  std::lock_guard lock(mutex_);
+  Scheduler::add_dependency(task, tail_);
+  Scheduler::add_dependency(task, extra_dep);
+  tail_ = task;
+  backend_.scheduler().submit(task);
+}
+
+void HostStream::submit(CapturedNode node) {
+  if (auto cap = capture()) {
+    std::lock_guard cl(cap->mutex);
+    if (cap->invalidated)
+      throw InvalidState(fmt::format("'{}' on a capture that was invalidated earlier ({}); end the capture on its "
+                                     "origin stream and capture again",
+                                     node.name, *cap->invalidated));
+    auto& g = *cap->graph;
+    const auto index = static_cast<std::uint32_t>(g.nodes_.size());
+    if (node.priority == 0) node.priority = priority_;
+    g.nodes_.push_back(std::move(node));
+    std::lock_guard lock(mutex_);
+    for (auto dep : frontier_) g.edges_.emplace(dep, index);
+    frontier_.assign(1, index);
+    return;
+  }
+  backend_.check_fault(device_, node.name);
+  STEPGRAPH_CHECK(node.runnable, InvalidArgument,
+                  "launch '{}' on host device {}: the kernel has no host implementation; give Kernel::host", node.name,
+                  device_);
+  auto task = std::make_shared<Task>();
+  task->name = std::move(node.name);
+  task->device = device_;
+  task->priority = node.priority != 0 ? node.priority : priority_;
+  task->run = [fn = std::move(node.fn)](const std::shared_ptr<Task>&) {
+    if (fn) fn();
+    return true;
+  };
+  enqueue(std::move(task));
+}
+
+void HostStream::launch_kernel(KernelParams&& p) {
+  backend_.resolve_accesses(device_, p.name, p.accesses);
+  CapturedNode n;
+  n.name = std::move(p.name);
+  n.kind = NodeKind::kKernel;
+  n.device = device_;
+  n.priority = p.priority;
+  n.runnable = static_cast<bool>(p.host);
+  // The closure keeps the declared buffers alive with the arguments.
+  n.fn = [fn = std::move(p.host), keep = p.accesses] { fn(); };
+  n.accesses = std::move(p.accesses);
+  submit(std::move(n));
+}
+
+void HostStream::copy(const BufferSlice& dst, const BufferSlice& src, std::string name) {
+  backend_.check_slice("Stream::copy (destination)", dst);
+  backend_.check_slice("Stream::copy (source)", src);
+  STEPGRAPH_CHECK(dst.bytes == src.bytes, InvalidArgument,
+                  "Stream::copy: destination has {} bytes and source {}; give equal sizes", dst.bytes, src.bytes);
+  CapturedNode n;
+  n.kind = NodeKind::kMemcpy;
+  n.copy_kind = BackendImpl::copy_kind(*dst.buffer, *src.buffer);
+  n.name = name.empty() ? fmt::format("memcpy {}", to_string(n.copy_kind)) : std::move(name);
+  n.device = device_;
+  n.src_device = src.buffer->device;
+  n.dst_device = dst.buffer->device;
+  n.bytes = dst.bytes;
+  n.accesses = {BufferAccess{src.buffer, nullptr, src.offset, src.bytes, Access::kRead},
+                BufferAccess{dst.buffer, nullptr, dst.offset, dst.bytes, Access::kWrite}};
+  n.fn = [d = dst, s = src] {
+    std::memmove(static_cast<char*>(d.buffer->device_ptr) + d.offset,
+                 static_cast<const char*>(s.buffer->device_ptr) + s.offset, d.bytes);
+  };
+  submit(std::move(n));
+}
+
+void HostStream::memset(const BufferSlice& dst, unsigned char value, std::string name) {
+  backend_.check_slice("Stream::memset", dst);
+  CapturedNode n;
+  n.kind = NodeKind::kMemset;
+  n.name = name.empty() ? "memset" : std::move(name);
+  n.device = device_;
+  n.dst_device = dst.buffer->device;
+  n.bytes = dst.bytes;
+  n.accesses = {BufferAccess{dst.buffer, nullptr, dst.offset, dst.bytes, Access::kWrite}};
+  n.fn = [d = dst, value] { std::memset(static_cast<char*>(d.buffer->device_ptr) + d.offset, value, d.bytes); };
+  submit(std::move(n));
+}
+
+void HostStream::host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) {
+  STEPGRAPH_CHECK(static_cast<bool>(fn), InvalidArgument, "Stream::host_fn '{}': the function is empty", name);
+  backend_.resolve_accesses(device_, name, accesses);
+  CapturedNode n;
+  n.kind = NodeKind::kHost;
+  n.name = name.empty() ? "host function" : std::move(name);
+  n.device = device_;
+  n.accesses = std::move(accesses);
+  n.fn = std::move(fn);
+  submit(std::move(n));
+}
+
+void HostStream::record(EventImpl& event_impl) {
+  auto& ev = dynamic_cast<HostEvent&>(event_impl);
+  if (auto cap = capture()) {
+    {
+      std::lock_guard cl(cap->mutex);
+      if (cap->invalidated)
+        throw InvalidState(fmt::format("Stream::record on an invalidated capture ({})", *cap->invalidated));
+    }
+    std::lock_guard el(ev.mutex_);
+    std::lock_guard lock(mutex_);
+    ev.capture_ = cap;
+    ev.capture_nodes_ = frontier_;
+    return;
+  }
+  backend_.check_fault(device_, "Stream::record");
+  auto task = std::make_shared<Task>();
+  task->name = "event record";
+  task->device = device_;
+  {
+    std::lock_guard el(ev.mutex_);
+    ev.last_ = task;
+    ev.capture_.reset();
+    ev.capture_nodes_.clear();
+  }
+  enqueue(std::move(task));
+}
+
+void HostStream::wait(const EventImpl& event_impl) {
+  const auto& ev = dynamic_cast<const HostEvent&>(event_impl);
+  std::vector<std::uint32_t> nodes;
+  auto ev_cap = ev.live_capture(&nodes);
+  auto my_cap = capture();
+  if (ev_cap) {
+    if (my_cap && my_cap != ev_cap)
+      invalidate_and_throw(my_cap, "Stream::wait: the event was recorded in another capture; captures cannot be "
+                                   "merged (cudaErrorStreamCaptureMerge)");
+    {
+      std::lock_guard cl(ev_cap->mutex);
+      if (ev_cap->invalidated)
+        throw InvalidState(fmt::format("Stream::wait on an invalidated capture ({})", *ev_cap->invalidated));
+      if (!my_cap) ev_cap->streams.push_back(this);  // fork: this stream joins the capture
+    }
+    std::lock_guard lock(mutex_);
+    if (!my_cap) {
+      capture_ = ev_cap;
+      frontier_ = nodes;
+    } else {
+      for (auto n : nodes)
+        if (std::find(frontier_.begin(), frontier_.end(), n) == frontier_.end()) frontier_.push_back(n);
+    }
+    return;
+  }
+  auto last = ev.last_record();
+  if (my_cap) {
+    if (!last) return;  // waiting on an event never recorded is a no-op
+    invalidate_and_throw(my_cap, fmt::format("Stream::wait on the {}: the event was recorded outside the capture; "
+                                             "a capture cannot depend on uncaptured work "
+                                             "(cudaErrorStreamCaptureIsolation). The capture is invalidated",
+                                             label()));
+  }
+  if (!last) return;
+  backend_.check_fault(device_, "Stream::wait");
+  auto task = std::make_shared<Task>();
+  task->name = "event wait";
+  task->device = device_;
+  enqueue(std::move(task), last);
+}
+
+void HostStream::synchronize() {
+  if (auto cap = capture())
+    invalidate_and_throw(cap, fmt::format("Stream::synchronize on the capturing {} is not permitted "
+                                          "(cudaErrorStreamCaptureUnsupported); the capture is invalidated. End the "
+                                          "capture first",
+                                          label()));
+  if (legacy_) backend_.check_unsafe_call("synchronize on the legacy default stream");
+  std::shared_ptr<Task> t;
+  {
+    std::lock_guard lock(mutex_);
+    t = tail_;
+  }
+  if (t) backend_.scheduler().wait(*t);
+  backend_.check_fault(device_, "Stream::synchronize");
+}
+
+bool HostStream::query() {
+  if (auto cap = capture())
+    invalidate_and_throw(cap, fmt::format("Stream::query on the capturing {} is not permitted "
+                                          "(cudaErrorStreamCaptureUnsupported); the capture is invalidated",
+                                          label()));
+  std::shared_ptr<Task> t;
+  {
+    std::lock_guard lock(mutex_);
+    t = tail_;
+  }
+  const bool done = !t || t->done.load(std::memory_order_acquire);
+  if (done) backend_.check_fault(device_, "Stream::query");
+  return done;
+}
+
+void HostStream::begin_capture(CaptureMode mode) {
+  STEPGRAPH_CHECK(!legacy_, InvalidArgument,
+                  "Stream::begin_capture on the legacy default stream of host device {} is not permitted "
+                  "(cudaErrorStreamCaptureUnsupported); capture on a stream from Backend::create_stream",
+                  device_);
+  backend_.check_fault(device_, "Stream::begin_capture");
+  auto cap = std::make_shared<CaptureState>();
+  cap->mode = mode;
+  cap->thread = std::this_thread::get_id();
+  cap->origin = this;
+  cap->graph = std::make_unique<HostGraph>(backend_);
+  cap->streams.push_back(this);
+  {
+    std::lock_guard lock(mutex_);
+    STEPGRAPH_CHECK(capture_ == nullptr, InvalidState,
+                    "Stream::begin_capture: the {} is already capturing; end that capture first", label());
+    capture_ = cap;
+    frontier_.clear();
+  }
+  backend_.add_capture(cap);
+}
+
+std::unique_ptr<GraphImpl> HostStream::end_capture() {
+  auto cap = capture();
+  STEPGRAPH_CHECK(cap != nullptr, InvalidState,
+                  "Stream::end_capture: the {} is not capturing; call begin_capture first", label());
+  if (cap->origin != this)
+    invalidate_and_throw(cap, fmt::format("Stream::end_capture was called on a {} that joined the capture, not on "
+                                          "the stream that began it (cudaErrorStreamCaptureUnmatched); the capture "
+                                          "is invalidated: end it on its origin stream",
+                                          label()));
+  if (cap->mode == CaptureMode::kThreadLocal && cap->thread != std::this_thread::get_id())
+    throw InvalidState("Stream::end_capture: a thread-local capture must be ended by the thread that began it "
+                       "(cudaErrorStreamCaptureWrongThread)");
+  std::vector<HostStream*> streams;
+  std::optional<std::string> invalidated;
+  std::unique_ptr<HostGraph> graph;
+  {
+    std::lock_guard cl(cap->mutex);
+    cap->ended = true;
+    streams = cap->streams;
+    invalidated = cap->invalidated;
+    graph = std::move(cap->graph);
+  }
+  backend_.remove_capture(cap.get());
+  std::vector<std::uint32_t> origin_frontier;
+  std::vector<std::pair<HostStream*, std::vector<std::uint32_t>>> others;
+  for (HostStream* s : streams) {
+    std::lock_guard lock(s->mutex_);
+    if (s->capture_ != cap) continue;
+    if (s == this) origin_frontier = s->frontier_;
+    else others.emplace_back(s, s->frontier_);
+    s->capture_.reset();
+    s->frontier_.clear();
+  }
+  if (invalidated)
+    throw InvalidState(fmt::format("Stream::end_capture: the capture was invalidated and yields no graph: {}",
+                                   *invalidated));
+  // Every joined stream's last work must be an ancestor of (or be) the
+  // origin's frontier (cudaErrorStreamCaptureUnjoined).
+  std::vector<std::vector<std::size_t>> preds(graph->nodes_.size());
+  for (auto [a, b] : graph->edges_) preds[b].push_back(a);
+  std::vector<char> joined(graph->nodes_.size(), 0);
+  std::vector<std::size_t> stack(origin_frontier.begin(), origin_frontier.end());
+  while (!stack.empty()) {
+    auto v = stack.back();
+    stack.pop_back();
+    if (joined[v]) continue;
+    joined[v] = 1;
+    for (auto p : preds[v]) stack.push_back(p);
+  }
+  for (const auto& [s, frontier] : others) {
+    for (auto n : frontier) {
+      if (!joined[n])
+        throw InvalidState(fmt::format(
+            "Stream::end_capture: a {} forked into the capture was not joined back (its last node '{}' is not "
+            "ordered before the end of the origin stream; cudaErrorStreamCaptureUnjoined). Record an event on it "
+            "and wait on that event from the origin stream before end_capture",
+            s->label(), graph->nodes_[n].name));
+    }
+  }
+  return graph;
+}
+
+CaptureStatus HostStream::capture_status() const {
+  auto cap = capture();
+  if (!cap) return CaptureStatus::kNone;
+  std::lock_guard cl(cap->mutex);
+  return cap->invalidated ? CaptureStatus::kInvalidated : CaptureStatus::kActive;
+}
+
+void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload, std::shared_ptr<Task>& exec_last,
+                             std::mutex& exec_mutex) {
+  if (capture()) {
+    // A launch during capture becomes one node that runs the child graph
+    // (in topological order, on this stream's device).
+    CapturedNode n;
+    n.kind = NodeKind::kOther;
+    n.name = "child graph";
+    n.device = device_;
+    n.fn = [payload] {
+      std::vector<std::uint32_t> indeg(payload->nodes.size());
+      for (std::size_t i = 0; i < indeg.size(); ++i) indeg[i] = payload->nodes[i].in_degree;
+      std::vector<std::uint32_t> ready = payload->roots;
+      while (!ready.empty()) {
+        auto v = ready.back();
+        ready.pop_back();
+        if (payload->nodes[v].fn) payload->nodes[v].fn();
+        for (auto s : payload->nodes[v].successors)
+          if (--indeg[s] == 0) ready.push_back(s);
+      }
+    };
+    submit(std::move(n));
+    return;
+  }
+  backend_.check_fault(device_, "GraphExec::launch");
+  auto task = std::make_shared<Task>();
+  task->name = "graph launch";
+  task->device = device_;
+  Scheduler* sched = &backend_.scheduler();
+  task->run = [payload, sched](const std::shared_ptr<Task>& self) {
+    if (payload->nodes.empty()) return true;
+    auto run = std::make_shared<GraphRun>();
+    run->payload = payload;
+    run->launch_task = self;
+    sched->start_run(run);
+    return false;  // completes when the last node has run
+  };
+  std::lock_guard exec_lock(exec_mutex);
+  // Launches of one executable run one after another (cudaGraphLaunch).
+  enqueue(task, exec_last);
+  exec_last = task;
+}
+
+}  // namespace
+
+std::shared_ptr<BackendImpl> make_host_backend(const BackendOptions& options) {
+  // The last reference to a backend can drop on one of its own workers (a
+  // finished task held the last buffer). Its destructor joins the workers,
+  // so it must then run on another thread.
+  return std::shared_ptr<HostBackend>(new HostBackend(options), [](HostBackend* p) {
+    if (host::Scheduler::on_worker_of(p)) std::thread([p] { delete p; }).detach();
+    else delete p;
+  });
+}
+
+}  // namespace stepgraph::runtime::detail

@@ -1,0 +1,266 @@
+#include "host/scheduler.h"
+
+#include <algorithm>
+#include <exception>
+
+#include <stepgraph/core/log.h>
+#include <stepgraph/topology/live.h>
+
+namespace stepgraph::runtime::host {
+
+struct DeviceQueue {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<WorkItem> items;
+  std::atomic<std::size_t> size{0};
+  std::atomic<std::int64_t> inflight{0};  // submitted tasks not yet done
+  bool stop = false;
+  std::mt19937_64 rng;
+  bool shuffle = false;
+  mutable std::mutex fault_mutex;
+  std::optional<std::string> fault;
+  std::atomic<bool> faulted{false};
+};
+
+namespace {
+thread_local const void* tls_worker_owner = nullptr;
+}  // namespace
+
+bool Scheduler::on_worker_of(const void* owner) noexcept { return owner != nullptr && tls_worker_owner == owner; }
+
+Scheduler::Scheduler(const Options& options) {
+  for (int d = 0; d < options.devices; ++d) {
+    auto q = std::make_unique<DeviceQueue>();
+    q->shuffle = options.shuffle_seed != 0;
+    q->rng.seed(options.shuffle_seed + static_cast<std::uint64_t>(d) * 0x9e3779b97f4a7c15ull);
+    queues_.push_back(std::move(q));
+  }
+  for (int d = 0; d < options.devices; ++d) {
+    for (int w = 0; w < options.workers_per_device; ++w) {
+      std::vector<int> cpus;
+      if (static_cast<std::size_t>(d) < options.device_cpus.size()) cpus = options.device_cpus[static_cast<std::size_t>(d)];
+      threads_.emplace_back([this, d, w, cpus, owner = options.owner] {
+        tls_worker_owner = owner;
+        if (!cpus.empty()) {
+          try {
+            topology::LiveMachine::get().bind(topology::CpuSet{cpus});
+          } catch (const std::exception& e) {
+            STEPGRAPH_WARN(kRuntime, "host device {} worker {}: could not bind to its NUMA node's cpus: {}", d, w,
+                           e.what());
+          }
+        }
+        worker_loop(d, w);
+      });
+    }
+  }
+}
+
+Scheduler::~Scheduler() {
+  for (auto& q : queues_) {
+    std::lock_guard lock(q->mutex);
+    q->stop = true;
+    q->cv.notify_all();
+  }
+  for (auto& t : threads_) t.join();
+}
+
+void Scheduler::add_dependency(const std::shared_ptr<Task>& task, const std::shared_ptr<Task>& dep) {
+  if (!dep || dep == task) return;
+  std::lock_guard lock(dep->mutex);
+  if (dep->done.load(std::memory_order_acquire)) return;
+  task->pending.fetch_add(1, std::memory_order_relaxed);
+  // The successor list owns a reference: the task stays alive until it runs.
+  dep->successors.push_back(task);
+}
+
+void Scheduler::submit(const std::shared_ptr<Task>& task) {
+  queues_[static_cast<std::size_t>(task->device)]->inflight.fetch_add(1, std::memory_order_relaxed);
+  if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) push(task->device, WorkItem{task, nullptr, 0, task->priority});
+}
+
+void Scheduler::push(int device, WorkItem item) {
+  auto& q = *queues_[static_cast<std::size_t>(device)];
+  {
+    std::lock_guard lock(q.mutex);
+    q.items.push_back(std::move(item));
+    q.size.store(q.items.size(), std::memory_order_release);
+  }
+  q.cv.notify_one();
+}
+
+void Scheduler::worker_loop(int device, int) {
+  auto& q = *queues_[static_cast<std::size_t>(device)];
+  for (;;) {
+    // Spin briefly before sleeping: a chain of short launches otherwise pays a
+    // futex wake-up per hand-off.
+    for (int spin = 0; spin < 2000 && q.size.load(std::memory_order_acquire) == 0; ++spin) {
+      if (spin > 64) std::this_thread::yield();
+    }
+    WorkItem item;
+    {
+      std::unique_lock lock(q.mutex);
+      q.cv.wait(lock, [&] { return q.stop || !q.items.empty(); });
+      if (q.items.empty()) return;  // stop requested and nothing left
+      // Highest priority first; among equals FIFO, or a seeded random pick.
+      int best = q.items.front().priority;
+      for (const auto& it : q.items) best = std::max(best, it.priority);
+      std::vector<std::size_t> candidates;
+      for (std::size_t i = 0; i < q.items.size(); ++i)
+        if (q.items[i].priority == best) candidates.push_back(i);
+      std::size_t pick = candidates.front();
+      if (q.shuffle && candidates.size() > 1)
+        pick = candidates[std::uniform_int_distribution<std::size_t>(0, candidates.size() - 1)(q.rng)];
+      item = std::move(q.items[pick]);
+      q.items.erase(q.items.begin() + static_cast<std::ptrdiff_t>(pick));
+      q.size.store(q.items.size(), std::memory_order_release);
+    }
+    execute(std::move(item), device);
+  }
+}
+
+void Scheduler::execute(WorkItem item, int device) {
+  std::vector<WorkItem> ready;
+  for (;;) {
+    ready.clear();
+    if (item.task) {
+      bool completed = true;
+      if (!faulted(item.task->device) && item.task->run) {
+        try {
+          completed = item.task->run(item.task);
+        } catch (const std::exception& e) {
+          set_fault(item.task->device, fmt::format("'{}' on host device {} faulted: {}", item.task->name,
+                                                   item.task->device, e.what()));
+        } catch (...) {
+          set_fault(item.task->device,
+                    fmt::format("'{}' on host device {} faulted (unknown exception)", item.task->name, item.task->device));
+        }
+      }
+      if (completed) finish_task(item.task, ready);
+    } else {
+      run_node(*item.run, item.node);
+      finish_node(item.run, item.node, ready);
+    }
+    // Continue inline with a single successor of this device while nothing
+    // else waits (Note [Host execution model]).
+    auto& q = *queues_[static_cast<std::size_t>(device)];
+    if (ready.size() == 1 && (ready[0].task ? ready[0].task->device : ready[0].run->payload->nodes[ready[0].node].device) == device &&
+        q.size.load(std::memory_order_acquire) == 0) {
+      item = std::move(ready[0]);
+      continue;
+    }
+    for (auto& r : ready) {
+      const int d = r.task ? r.task->device : r.run->payload->nodes[r.node].device;
+      push(d, std::move(r));
+    }
+    return;
+  }
+}
+
+void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
+  const ExecNode& n = run.payload->nodes[node];
+  if (!n.fn || faulted(n.device)) return;
+  try {
+    n.fn();
+  } catch (const std::exception& e) {
+    set_fault(n.device, fmt::format("graph node '{}' on host device {} faulted: {}", n.name, n.device, e.what()));
+  } catch (...) {
+    set_fault(n.device, fmt::format("graph node '{}' on host device {} faulted (unknown exception)", n.name, n.device));
+  }
+}
+
+void Scheduler::finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node, std::vector<WorkItem>& ready) {
+  const ExecNode& n = run->payload->nodes[node];
+  for (std::uint32_t s : n.successors) {
+    if (run->pending[s].fetch_sub(1, std::memory_order_acq_rel) == 1)
+      ready.push_back(WorkItem{nullptr, run, s, run->payload->nodes[s].priority});
+  }
+  if (run->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) finish_task(run->launch_task, ready);
+}
+
+void Scheduler::start_run(const std::shared_ptr<GraphRun>& run) {
+  const auto& nodes = run->payload->nodes;
+  run->pending = std::make_unique<std::atomic<std::uint32_t>[]>(nodes.size());
+  for (std::size_t i = 0; i < nodes.size(); ++i) run->pending[i].store(nodes[i].in_degree, std::memory_order_relaxed);
+  run->remaining.store(nodes.size(), std::memory_order_release);
+  for (std::uint32_t r : run->payload->roots) push(nodes[r].device, WorkItem{nullptr, run, r, nodes[r].priority});
+}
+
+void Scheduler::complete(const std::shared_ptr<Task>& task) {
+  std::vector<WorkItem> ready;
+  finish_task(task, ready);
+  for (auto& r : ready) {
+    const int d = r.task ? r.task->device : r.run->payload->nodes[r.node].device;
+    push(d, std::move(r));
+  }
+}
+
+void Scheduler::finish_task(const std::shared_ptr<Task>& task, std::vector<WorkItem>& ready) {
+  std::vector<std::shared_ptr<Task>> successors;
+  {
+    std::lock_guard lock(task->mutex);
+    task->done_at = std::chrono::steady_clock::now();
+    task->done.store(true, std::memory_order_seq_cst);
+    successors.swap(task->successors);
+  }
+  task->run = nullptr;  // release captured state (buffers, graph payloads) early
+  for (auto& s : successors) {
+    if (s->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      ready.push_back(WorkItem{s, nullptr, 0, s->priority});
+    }
+  }
+  auto& q = *queues_[static_cast<std::size_t>(task->device)];
+  q.inflight.fetch_sub(1, std::memory_order_seq_cst);
+  // Dekker-style: the waiter bumps waiters_ before it re-checks under the
+  // lock, so either it sees done or we see it waiting (both seq_cst).
+  if (waiters_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard lock(done_mutex_);
+    done_cv_.notify_all();
+  }
+}
+
+bool Scheduler::wait(Task& task, std::optional<std::chrono::nanoseconds> timeout) {
+  for (int spin = 0; spin < 256; ++spin) {
+    if (task.done.load(std::memory_order_acquire)) return true;
+    if (spin > 16) std::this_thread::yield();
+  }
+  waiters_.fetch_add(1, std::memory_order_seq_cst);
+  std::unique_lock lock(done_mutex_);
+  bool ok = true;
+  if (timeout) {
+    ok = done_cv_.wait_for(lock, *timeout, [&] { return task.done.load(std::memory_order_acquire); });
+  } else {
+    done_cv_.wait(lock, [&] { return task.done.load(std::memory_order_acquire); });
+  }
+  waiters_.fetch_sub(1, std::memory_order_seq_cst);
+  return ok;
+}
+
+void Scheduler::wait_idle(int device) {
+  auto& q = *queues_[static_cast<std::size_t>(device)];
+  waiters_.fetch_add(1, std::memory_order_seq_cst);
+  std::unique_lock lock(done_mutex_);
+  done_cv_.wait(lock, [&] { return q.inflight.load(std::memory_order_seq_cst) <= 0; });
+  waiters_.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+std::optional<std::string> Scheduler::fault(int device) const {
+  auto& q = *queues_[static_cast<std::size_t>(device)];
+  std::lock_guard lock(q.fault_mutex);
+  return q.fault;
+}
+
+void Scheduler::set_fault(int device, const std::string& message) {
+  auto& q = *queues_[static_cast<std::size_t>(device)];
+  std::lock_guard lock(q.fault_mutex);
+  if (!q.fault) {
+    q.fault = message;  // first error wins
+    q.faulted.store(true, std::memory_order_release);
+    STEPGRAPH_DEBUG(kRuntime, "host device {} faulted: {}", device, message);
+  }
+}
+
+bool Scheduler::faulted(int device) const noexcept {
+  return queues_[static_cast<std::size_t>(device)]->faulted.load(std::memory_order_acquire);
+}
+
+}  // namespace stepgraph::runtime::host

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command 1: set up, build, run the main job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/build.sh default
+./build/tools/stepgraph info

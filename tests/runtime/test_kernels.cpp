@@ -1,0 +1,45 @@
+#include "test_kernels.h"
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+namespace sgtest {
+
+void fill_f32_host(float* p, std::size_t n, float v) {
+  for (std::size_t i = 0; i < n; ++i) p[i] = v;
+}
+void axpy_f32_host(float* y, const float* x, std::size_t n, float a) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = a * x[i] + y[i];
+}
+void affine_i64_host(std::int64_t* dst, const std::int64_t* src, std::size_t n, std::int64_t mul, std::int64_t add) {
+  for (std::size_t i = 0; i < n; ++i) {
+    // Read, yield, write: a concurrent unordered writer really interleaves.
+    const std::int64_t v = src[i];
+    std::this_thread::yield();
+    dst[i] = v * mul + add;
+  }
+}
+void wait_flag_host(volatile std::int32_t* flag, std::int32_t* out) {
+  while (std::atomic_ref<std::int32_t>(*const_cast<std::int32_t*>(flag)).load() == 0) std::this_thread::yield();
+  *out = *flag;
+}
+void fault_host(std::int32_t*) { throw std::runtime_error("test kernel 'fault' failed on purpose"); }
+void spin_ns_host(std::int64_t* counter, std::int64_t ns) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(ns);
+  while (std::chrono::steady_clock::now() < end) {
+  }
+  *counter += 1;
+}
+
+#ifndef STEPGRAPH_TEST_DEVICE_KERNELS
+const void* fill_f32_device() { return nullptr; }
+const void* axpy_f32_device() { return nullptr; }
+const void* affine_i64_device() { return nullptr; }
+const void* wait_flag_device() { return nullptr; }
+const void* fault_device() { return nullptr; }
+const void* spin_ns_device() { return nullptr; }
+#endif
+
+}  // namespace sgtest
