@@ -1,0 +1,180 @@
+// runtime/src/cuda/cuda_compat.h — the one place that knows CUDA versions,
+// and the check macros every CUDA runtime call goes through.
+//
+// Private to the cuda backend (runtime/src/cuda). STYLE.md: "version
+// differences of CUDA live in one compatibility header per dependency, not in
+// #if inside function bodies".
+//
+// Note [CUDA error classes]
+// A failed CUDA call becomes one of three typed exceptions:
+//  - DeviceFault for the sticky errors (cudaErrorIllegalAddress,
+//    cudaErrorLaunchFailure, ...; CUDA Runtime API, "Data types used by CUDA
+//    Runtime", enum cudaError: "This leaves the process in an inconsistent
+//    state and any further CUDA work will return the same error"). The device
+//    is recorded as faulted (fault_registry()) so every later call on it
+//    throws DeviceFault before touching CUDA (DESIGN 1.6, 2.5).
+//  - InvalidState for the stream-capture legality errors
+//    (cudaErrorStreamCapture*, cudaErrorCapturedEvent): the caller made a
+//    call that is illegal during capture (DESIGN 2.2); CUDA has already
+//    invalidated the capture where it does so.
+//  - CudaError(message, code) for everything else.
+// Every message names the call, the device and what to do next.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#if !defined(CUDART_VERSION) || CUDART_VERSION < 12000
+#error "the stepgraph cuda backend needs the CUDA 12 or 13 runtime (cudaGraphInstantiateWithParams, cudaLaunchKernelExC)"
+#endif
+
+namespace stepgraph::runtime::cuda {
+
+// ---------------------------------------------------------------- errors
+
+/// True for the errors CUDA documents as leaving the context unusable.
+[[nodiscard]] constexpr bool is_sticky(cudaError_t e) noexcept {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorExternalDevice:
+    case cudaErrorContained:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// True for the errors of an illegal call during stream capture (CUDA
+/// Programming Guide, "CUDA Graphs" > "Stream Capture" > "Prohibited and
+/// Unhandled Operations" and "Invalidation").
+[[nodiscard]] constexpr bool is_capture_error(cudaError_t e) noexcept {
+  switch (e) {
+    case cudaErrorStreamCaptureUnsupported:
+    case cudaErrorStreamCaptureInvalidated:
+    case cudaErrorStreamCaptureMerge:
+    case cudaErrorStreamCaptureUnmatched:
+    case cudaErrorStreamCaptureUnjoined:
+    case cudaErrorStreamCaptureIsolation:
+    case cudaErrorStreamCaptureImplicit:
+    case cudaErrorCapturedEvent:
+    case cudaErrorStreamCaptureWrongThread:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// The sticky faults seen in this process, per device. Process-wide because
+/// a sticky CUDA error corrupts the device's primary context, which every
+/// Backend object of the process shares. Thread-safe.
+class FaultRegistry {
+ public:
+  /// Records the first fault of `device` (first error wins).
+  void record(int device, std::string message);
+  [[nodiscard]] std::optional<std::string> fault(int device) const;
+  /// Throws DeviceFault if `device` faulted; `call` names the refused call.
+  void throw_if_faulted(int device, std::string_view call) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::optional<std::string>> faults_;
+};
+FaultRegistry& fault_registry();
+
+/// What the caller can do about `e` (the "what to do" part of a message).
+[[nodiscard]] std::string_view advice(cudaError_t e) noexcept;
+
+/// Throws the exception of Note [CUDA error classes] for a failed `expr`,
+/// naming the current device (the call sites set it with a DeviceGuard).
+[[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
+/// The cleanup-path twin: logs a warning (and records a sticky fault).
+void warn_cuda_error(cudaError_t e, const char* expr, const char* file, int line) noexcept;
+
+// ---------------------------------------------------------------- version differences
+
+/// cudaStreamGetCaptureInfo: CUDA 13 returns the edge data array beside the
+/// dependencies (12.3+ had that as cudaStreamGetCaptureInfo_v3; 12.0-12.2
+/// only the v2 form without it). `deps` may be null. Edge data is asked for
+/// whenever dependencies are, as CUDA 13 returns cudaErrorLossyQuery
+/// otherwise for annotated edges.
+inline cudaError_t stream_get_capture_info(cudaStream_t stream, cudaStreamCaptureStatus* status,
+                                           unsigned long long* id, cudaGraph_t* graph,
+                                           const cudaGraphNode_t** deps, std::size_t* num_deps) {
+#if CUDART_VERSION >= 13000
+  const cudaGraphEdgeData* edge_data = nullptr;
+  return cudaStreamGetCaptureInfo(stream, status, id, graph, deps, deps != nullptr ? &edge_data : nullptr,
+                                  num_deps);
+#elif CUDART_VERSION >= 12030
+  const cudaGraphEdgeData* edge_data = nullptr;
+  return cudaStreamGetCaptureInfo_v3(stream, status, id, graph, deps, deps != nullptr ? &edge_data : nullptr,
+                                     num_deps);
+#else
+  return cudaStreamGetCaptureInfo(stream, status, id, graph, deps, num_deps);
+#endif
+}
+
+/// cudaGraphGetEdges: CUDA 13 takes an edge data array (12.3+ had it as
+/// cudaGraphGetEdges_v2). `edge_data` has room for *count entries when
+/// `from` is not null.
+inline cudaError_t graph_get_edges(cudaGraph_t graph, cudaGraphNode_t* from, cudaGraphNode_t* to,
+                                   std::size_t* count) {
+#if CUDART_VERSION >= 12030
+  std::vector<cudaGraphEdgeData> edge_data(from != nullptr ? *count : 0);
+#if CUDART_VERSION >= 13000
+  return cudaGraphGetEdges(graph, from, to, from != nullptr ? edge_data.data() : nullptr, count);
+#else
+  return cudaGraphGetEdges_v2(graph, from, to, from != nullptr ? edge_data.data() : nullptr, count);
+#endif
+#else
+  return cudaGraphGetEdges(graph, from, to, count);
+#endif
+}
+
+/// The host NUMA node closest to `device`, or -1: cudaDevAttrHostNumaId
+/// exists from CUDA 12.2.
+inline int host_numa_node(int device) {
+#if CUDART_VERSION >= 12020
+  int numa = -1;
+  if (cudaDeviceGetAttribute(&numa, cudaDevAttrHostNumaId, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  return numa;
+#else
+  (void)device;
+  return -1;
+#endif
+}
+
+}  // namespace stepgraph::runtime::cuda
+
+/// Checks a CUDA runtime call; throws per Note [CUDA error classes].
+#define STEPGRAPH_CUDA_CHECK(expr)                                                       \
+  do {                                                                                   \
+    const cudaError_t sg_cuda_err_ = (expr);                                             \
+    if (sg_cuda_err_ != cudaSuccess)                                                     \
+      ::stepgraph::runtime::cuda::throw_cuda_error(sg_cuda_err_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+/// The twin for destructors and cleanup paths: logs instead of throwing.
+#define STEPGRAPH_CUDA_CHECK_WARN(expr)                                                  \
+  do {                                                                                   \
+    const cudaError_t sg_cuda_err_ = (expr);                                             \
+    if (sg_cuda_err_ != cudaSuccess)                                                     \
+      ::stepgraph::runtime::cuda::warn_cuda_error(sg_cuda_err_, #expr, __FILE__, __LINE__); \
+  } while (0)

@@ -1,0 +1,292 @@
+// cuda graphs: introspection of a captured cudaGraph_t, instantiation with
+// parameters, launch, and exec update.
+#include <algorithm>
+#include <tuple>
+
+#include <fmt/format.h>
+
+#include <stepgraph/core/log.h>
+
+#include "internal.h"
+
+namespace stepgraph::runtime::cuda {
+
+namespace {
+
+UpdateResult from_cuda(cudaGraphExecUpdateResult r) {
+  switch (r) {
+    case cudaGraphExecUpdateSuccess: return UpdateResult::kSuccess;
+    case cudaGraphExecUpdateError: return UpdateResult::kError;
+    case cudaGraphExecUpdateErrorTopologyChanged: return UpdateResult::kTopologyChanged;
+    case cudaGraphExecUpdateErrorNodeTypeChanged: return UpdateResult::kNodeTypeChanged;
+    case cudaGraphExecUpdateErrorFunctionChanged:
+    case cudaGraphExecUpdateErrorUnsupportedFunctionChange: return UpdateResult::kFunctionChanged;
+    case cudaGraphExecUpdateErrorParametersChanged: return UpdateResult::kParametersChanged;
+    case cudaGraphExecUpdateErrorNotSupported: return UpdateResult::kNotSupported;
+    case cudaGraphExecUpdateErrorAttributesChanged: return UpdateResult::kAttributesChanged;
+  }
+  return UpdateResult::kError;
+}
+
+std::string_view instantiate_result_name(cudaGraphInstantiateResult r) {
+  switch (r) {
+    case cudaGraphInstantiateSuccess: return "success";
+    case cudaGraphInstantiateError: return "error";
+    case cudaGraphInstantiateInvalidStructure: return "invalid structure (a cycle?)";
+    case cudaGraphInstantiateNodeOperationNotSupported: return "a node's operation is not supported";
+    case cudaGraphInstantiateMultipleDevicesNotSupported: return "nodes on several devices are not supported";
+    case cudaGraphInstantiateConditionalHandleUnused: return "a conditional handle is unused";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- CudaGraph
+
+CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGraph graph,
+                     const std::shared_ptr<CaptureRecord>& record)
+    : backend_(std::move(backend)), device_(device), graph_(std::move(graph)) {
+  DeviceGuard guard(device_);
+  std::size_t count = 0;
+  STEPGRAPH_CUDA_CHECK(cudaGraphGetNodes(graph_.get(), nullptr, &count));
+  std::vector<cudaGraphNode_t> nodes(count);
+  if (count > 0) STEPGRAPH_CUDA_CHECK(cudaGraphGetNodes(graph_.get(), nodes.data(), &count));
+  nodes.resize(count);
+
+  // Order: capture order of the annotated nodes (their seq); a node
+  // stepgraph did not annotate (captured by a library, say) stays right
+  // after the annotated node cudaGraphGetNodes lists before it. Both
+  // backends thus number nodes in capture order, which is also the order
+  // cudaGraphExecUpdate pairs captured nodes in.
+  struct Item {
+    std::uint64_t seq;
+    std::size_t sub;
+    cudaGraphNode_t node;
+    const NodeMeta* meta;
+  };
+  std::vector<Item> items;
+  items.reserve(count);
+  std::unique_lock<std::mutex> lock;
+  if (record != nullptr) lock = std::unique_lock(record->mutex);
+  std::uint64_t last_seq = 0;
+  std::size_t sub = 0;
+  for (cudaGraphNode_t n : nodes) {
+    const NodeMeta* meta = nullptr;
+    if (record != nullptr) {
+      auto it = record->nodes.find(n);
+      if (it != record->nodes.end()) meta = &it->second;
+    }
+    if (meta != nullptr) {
+      last_seq = meta->seq;
+      sub = 0;
+      items.push_back({meta->seq, 0, n, meta});
+    } else {
+      items.push_back({last_seq, ++sub, n, nullptr});
+    }
+  }
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return std::tie(a.seq, a.sub) < std::tie(b.seq, b.sub); });
+
+  info_.nodes.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const Item& it = items[i];
+    cudaGraphNodeType type{};
+    STEPGRAPH_CUDA_CHECK(cudaGraphNodeGetType(it.node, &type));
+    NodeInfo ni;
+    ni.index = i;
+    // The kind is CUDA's own node type, so that the update rules compare
+    // what cudaGraphExecUpdate compares; the rest comes from the annotation.
+    ni.kind = node_kind(type);
+    ni.device = device_;
+    if (it.meta != nullptr) {
+      ni.name = it.meta->name;
+      ni.device = it.meta->device;
+      ni.accesses = it.meta->accesses;
+      ni.copy_kind = it.meta->copy_kind;
+      ni.src_device = it.meta->src_device;
+      ni.dst_device = it.meta->dst_device;
+      ni.bytes = it.meta->bytes;
+      ni.priority = it.meta->priority;
+    } else {
+      ni.name = fmt::format("{}_{}", to_string(ni.kind), i);
+    }
+    index_.emplace(it.node, i);
+    info_.nodes.push_back(std::move(ni));
+  }
+  if (record != nullptr) keep_ = record->keep;
+  else keep_ = std::make_shared<KeepAlive>();
+  if (lock.owns_lock()) lock.unlock();
+
+  std::size_t edges = 0;
+  STEPGRAPH_CUDA_CHECK(graph_get_edges(graph_.get(), nullptr, nullptr, &edges));
+  std::vector<cudaGraphNode_t> from(edges);
+  std::vector<cudaGraphNode_t> to(edges);
+  if (edges > 0) STEPGRAPH_CUDA_CHECK(graph_get_edges(graph_.get(), from.data(), to.data(), &edges));
+  for (std::size_t e = 0; e < edges; ++e) {
+    auto a = index_.find(from[e]);
+    auto b = index_.find(to[e]);
+    if (a == index_.end() || b == index_.end()) continue;
+    info_.edges.emplace_back(a->second, b->second);
+  }
+  std::sort(info_.edges.begin(), info_.edges.end());
+  info_.edges.erase(std::unique(info_.edges.begin(), info_.edges.end()), info_.edges.end());
+}
+
+std::optional<std::size_t> CudaGraph::index_of(cudaGraphNode_t node) const {
+  auto it = index_.find(node);
+  if (it == index_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::unique_ptr<detail::GraphExecImpl> CudaGraph::instantiate(const InstantiateOptions& options) const {
+  backend_->throw_if_faulted(device_, "Graph::instantiate");
+  DeviceGuard guard(device_);
+  // cudaGraphInstantiateWithParams (CUDA Runtime API, "Graph Management"):
+  // Upload makes the first launch cheap (the work is uploaded now, on an
+  // internal stream of the graph's device); UseNodePriority honours the
+  // per-kernel cudaLaunchAttributePriority captured from LaunchSpec::priority;
+  // errNode_out names the failing node.
+  cudaGraphInstantiateParams params{};
+  params.flags = 0;
+  if (options.upload) {
+    params.flags |= cudaGraphInstantiateFlagUpload;
+    params.uploadStream = backend_->upload_stream(device_);
+  }
+  if (options.use_node_priority) params.flags |= cudaGraphInstantiateFlagUseNodePriority;
+  cudaGraphExec_t raw = nullptr;
+  const cudaError_t e = cudaGraphInstantiateWithParams(&raw, graph_.get(), &params);
+  UniqueGraphExec exec(raw);
+  if (e != cudaSuccess || params.result_out != cudaGraphInstantiateSuccess) {
+    if (is_sticky(e)) throw_cuda_error(e, "cudaGraphInstantiateWithParams(&exec, graph, &params)", __FILE__, __LINE__);
+    (void)cudaGetLastError();
+    std::string node;
+    if (params.errNode_out != nullptr) {
+      if (auto i = index_of(params.errNode_out)) node = info_.nodes[*i].name;
+      else node = "<a node stepgraph does not know>";
+    }
+    throw GraphInstantiateError(
+        fmt::format("Graph::instantiate on device {} failed: {} ({}), result: {}{}; fix that node (its launch "
+                    "dimensions, its device, or a node kind the graph cannot hold) and capture again",
+                    device_, cudaGetErrorName(e), cudaGetErrorString(e), instantiate_result_name(params.result_out),
+                    node.empty() ? std::string() : fmt::format(", at node '{}'", node)),
+        node);
+  }
+  STEPGRAPH_DEBUG(kCapture, "instantiated a graph of {} node(s) on device {}", info_.nodes.size(), device_);
+  return std::make_unique<CudaGraphExec>(backend_, device_, std::move(exec), info_, keep_);
+}
+
+// ---------------------------------------------------------------- CudaGraphExec
+
+CudaGraphExec::CudaGraphExec(std::shared_ptr<CudaBackend> backend, int device, UniqueGraphExec exec, GraphInfo info,
+                             std::shared_ptr<const KeepAlive> keep)
+    : backend_(std::move(backend)),
+      device_(device),
+      exec_(std::move(exec)),
+      info_(std::move(info)),
+      keep_(std::move(keep)) {}
+
+CudaGraphExec::~CudaGraphExec() {
+  // cudaGraphExecDestroy lets in-flight launches finish, but the buffers and
+  // host function boxes they use are released with this object: wait for
+  // the latest launch on each device first (a fault makes the wait return
+  // at once with the error, which is only logged here).
+  for (auto& [device, event] : launch_events_) STEPGRAPH_CUDA_CHECK_WARN(cudaEventSynchronize(event.get()));
+}
+
+void CudaGraphExec::prune_retired_locked() {
+  if (retired_.empty()) return;
+  for (auto& [device, event] : launch_events_) {
+    const cudaError_t e = cudaEventQuery(event.get());
+    if (e == cudaSuccess) continue;
+    if (e != cudaErrorNotReady && !is_sticky(e)) (void)cudaGetLastError();
+    return;  // a launch may still use them
+  }
+  retired_.clear();
+}
+
+void CudaGraphExec::launch(detail::StreamImpl& stream_impl) {
+  CudaStream& stream = as_cuda(stream_impl, "GraphExec::launch");
+  const int device = stream.device();
+  backend_->throw_if_faulted(device, "GraphExec::launch");
+  DeviceGuard guard(device);
+  auto enqueue = stream.lock_enqueue();
+  std::lock_guard lock(mutex_);
+  const bool capturing = stream.capture_state().status != cudaStreamCaptureStatusNone;
+  if (!capturing) prune_retired_locked();  // no event queries inside a capture
+  // Launches of one executable are ordered after each other whatever the
+  // stream (cudaGraphLaunch, CUDA Runtime API "Graph Management"). Launched
+  // into a capturing stream, the executable becomes a child graph node.
+  STEPGRAPH_CUDA_CHECK(cudaGraphLaunch(exec_.get(), stream.handle()));
+  std::vector<cudaGraphNode_t> nodes;
+  if (auto rec = stream.captured_nodes(nodes)) {
+    NodeMeta meta;
+    meta.name = "graph_launch";
+    meta.kind = NodeKind::kOther;
+    meta.device = device;
+    for (const auto& n : info_.nodes) meta.accesses.insert(meta.accesses.end(), n.accesses.begin(), n.accesses.end());
+    KeepAlive keep;
+    keep.children.push_back(keep_);
+    CudaStream::annotate(*rec, nodes, meta, std::move(keep));
+    return;
+  }
+  if (capturing) return;
+  // Completion is observed through an event per launch (DESIGN 1.6), never
+  // a host function, which CUDA does not call after a fault.
+  auto& ev = launch_events_[device];
+  if (!ev) {
+    cudaEvent_t raw = nullptr;
+    STEPGRAPH_CUDA_CHECK(cudaEventCreateWithFlags(&raw, cudaEventDisableTiming));
+    ev.reset(raw);
+  }
+  STEPGRAPH_CUDA_CHECK(cudaEventRecord(ev.get(), stream.handle()));
+}
+
+UpdateInfo CudaGraphExec::update(const detail::GraphImpl& graph_impl) {
+  const auto* graph = dynamic_cast<const CudaGraph*>(&graph_impl);
+  STEPGRAPH_CHECK(graph != nullptr, InvalidArgument,
+                  "GraphExec::update: the graph was captured by another backend; update with a graph of the cuda "
+                  "backend");
+  backend_->throw_if_faulted(device_, "GraphExec::update");
+  std::lock_guard lock(mutex_);
+  const GraphInfo next = graph->info();
+  // The documented rules first (same count, edges, kinds, devices, memcpy
+  // directions), so both backends refuse the same updates and name the node;
+  // then CUDA's own check, which may refuse more (attributes, priorities).
+  UpdateInfo rules = detail::check_update_rules(info_, next);
+  if (!rules.ok()) {
+    rules.message = fmt::format("GraphExec::update refused: {}; the executable is unchanged: instantiate the new "
+                                "graph instead",
+                                rules.message);
+    return rules;
+  }
+  DeviceGuard guard(device_);
+  cudaGraphExecUpdateResultInfo result{};
+  const cudaError_t e = cudaGraphExecUpdate(exec_.get(), graph->handle(), &result);
+  if (e == cudaSuccess && result.result == cudaGraphExecUpdateSuccess) {
+    retired_.push_back(std::move(keep_));
+    keep_ = graph->keep();
+    info_ = next;
+    prune_retired_locked();
+    return {};
+  }
+  if (is_sticky(e)) throw_cuda_error(e, "cudaGraphExecUpdate(exec, graph, &result)", __FILE__, __LINE__);
+  (void)cudaGetLastError();
+  UpdateInfo out;
+  out.result = from_cuda(result.result);
+  if (out.result == UpdateResult::kSuccess) out.result = UpdateResult::kError;
+  if (result.errorNode != nullptr) out.node = graph->index_of(result.errorNode);
+  out.message = fmt::format(
+      "cudaGraphExecUpdate refused the update: {} ({}){}; the executable is unchanged: instantiate the new graph "
+      "instead",
+      to_string(out.result), cudaGetErrorName(e),
+      out.node ? fmt::format(", at node {} ('{}')", *out.node, next.nodes[*out.node].name) : std::string());
+  return out;
+}
+
+std::size_t CudaGraphExec::node_count() const {
+  std::lock_guard lock(mutex_);
+  return info_.nodes.size();
+}
+
+}  // namespace stepgraph::runtime::cuda

@@ -1,0 +1,478 @@
+// cuda streams: annotated launches, copies, memsets, host functions, events,
+// and stream capture with the node↔annotation map.
+//
+// Note [Annotating captured nodes]
+// CUDA records a captured kernel as an anonymous node. Right after each
+// operation enqueued on a capturing stream, the stream's capture
+// dependencies (cudaStreamGetCaptureInfo, dependencies_out: "the next node
+// to be captured in the stream will depend on this set of nodes") are
+// exactly the nodes that operation added; each not yet annotated gets the
+// operation's name, kind, device, declared accesses and copy parameters.
+// Operations that add no node (event record / wait, the join of a fork)
+// leave dependencies that are already annotated, so nothing is relabelled.
+// Enqueue and annotate hold the stream's enqueue mutex, so two threads
+// enqueueing on one stream cannot swap each other's labels.
+#include <fmt/format.h>
+
+#include <stepgraph/core/log.h>
+
+#include "internal.h"
+
+namespace stepgraph::runtime::cuda {
+
+namespace {
+
+/// The host function trampoline (cudaHostFn_t). It must not throw into the
+/// driver: an exception becomes a fault of the stream's device, reported by
+/// the next call on that device (DESIGN 2.5, faults are sticky), since the
+/// driver offers no way to fail the stream from a host function.
+void CUDART_CB run_host_fn(void* data) {
+  auto* box = static_cast<HostFnBox*>(data);
+  try {
+    box->fn();
+  } catch (const std::exception& ex) {
+    const std::string msg = fmt::format("host function '{}' on device {} threw: {}", box->name, box->device, ex.what());
+    STEPGRAPH_LOG(kError, kRuntime, "{}", msg);
+    fault_registry().record(box->device, msg);
+  } catch (...) {
+    const std::string msg = fmt::format("host function '{}' on device {} threw a non-standard exception", box->name,
+                                        box->device);
+    STEPGRAPH_LOG(kError, kRuntime, "{}", msg);
+    fault_registry().record(box->device, msg);
+  }
+  if (box->delete_after_call) delete box;
+}
+
+const CudaEvent& as_cuda_event(const detail::EventImpl& event, std::string_view call) {
+  const auto* e = dynamic_cast<const CudaEvent*>(&event);
+  STEPGRAPH_CHECK(e != nullptr, InvalidArgument,
+                  "{}: the event belongs to another backend; use an event made by the cuda backend", call);
+  return *e;
+}
+
+cudaStreamCaptureMode to_cuda_mode(CaptureMode mode) {
+  switch (mode) {
+    case CaptureMode::kGlobal: return cudaStreamCaptureModeGlobal;
+    case CaptureMode::kThreadLocal: return cudaStreamCaptureModeThreadLocal;
+    case CaptureMode::kRelaxed: return cudaStreamCaptureModeRelaxed;
+  }
+  return cudaStreamCaptureModeThreadLocal;
+}
+
+KeepAlive keep_buffers(const std::vector<BufferAccess>& accesses) {
+  KeepAlive keep;
+  keep.buffers.reserve(accesses.size());
+  for (const auto& a : accesses) keep.buffers.push_back(a.buffer);
+  return keep;
+}
+
+/// The address of a slice as the copy engine sees it: the host address of
+/// pinned memory, the device address otherwise.
+void* host_or_device_ptr(const BufferSlice& s) {
+  const auto& b = *s.buffer;
+  char* base = static_cast<char*>(b.kind == MemoryKind::kPinnedHost ? b.host_ptr : b.device_ptr);
+  return base + s.offset;
+}
+
+void* device_ptr(const BufferSlice& s) { return static_cast<char*>(s.buffer->device_ptr) + s.offset; }
+
+}  // namespace
+
+// ---------------------------------------------------------------- life cycle
+
+CudaStream::CudaStream(CudaBackend& backend, int device, int cuda_priority) : backend_(&backend), device_(device) {
+  DeviceGuard guard(device);
+  // Non-blocking: no implicit synchronisation with the legacy default
+  // stream, whose use elsewhere in the process would otherwise break a
+  // capture (CUDA Programming Guide, "Stream Capture" > "Cross-stream
+  // Dependencies"; DESIGN 1.1 capture hygiene).
+  cudaStream_t s = nullptr;
+  STEPGRAPH_CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, cuda_priority));
+  owned_.reset(s);
+  stream_ = s;
+}
+
+CudaStream::CudaStream(CudaBackend& backend, int device)
+    : backend_(&backend), device_(device), stream_(cudaStreamLegacy), legacy_(true) {}
+
+CudaStream::~CudaStream() {
+  try {
+    DeviceGuard guard(device_);
+    if (origin_capture_) {
+      // Destroyed mid-capture: end it so the capture's record and graph are
+      // not leaked (a capturing stream cannot be destroyed cleanly).
+      cudaGraph_t g = nullptr;
+      STEPGRAPH_CUDA_CHECK_WARN(cudaStreamEndCapture(stream_, &g));
+      if (g != nullptr) STEPGRAPH_CUDA_CHECK_WARN(cudaGraphDestroy(g));
+      (void)backend_->close_capture(*origin_capture_);
+    }
+    owned_.reset();
+  } catch (const std::exception& ex) {
+    STEPGRAPH_WARN(kRuntime, "destroying a stream of device {}: {}", device_, ex.what());
+  }
+}
+
+void CudaStream::check_usable(std::string_view call) const { backend_->throw_if_faulted(device_, call); }
+
+// ---------------------------------------------------------------- capture helpers
+
+CudaStream::CaptureState CudaStream::capture_state() const {
+  CaptureState st;
+  STEPGRAPH_CUDA_CHECK(stream_get_capture_info(stream_, &st.status, &st.id, nullptr, nullptr, nullptr));
+  return st;
+}
+
+std::shared_ptr<CaptureRecord> CudaStream::captured_nodes(std::vector<cudaGraphNode_t>& nodes) const {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  unsigned long long id = 0;
+  const cudaGraphNode_t* deps = nullptr;
+  std::size_t n = 0;
+  STEPGRAPH_CUDA_CHECK(stream_get_capture_info(stream_, &status, &id, nullptr, &deps, &n));
+  if (status != cudaStreamCaptureStatusActive) return nullptr;
+  auto rec = backend_->find_capture(id);
+  if (rec == nullptr) {
+    STEPGRAPH_WARN(kCapture, "stream of device {} captures into capture {} that stepgraph did not begin; its "
+                   "nodes stay unnamed", device_, id);
+    return nullptr;
+  }
+  nodes.assign(deps, deps + n);
+  return rec;
+}
+
+void CudaStream::annotate(CaptureRecord& record, const std::vector<cudaGraphNode_t>& nodes, const NodeMeta& meta,
+                          KeepAlive keep) {
+  std::lock_guard lock(record.mutex);
+  for (cudaGraphNode_t node : nodes) {
+    if (record.nodes.contains(node)) continue;
+    NodeMeta m = meta;
+    m.seq = record.next_seq++;
+    record.nodes.emplace(node, std::move(m));
+  }
+  auto& k = *record.keep;
+  k.buffers.insert(k.buffers.end(), keep.buffers.begin(), keep.buffers.end());
+  k.host_fns.insert(k.host_fns.end(), keep.host_fns.begin(), keep.host_fns.end());
+  k.children.insert(k.children.end(), keep.children.begin(), keep.children.end());
+}
+
+// ---------------------------------------------------------------- work
+
+void CudaStream::launch_kernel(KernelParams&& p) {
+  check_usable(p.name);
+  STEPGRAPH_CHECK(p.device_fn != nullptr, InvalidArgument,
+                  "launch '{}' on device {}: the kernel has no device function (Kernel::device is null); compile "
+                  "its __global__ version in a .cu file and set Kernel::device, or run it on the host backend",
+                  p.name, device_);
+  backend_->resolve_accesses(device_, p.name, p.accesses);
+
+  // cudaLaunchKernelExC takes the arguments as an array of pointers to
+  // by-value copies (KernelParams::args into arg_storage) and launch
+  // attributes; a non-default priority becomes cudaLaunchAttributePriority,
+  // which a captured kernel node keeps and cudaGraphInstantiateFlagUseNodePriority
+  // honours (CUDA Runtime API, "Execution Control"; "Graph Management").
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(p.dims.grid[0], p.dims.grid[1], p.dims.grid[2]);
+  cfg.blockDim = dim3(p.dims.block[0], p.dims.block[1], p.dims.block[2]);
+  cfg.dynamicSmemBytes = p.dims.shared_bytes;
+  cfg.stream = stream_;
+  cudaLaunchAttribute attr[1] = {};
+  if (p.priority != 0) {
+    attr[0].id = cudaLaunchAttributePriority;
+    attr[0].val.priority = backend_->cuda_priority(device_, p.priority);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  STEPGRAPH_CUDA_CHECK(cudaLaunchKernelExC(&cfg, p.device_fn, p.args.data()));
+  std::vector<cudaGraphNode_t> nodes;
+  if (auto rec = captured_nodes(nodes)) {
+    NodeMeta meta;
+    meta.name = p.name;
+    meta.kind = NodeKind::kKernel;
+    meta.device = device_;
+    meta.accesses = detail::access_infos(p.accesses);
+    meta.priority = p.priority;
+    annotate(*rec, nodes, meta, keep_buffers(p.accesses));
+  }
+}
+
+void CudaStream::copy(const BufferSlice& dst, const BufferSlice& src, std::string name) {
+  if (name.empty()) name = "copy";
+  check_usable(fmt::format("Stream::copy '{}'", name));
+  backend_->check_slice(fmt::format("Stream::copy '{}' (destination)", name), dst);
+  backend_->check_slice(fmt::format("Stream::copy '{}' (source)", name), src);
+  STEPGRAPH_CHECK(dst.bytes >= src.bytes, InvalidArgument,
+                  "Stream::copy '{}' on device {}: the destination slice has {} bytes, fewer than the {} bytes of "
+                  "the source; give slices of equal size",
+                  name, device_, dst.bytes, src.bytes);
+  const auto& d = *dst.buffer;
+  const auto& s = *src.buffer;
+  const CopyKind kind = detail::BackendImpl::copy_kind(d, s);
+  const std::size_t n = src.bytes;
+
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  // Explicit directions rather than cudaMemcpyDefault, so that the captured
+  // memcpy node's direction is the one introspection reports; device to
+  // device across devices goes through cudaMemcpyPeerAsync, which needs no
+  // peer access (CUDA Runtime API, "Memory Management").
+  switch (kind) {
+    case CopyKind::kHostToDevice:
+      STEPGRAPH_CUDA_CHECK(
+          cudaMemcpyAsync(device_ptr(dst), host_or_device_ptr(src), n, cudaMemcpyHostToDevice, stream_));
+      break;
+    case CopyKind::kDeviceToHost:
+      STEPGRAPH_CUDA_CHECK(
+          cudaMemcpyAsync(host_or_device_ptr(dst), device_ptr(src), n, cudaMemcpyDeviceToHost, stream_));
+      break;
+    case CopyKind::kHostToHost:
+      STEPGRAPH_CUDA_CHECK(
+          cudaMemcpyAsync(host_or_device_ptr(dst), host_or_device_ptr(src), n, cudaMemcpyHostToHost, stream_));
+      break;
+    case CopyKind::kDeviceToDevice:
+      if (s.device == device_) {
+        STEPGRAPH_CUDA_CHECK(cudaMemcpyAsync(device_ptr(dst), device_ptr(src), n, cudaMemcpyDeviceToDevice, stream_));
+      } else {
+        STEPGRAPH_CUDA_CHECK(cudaMemcpyPeerAsync(device_ptr(dst), d.device, device_ptr(src), s.device, n, stream_));
+      }
+      break;
+    case CopyKind::kPeer:
+      STEPGRAPH_CUDA_CHECK(cudaMemcpyPeerAsync(device_ptr(dst), d.device, device_ptr(src), s.device, n, stream_));
+      break;
+  }
+  std::vector<cudaGraphNode_t> nodes;
+  if (auto rec = captured_nodes(nodes)) {
+    NodeMeta meta;
+    meta.name = std::move(name);
+    meta.kind = NodeKind::kMemcpy;
+    meta.device = device_;
+    meta.copy_kind = kind;
+    meta.src_device = s.device;
+    meta.dst_device = d.device;
+    meta.bytes = n;
+    meta.accesses = {AccessInfo{s.id, s.device, s.kind, src.offset, n, Access::kRead},
+                     AccessInfo{d.id, d.device, d.kind, dst.offset, n, Access::kWrite}};
+    KeepAlive keep;
+    keep.buffers = {src.buffer, dst.buffer};
+    annotate(*rec, nodes, meta, std::move(keep));
+  }
+}
+
+void CudaStream::memset(const BufferSlice& dst, unsigned char value, std::string name) {
+  if (name.empty()) name = "memset";
+  check_usable(fmt::format("Stream::memset '{}'", name));
+  backend_->check_slice(fmt::format("Stream::memset '{}'", name), dst);
+  const auto& d = *dst.buffer;
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  // Through the device address also for pinned memory: mapped host memory
+  // has one (cudaHostGetDevicePointer), and a memset node takes a device
+  // address (cudaMemsetAsync, CUDA Runtime API "Memory Management").
+  STEPGRAPH_CUDA_CHECK(cudaMemsetAsync(device_ptr(dst), value, dst.bytes, stream_));
+  std::vector<cudaGraphNode_t> nodes;
+  if (auto rec = captured_nodes(nodes)) {
+    NodeMeta meta;
+    meta.name = std::move(name);
+    meta.kind = NodeKind::kMemset;
+    meta.device = device_;
+    meta.dst_device = d.device;
+    meta.bytes = dst.bytes;
+    meta.accesses = {AccessInfo{d.id, d.device, d.kind, dst.offset, dst.bytes, Access::kWrite}};
+    KeepAlive keep;
+    keep.buffers = {dst.buffer};
+    annotate(*rec, nodes, meta, std::move(keep));
+  }
+}
+
+void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) {
+  if (name.empty()) name = "host_fn";
+  check_usable(fmt::format("Stream::host_fn '{}'", name));
+  STEPGRAPH_CHECK(static_cast<bool>(fn), InvalidArgument, "Stream::host_fn '{}' on device {}: the function is empty",
+                  name, device_);
+  backend_->resolve_accesses(device_, name, accesses);
+
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  // Who owns the box depends on whether this call is captured: checked
+  // under the enqueue mutex, which begin_capture and wait (a fork) also
+  // take, so the answer cannot change before the launch.
+  const CaptureState st = capture_state();
+  if (st.status == cudaStreamCaptureStatusActive) {
+    auto rec = backend_->find_capture(st.id);
+    auto box = std::make_shared<HostFnBox>(HostFnBox{std::move(fn), name, device_, false});
+    KeepAlive keep = keep_buffers(accesses);
+    keep.host_fns.push_back(box);
+    STEPGRAPH_CUDA_CHECK(cudaLaunchHostFunc(stream_, &run_host_fn, box.get()));
+    std::vector<cudaGraphNode_t> nodes;
+    auto rec_now = captured_nodes(nodes);
+    NodeMeta meta;
+    meta.name = std::move(name);
+    meta.kind = NodeKind::kHost;
+    meta.device = device_;
+    meta.accesses = detail::access_infos(accesses);
+    if (rec_now != nullptr) {
+      annotate(*rec_now, nodes, meta, std::move(keep));
+    } else if (rec != nullptr) {
+      annotate(*rec, {}, meta, std::move(keep));  // keep the box alive all the same
+    } else {
+      // A capture stepgraph did not begin: nothing would own the box.
+      // Leak it rather than let the graph call freed memory.
+      STEPGRAPH_WARN(kCapture, "host function '{}' captured into a foreign capture; its state is leaked",
+                     meta.name);
+      new std::shared_ptr<HostFnBox>(box);
+    }
+    return;
+  }
+  // Eager: the trampoline deletes the box after the call. If a device fault
+  // stops the stream first, CUDA never calls it and the box leaks; that is
+  // the price of not observing completion through host functions (DESIGN 1.6).
+  auto* box = new HostFnBox{std::move(fn), std::move(name), device_, true};
+  const cudaError_t e = cudaLaunchHostFunc(stream_, &run_host_fn, box);
+  if (e != cudaSuccess) {
+    delete box;
+    throw_cuda_error(e, "cudaLaunchHostFunc(stream, run_host_fn, box)", __FILE__, __LINE__);
+  }
+}
+
+void CudaStream::record(detail::EventImpl& event) {
+  const CudaEvent& ev = as_cuda_event(event, "Stream::record");
+  check_usable("Stream::record");
+  STEPGRAPH_CHECK(ev.device() == device_, InvalidArgument,
+                  "Stream::record: an event of device {} cannot be recorded on a stream of device {} (CUDA "
+                  "requires both on one device); create the event with Backend::create_event({})",
+                  ev.device(), device_, device_);
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  STEPGRAPH_CUDA_CHECK(cudaEventRecord(ev.handle(), stream_));
+}
+
+void CudaStream::wait(const detail::EventImpl& event) {
+  const CudaEvent& ev = as_cuda_event(event, "Stream::wait");
+  check_usable("Stream::wait");
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  // Waits on the event's latest record, also of another device. During
+  // capture, waiting on an event recorded outside the capture is
+  // cudaErrorStreamCaptureIsolation and invalidates the capture.
+  const cudaError_t e = cudaStreamWaitEvent(stream_, ev.handle(), 0);
+  if (e == cudaSuccess) return;
+  if (is_capture_error(e)) {
+    (void)cudaGetLastError();
+    throw InvalidState(fmt::format(
+        "Stream::wait on device {}: {} ({}); during capture a stream may only wait on events recorded in the "
+        "same capture, so the capture is now invalidated: end it (it yields no graph), record the event inside "
+        "the capture or wait on it before begin_capture",
+        device_, cudaGetErrorName(e), cudaGetErrorString(e)));
+  }
+  throw_cuda_error(e, "cudaStreamWaitEvent(stream, event, 0)", __FILE__, __LINE__);
+}
+
+void CudaStream::synchronize() {
+  check_usable("Stream::synchronize");
+  DeviceGuard guard(device_);
+  const cudaError_t e = cudaStreamSynchronize(stream_);
+  if (e == cudaSuccess) return;
+  if (is_capture_error(e)) {
+    (void)cudaGetLastError();
+    throw InvalidState(fmt::format(
+        "Stream::synchronize on device {}: the stream is capturing, and captured work does not run until the "
+        "graph is launched ({}); the capture is now invalidated: end it (it yields no graph) and synchronize "
+        "outside capture",
+        device_, cudaGetErrorName(e)));
+  }
+  throw_cuda_error(e, "cudaStreamSynchronize(stream)", __FILE__, __LINE__);
+}
+
+bool CudaStream::query() {
+  check_usable("Stream::query");
+  DeviceGuard guard(device_);
+  const cudaError_t e = cudaStreamQuery(stream_);
+  if (e == cudaSuccess) return true;
+  if (e == cudaErrorNotReady) return false;
+  if (is_capture_error(e)) {
+    (void)cudaGetLastError();
+    throw InvalidState(fmt::format(
+        "Stream::query on device {}: the stream is capturing, and captured work does not run until the graph is "
+        "launched ({}); the capture is now invalidated: end it (it yields no graph) and query outside capture",
+        device_, cudaGetErrorName(e)));
+  }
+  throw_cuda_error(e, "cudaStreamQuery(stream)", __FILE__, __LINE__);
+}
+
+// ---------------------------------------------------------------- capture
+
+void CudaStream::begin_capture(CaptureMode mode) {
+  // CUDA itself refuses capture on the legacy stream
+  // (cudaErrorStreamCaptureUnsupported); refusing before the call gives the
+  // caller the next step (DESIGN 1.1: never the legacy default stream).
+  STEPGRAPH_CHECK(!legacy_, InvalidArgument,
+                  "Stream::begin_capture on the legacy default stream of device {} is refused: it synchronises "
+                  "with every blocking stream and cannot be captured; capture on a stream made by "
+                  "Backend::create_stream",
+                  device_);
+  check_usable("Stream::begin_capture");
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  STEPGRAPH_CHECK(!origin_capture_, InvalidState,
+                  "Stream::begin_capture on device {}: a capture begun on this stream is still in progress; end it "
+                  "with end_capture first",
+                  device_);
+  // The mode decides whose potentially unsafe calls (cudaMalloc, a
+  // synchronize, ...) invalidate this capture: thread-local by default, so
+  // other threads' work is unaffected (CUDA Runtime API, "Stream
+  // Management", cudaStreamBeginCapture / cudaThreadExchangeStreamCaptureMode).
+  STEPGRAPH_CUDA_CHECK(cudaStreamBeginCapture(stream_, to_cuda_mode(mode)));
+  const CaptureState st = capture_state();
+  origin_capture_ = st.id;
+  (void)backend_->open_capture(st.id, device_);
+  STEPGRAPH_DEBUG(kCapture, "capture {} begun on device {} ({})", st.id, device_, to_string(mode));
+}
+
+std::unique_ptr<detail::GraphImpl> CudaStream::end_capture() {
+  // Not refused on a faulted device: ending always ends, so the stream is
+  // left out of capture whatever happened.
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  if (!origin_capture_) {
+    const CaptureState st = capture_state();
+    STEPGRAPH_CHECK(st.status == cudaStreamCaptureStatusNone, InvalidState,
+                    "Stream::end_capture on device {}: this stream joined a capture begun on another stream; "
+                    "capture must end on the stream it began on (join this stream back with an event, then end "
+                    "the capture on its origin stream)",
+                    device_);
+    throw InvalidState(fmt::format(
+        "Stream::end_capture on device {}: no capture is in progress on this stream; call begin_capture first",
+        device_));
+  }
+  const unsigned long long id = *origin_capture_;
+  origin_capture_.reset();
+  auto rec = backend_->close_capture(id);
+  cudaGraph_t raw = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(stream_, &raw);
+  UniqueGraph graph(raw);
+  if (e != cudaSuccess) {
+    if (!is_capture_error(e)) throw_cuda_error(e, "cudaStreamEndCapture(stream, &graph)", __FILE__, __LINE__);
+    (void)cudaGetLastError();
+    throw InvalidState(fmt::format(
+        "Stream::end_capture on device {}: the capture yields no graph: {} ({}); either an illegal call "
+        "invalidated it or a forked stream was not joined back to the origin stream; the stream is out of "
+        "capture and usable again: fix the step and capture again",
+        device_, cudaGetErrorName(e), cudaGetErrorString(e)));
+  }
+  STEPGRAPH_CHECK(graph, InvalidState,
+                  "Stream::end_capture on device {}: CUDA returned no graph; the capture was invalidated", device_);
+  STEPGRAPH_DEBUG(kCapture, "capture {} ended on device {}", id, device_);
+  return std::make_unique<CudaGraph>(backend_->shared(), device_, std::move(graph), rec);
+}
+
+CaptureStatus CudaStream::capture_status() const {
+  switch (capture_state().status) {
+    case cudaStreamCaptureStatusActive: return CaptureStatus::kActive;
+    case cudaStreamCaptureStatusInvalidated: return CaptureStatus::kInvalidated;
+    case cudaStreamCaptureStatusNone: return CaptureStatus::kNone;
+  }
+  return CaptureStatus::kNone;
+}
+
+}  // namespace stepgraph::runtime::cuda
