@@ -1,0 +1,104 @@
+// stepgraph/graphs/placement.h — node -> device assignment and a schedule.
+//
+// `place()` takes a StepGraph, a Platform (the device set; built from a
+// topology::CostMatrix or by hand) and an algorithm:
+// * kHeft       — HEFT (Topcuoglu, Hariri & Wu, IEEE TPDS 13(3), 2002):
+//                 nodes by decreasing upward rank, each on the device giving
+//                 the earliest finish time, inserted into the earliest idle
+//                 gap that fits (insertion policy). The gap search is an
+//                 augmented treap per device (O(log n) per query), not a scan.
+// * kHeftBlind  — the same HEFT on `platform.without_topology()`: every link
+//                 equal. Its schedule is then judged on the real platform.
+// * kRoundRobin — topological order, device i mod p (skipping devices that
+//                 cannot run the node), each node appended (no insertion).
+// * kGreedy     — the naive baseline: each node on the device with the
+//                 smallest Σ NUMA-distance / bandwidth from its predecessors'
+//                 devices (device 0, where inputs live, for entry nodes). It
+//                 piles the whole graph onto one device; it is here to be
+//                 beaten.
+// Collective nodes are gang nodes: they occupy every device at once
+// (`ScheduledNode::device == kAllDevices`) and start when every device is
+// free and every input has arrived at every device.
+//
+// Ownership: Placement is a value type. Thread-safety: place() is reentrant.
+// Capture: no CUDA calls.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <stepgraph/graphs/cost_model.h>
+#include <stepgraph/graphs/graph.h>
+#include <stepgraph/graphs/platform.h>
+
+namespace stepgraph::graphs {
+
+inline constexpr int kAllDevices = -1;
+
+enum class Algorithm : std::uint8_t { kHeft, kHeftBlind, kRoundRobin, kGreedy };
+[[nodiscard]] std::string_view to_string(Algorithm algorithm) noexcept;
+/// "heft", "heft-blind", "rr", "greedy"; throws InvalidArgument otherwise.
+[[nodiscard]] Algorithm parse_algorithm(std::string_view name);
+
+/// What HEFT does when its list schedule is estimated slower than running
+/// the whole graph on the single best device (it can be, at high CCR).
+enum class SerialFallback : std::uint8_t { kCompare, kOff };
+
+struct PlaceOptions {
+  Algorithm algorithm = Algorithm::kHeft;
+  CostModelOptions cost{};
+  SerialFallback fallback = SerialFallback::kCompare;
+};
+
+struct ScheduledNode {
+  int device = 0;  ///< index into the Platform, or kAllDevices (collective)
+  double start_us = 0;
+  double finish_us = 0;
+};
+
+/// The placement result a lowering pass consumes.
+struct Placement {
+  Algorithm algorithm = Algorithm::kHeft;
+  /// Indexed by NodeId.
+  std::vector<ScheduledNode> nodes;
+  /// Per device, the nodes it runs in execution order (gang nodes appear in
+  /// every device's list). The order is consistent with the edges.
+  std::vector<std::vector<NodeId>> device_order;
+  /// The algorithm's own estimate (no link contention); the simulator gives
+  /// the makespan to compare algorithms by.
+  double estimated_makespan_us = 0;
+  /// Whether HEFT fell back to the serial schedule.
+  bool serial_fallback = false;
+
+  [[nodiscard]] int device(NodeId node) const { return nodes.at(node).device; }
+};
+
+/// Throws InvalidArgument for: a raw CUDA graph (no buffers: cannot be
+/// placed), an empty device set, a pinned device that does not exist, a node
+/// that can run on no device of the set; plus everything `validate()` reports
+/// (races are not re-checked here; call validate() on untrusted graphs).
+[[nodiscard]] Placement place(const StepGraph& graph, const Platform& platform, const PlaceOptions& options = {});
+
+/// Builds the per-device order and start/finish times for a given node ->
+/// device map by appending each node (topological order) to its device as
+/// early as its inputs allow. Baselines use it; so can a caller with its own
+/// assignment. `device_of[n]` is ignored for collective nodes.
+[[nodiscard]] Placement schedule_assignment(const StepGraph& graph, const CostModel& model,
+                                            const std::vector<int>& device_of);
+
+struct Bounds {
+  double critical_path_us = 0;  ///< longest path by min cost over devices, no comm
+  double total_work_us = 0;     ///< Σ min cost over devices
+  double lower_bound_us = 0;    ///< max(critical path, total work / devices)
+};
+/// The HEFT paper's SLR denominator and the lower bound of the benchmark.
+[[nodiscard]] Bounds bounds(const StepGraph& graph, const CostModel& model);
+
+/// Data-parallel replication: the whole graph once per replica, node r/<name>
+/// pinned to device r, buffers duplicated; collective nodes stay single gang
+/// nodes fed by (and feeding) every replica. The input graph states its
+/// gradient AllReduce nodes (the transformer generator does).
+[[nodiscard]] StepGraph replicate_data_parallel(const StepGraph& graph, int replicas);
+
+}  // namespace stepgraph::graphs

@@ -1,0 +1,81 @@
+// stepgraph/graphs/platform.h — the device set a graph is placed on.
+//
+// A Platform is a small, self-contained view of a machine for placement and
+// simulation: devices (a kind and a relative compute speed), and for every
+// ordered pair a link (bandwidth GB/s, latency µs) and a NUMA distance. It is
+// built by hand (tests, what-if studies) or from a topology::CostMatrix
+// (`platform_from_cost_matrix`, <stepgraph/graphs/platform_topology.h>).
+//
+// Ownership: value type. Thread-safety: const functions may be called
+// concurrently. Capture: no CUDA calls.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <stepgraph/graphs/graph.h>
+
+namespace stepgraph::graphs {
+
+struct Device {
+  std::string name;
+  DeviceKind kind = DeviceKind::kGpu;
+  /// Relative compute speed: a node's estimate for this kind is divided by it.
+  double speed = 1.0;
+  int numa_node = 0;
+};
+
+struct Link {
+  double bandwidth_gbps = 0;  ///< GB/s (1e9 bytes per second)
+  double latency_us = 0;
+};
+
+/// How a Platform without topology is derived from one with it.
+enum class LinkModel : std::uint8_t {
+  /// Every device pair gets the same link: the harmonic-mean bandwidth (so a
+  /// byte takes the mean time over the platform's distinct pairs) and the
+  /// mean latency ("topology-blind").
+  kUniformMean,
+};
+
+class Platform {
+ public:
+  Platform() = default;
+  /// Devices with no links yet: every pair starts at `default_link`, NUMA
+  /// distance 10 on the diagonal and 20 elsewhere (ACPI SLIT conventions).
+  explicit Platform(std::vector<Device> devices, Link default_link = {10.0, 10.0});
+
+  /// `n` identical devices, all pairs `link`.
+  static Platform uniform(std::size_t n, DeviceKind kind, Link link);
+
+  /// Sets a->b and b->a. Throws InvalidArgument for a bad index or a
+  /// bandwidth <= 0 / latency < 0 / NaN.
+  void set_link(std::size_t a, std::size_t b, Link link);
+  void set_numa_distance(std::size_t a, std::size_t b, double distance);
+
+  [[nodiscard]] std::size_t size() const noexcept { return devices_.size(); }
+  [[nodiscard]] const std::vector<Device>& devices() const noexcept { return devices_; }
+  [[nodiscard]] const Device& device(std::size_t i) const { return devices_.at(i); }
+  [[nodiscard]] const Link& link(std::size_t a, std::size_t b) const noexcept { return links_[a * size() + b]; }
+  [[nodiscard]] double numa_distance(std::size_t a, std::size_t b) const noexcept {
+    return numa_[a * size() + b];
+  }
+  /// Mean over ordered pairs a != b (0 / 0 for a single device).
+  [[nodiscard]] double mean_bandwidth_gbps() const noexcept;
+  [[nodiscard]] double mean_latency_us() const noexcept;
+  /// Mean over ordered pairs a != b of 1 / bandwidth, in µs per byte.
+  [[nodiscard]] double mean_us_per_byte() const noexcept;
+
+  /// The same devices with every link replaced (see LinkModel).
+  [[nodiscard]] Platform without_topology(LinkModel model = LinkModel::kUniformMean) const;
+  /// The devices `indices` (in that order), their links and distances.
+  [[nodiscard]] Platform subset(const std::vector<std::size_t>& indices) const;
+
+ private:
+  std::vector<Device> devices_;
+  std::vector<Link> links_;
+  std::vector<double> numa_;
+};
+
+}  // namespace stepgraph::graphs

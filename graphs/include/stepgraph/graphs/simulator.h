@@ -1,0 +1,53 @@
+// stepgraph/graphs/simulator.h — discrete-event step-time simulator.
+//
+// One simulator, in virtual time, judges every placement algorithm:
+// * each device runs its `Placement::device_order` list one node at a time;
+//   a node starts when the device is free, it is next in the list and all its
+//   inputs have arrived (a gang node: on every device, all devices free);
+// * node durations come from the CostModel;
+// * a cross-device edge becomes a transfer on the directed link a -> b: first
+//   a fixed delay (sync latency, plus the link latency when bytes > 0), then
+//   the bytes flow at the link's bandwidth shared equally among the
+//   transfers on that link at that moment (fluid fair sharing), so transfers
+//   that cross one link at the same time slow each other down. Edges into a
+//   gang node transfer to every device; edges out of a gang node are free
+//   (its result is on every device).
+// The placement's own start times are ignored: only device and order count.
+//
+// Ownership: the result is a value. Thread-safety: reentrant. Capture: no CUDA.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <stepgraph/graphs/cost_model.h>
+#include <stepgraph/graphs/placement.h>
+
+namespace stepgraph::graphs {
+
+enum class TraceOutput : std::uint8_t { kNone, kChromeJson };
+
+struct SimulateOptions {
+  CostModelOptions cost{};
+  /// Chrome / Perfetto trace-event JSON in SimResult::trace_json (open it in
+  /// chrome://tracing or ui.perfetto.dev).
+  TraceOutput trace = TraceOutput::kNone;
+};
+
+struct SimResult {
+  double makespan_us = 0;
+  std::vector<ScheduledNode> nodes;   ///< simulated start/finish per node
+  std::vector<double> busy_us;        ///< per device (gang nodes count on each)
+  std::vector<double> utilization;    ///< busy / makespan per device
+  std::size_t transfers = 0;          ///< cross-device edges simulated
+  double transfer_bytes = 0;
+  std::string trace_json;             ///< set when options.trace != kNone
+};
+
+/// Throws InvalidArgument when the placement does not match the graph or the
+/// platform (sizes, device indices) and InvalidState when the device orders
+/// deadlock (an order that contradicts the edges).
+[[nodiscard]] SimResult simulate(const StepGraph& graph, const Platform& platform, const Placement& placement,
+                                 const SimulateOptions& options = {});
+
+}  // namespace stepgraph::graphs

@@ -1,0 +1,382 @@
+#include <stepgraph/graphs/placement.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include <fmt/format.h>
+#include <stepgraph/core/error.h>
+#include <stepgraph/core/log.h>
+
+#include "gap_index.h"
+
+namespace stepgraph::graphs {
+
+namespace {
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+bool is_gang(const Node& n) { return n.kind == NodeKind::kCollective; }
+
+void check_placeable(const StepGraph& g, const Platform& platform, const CostModel& model) {
+  STEPGRAPH_CHECK(g.origin() != GraphOrigin::kRawCudaGraph, InvalidArgument,
+                  "this graph was imported from a raw CUDA graph: its kernel arguments are opaque pointers and it "
+                  "declares no buffers, so it cannot be placed; build it with the builder API or capture it with "
+                  "the annotated launch API");
+  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument,
+                  "the device set is empty; give placement at least one device");
+  for (const auto& n : g.nodes()) {
+    if (n.pinned_device) {
+      STEPGRAPH_CHECK(static_cast<std::size_t>(*n.pinned_device) < platform.size(), InvalidArgument,
+                      "node '{}' (#{}): pinned_device {} does not exist; the device set has {} devices (0..{})",
+                      n.name, n.id, *n.pinned_device, platform.size(), platform.size() - 1);
+    }
+    if (is_gang(n)) continue;
+    bool any = false;
+    for (std::size_t d = 0; d < platform.size() && !any; ++d) any = model.can_run(n, d);
+    STEPGRAPH_CHECK(any, InvalidArgument,
+                    "node '{}' (#{}) can run on no device of the set: it has no cost estimate for the kinds "
+                    "present{}; add an estimate with DeviceCosts::set",
+                    n.name, n.id, n.pinned_device ? " (or its pinned device is of another kind)" : "");
+  }
+}
+
+// Arrival time at device p of the data of edge (pred -> *) carrying bytes.
+double arrival(const CostModel& model, const Node& pred, const ScheduledNode& ps, std::size_t p,
+               std::uint64_t bytes) {
+  if (is_gang(pred)) return ps.finish_us;
+  return ps.finish_us + model.transfer_us(static_cast<std::size_t>(ps.device), p, bytes);
+}
+
+void build_device_order(const StepGraph& g, const std::vector<NodeId>& topo, std::size_t p, Placement& out) {
+  std::vector<std::size_t> pos(g.node_count());
+  for (std::size_t i = 0; i < topo.size(); ++i) pos[topo[i]] = i;
+  out.device_order.assign(p, {});
+  for (NodeId u = 0; u < g.node_count(); ++u) {
+    const auto& s = out.nodes[u];
+    if (s.device == kAllDevices) {
+      for (auto& list : out.device_order) list.push_back(u);
+    } else {
+      out.device_order[static_cast<std::size_t>(s.device)].push_back(u);
+    }
+  }
+  for (auto& list : out.device_order)
+    std::sort(list.begin(), list.end(), [&](NodeId a, NodeId b) {
+      const auto& x = out.nodes[a];
+      const auto& y = out.nodes[b];
+      if (x.start_us != y.start_us) return x.start_us < y.start_us;
+      return pos[a] < pos[b];
+    });
+  out.estimated_makespan_us = 0;
+  for (const auto& s : out.nodes) out.estimated_makespan_us = std::max(out.estimated_makespan_us, s.finish_us);
+}
+
+Placement schedule_assignment_impl(const StepGraph& g, const CostModel& model, const std::vector<int>& device_of,
+                                   const std::vector<NodeId>& topo, const Adjacency& adj) {
+  const std::size_t p = model.platform().size();
+  Placement out;
+  out.nodes.assign(g.node_count(), {});
+  std::vector<double> free_at(p, 0.0);
+  for (NodeId u : topo) {
+    const Node& n = g.nodes()[u];
+    auto& s = out.nodes[u];
+    if (is_gang(n)) {
+      double start = *std::max_element(free_at.begin(), free_at.end());
+      for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a)
+        for (std::size_t d = 0; d < p; ++d)
+          start = std::max(start, arrival(model, g.nodes()[a->node], out.nodes[a->node], d, a->bytes));
+      s = ScheduledNode{kAllDevices, start, start + model.node_us(n, 0)};
+      std::fill(free_at.begin(), free_at.end(), s.finish_us);
+      continue;
+    }
+    const auto d = static_cast<std::size_t>(device_of[u]);
+    STEPGRAPH_CHECK(d < p && model.can_run(n, d), InvalidArgument,
+                    "node '{}' (#{}) assigned to device {} which cannot run it", n.name, u, device_of[u]);
+    double start = free_at[d];
+    for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a)
+      start = std::max(start, arrival(model, g.nodes()[a->node], out.nodes[a->node], d, a->bytes));
+    s = ScheduledNode{static_cast<int>(d), start, start + model.node_us(n, d)};
+    free_at[d] = s.finish_us;
+  }
+  build_device_order(g, topo, p, out);
+  return out;
+}
+
+Placement heft(const StepGraph& g, const CostModel& model, const std::vector<NodeId>& topo, const Adjacency& adj) {
+  const std::size_t p = model.platform().size();
+  const std::size_t n = g.node_count();
+  // Mean costs (HEFT's w̄ and c̄) and upward ranks.
+  std::vector<double> wbar(n);
+  for (NodeId u = 0; u < n; ++u) {
+    const Node& node = g.nodes()[u];
+    if (is_gang(node)) {
+      wbar[u] = model.node_us(node, 0);
+      continue;
+    }
+    double sum = 0;
+    int count = 0;
+    for (std::size_t d = 0; d < p; ++d)
+      if (model.can_run(node, d)) {
+        sum += model.node_us(node, d);
+        ++count;
+      }
+    wbar[u] = sum / count;
+  }
+  std::vector<double> rank(n, 0.0);
+  for (auto it = topo.rbegin(); it != topo.rend(); ++it) {
+    const NodeId u = *it;
+    double best = 0;
+    const bool gang = is_gang(g.nodes()[u]);
+    for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a)
+      best = std::max(best, (gang ? 0.0 : model.mean_transfer_us(a->bytes)) + rank[a->node]);
+    rank[u] = wbar[u] + best;
+  }
+  std::vector<std::size_t> pos(n);
+  for (std::size_t i = 0; i < n; ++i) pos[topo[i]] = i;
+  std::vector<NodeId> order(topo);
+  std::stable_sort(order.begin(), order.end(), [&](NodeId a, NodeId b) {
+    if (rank[a] != rank[b]) return rank[a] > rank[b];
+    return pos[a] < pos[b];
+  });
+
+  Placement out;
+  out.nodes.assign(n, {});
+  std::vector<detail::GapIndex> gaps(p);
+  std::vector<double> ready(p);
+  for (NodeId u : order) {
+    const Node& node = g.nodes()[u];
+    for (std::size_t d = 0; d < p; ++d) {
+      double r = 0;
+      for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a)
+        r = std::max(r, arrival(model, g.nodes()[a->node], out.nodes[a->node], d, a->bytes));
+      ready[d] = r;
+    }
+    if (is_gang(node)) {
+      const double dur = model.node_us(node, 0);
+      double t = *std::max_element(ready.begin(), ready.end());
+      // Fixpoint: the earliest t at which every device has a gap of `dur`.
+      for (;;) {
+        double next = t;
+        for (std::size_t d = 0; d < p; ++d) next = std::max(next, gaps[d].earliest_start(t, dur));
+        if (next == t) break;
+        t = next;
+      }
+      for (auto& gi : gaps) gi.occupy(t, dur);
+      out.nodes[u] = ScheduledNode{kAllDevices, t, t + dur};
+      continue;
+    }
+    double best_finish = kInf, best_start = 0;
+    std::size_t best_dev = p;
+    for (std::size_t d = 0; d < p; ++d) {
+      if (!model.can_run(node, d)) continue;
+      const double dur = model.node_us(node, d);
+      const double s = gaps[d].earliest_start(ready[d], dur);
+      if (s + dur < best_finish) {
+        best_finish = s + dur;
+        best_start = s;
+        best_dev = d;
+      }
+    }
+    STEPGRAPH_INTERNAL_ASSERT(best_dev < p, "node {} has no device", u);
+    gaps[best_dev].occupy(best_start, best_finish - best_start);
+    out.nodes[u] = ScheduledNode{static_cast<int>(best_dev), best_start, best_finish};
+  }
+  build_device_order(g, topo, p, out);
+  return out;
+}
+
+}  // namespace
+
+std::string_view to_string(Algorithm a) noexcept {
+  switch (a) {
+    case Algorithm::kHeft:
+      return "heft";
+    case Algorithm::kHeftBlind:
+      return "heft-blind";
+    case Algorithm::kRoundRobin:
+      return "rr";
+    case Algorithm::kGreedy:
+      return "greedy";
+  }
+  return "?";
+}
+
+Algorithm parse_algorithm(std::string_view name) {
+  for (auto a : {Algorithm::kHeft, Algorithm::kHeftBlind, Algorithm::kRoundRobin, Algorithm::kGreedy})
+    if (to_string(a) == name) return a;
+  throw InvalidArgument(fmt::format("unknown placement algorithm '{}'; use heft, heft-blind, rr or greedy", name));
+}
+
+Placement schedule_assignment(const StepGraph& g, const CostModel& model, const std::vector<int>& device_of) {
+  STEPGRAPH_CHECK(device_of.size() == g.node_count(), InvalidArgument,
+                  "schedule_assignment: {} devices given for {} nodes", device_of.size(), g.node_count());
+  const auto topo = topological_order(g);
+  const Adjacency adj(g);
+  return schedule_assignment_impl(g, model, device_of, topo, adj);
+}
+
+Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions& options) {
+  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument,
+                  "the device set is empty; give placement at least one device");
+  const CostModel model(platform, options.cost);
+  check_placeable(g, platform, model);
+  const auto topo = topological_order(g);  // throws on cycles and dangling edges
+  const Adjacency adj(g);
+  const std::size_t p = platform.size();
+  Placement out;
+  switch (options.algorithm) {
+    case Algorithm::kHeft:
+    case Algorithm::kHeftBlind: {
+      Platform blind;
+      const CostModel* m = &model;
+      std::optional<CostModel> blind_model;
+      if (options.algorithm == Algorithm::kHeftBlind) {
+        blind = platform.without_topology();
+        blind_model.emplace(blind, options.cost);
+        m = &*blind_model;
+      }
+      out = heft(g, *m, topo, adj);
+      if (options.fallback == SerialFallback::kCompare && p > 1) {
+        // The single device with the least total work that can run every
+        // node and matches every pin.
+        std::size_t best = p;
+        double best_work = kInf;
+        for (std::size_t d = 0; d < p; ++d) {
+          double work = 0;
+          for (const auto& node : g.nodes())
+            if (!is_gang(node)) work += m->can_run(node, d) ? m->node_us(node, d) : kInf;
+          if (work < best_work) {
+            best_work = work;
+            best = d;
+          }
+        }
+        if (best < p) {
+          auto serial = schedule_assignment_impl(g, *m, std::vector<int>(g.node_count(), static_cast<int>(best)),
+                                                 topo, adj);
+          if (serial.estimated_makespan_us < out.estimated_makespan_us) {
+            out = std::move(serial);
+            out.serial_fallback = true;
+          }
+        }
+      }
+      break;
+    }
+    case Algorithm::kRoundRobin: {
+      std::vector<int> dev(g.node_count(), 0);
+      std::size_t next = 0;
+      for (NodeId u : topo) {
+        const Node& node = g.nodes()[u];
+        if (is_gang(node)) continue;
+        if (node.pinned_device) {
+          dev[u] = *node.pinned_device;
+          continue;
+        }
+        for (std::size_t k = 0; k < p; ++k) {
+          const std::size_t d = (next + k) % p;
+          if (model.can_run(node, d)) {
+            dev[u] = static_cast<int>(d);
+            next = d + 1;
+            break;
+          }
+        }
+      }
+      out = schedule_assignment_impl(g, model, dev, topo, adj);
+      break;
+    }
+    case Algorithm::kGreedy: {
+      std::vector<int> dev(g.node_count(), 0);
+      for (NodeId u : topo) {
+        const Node& node = g.nodes()[u];
+        if (is_gang(node)) continue;
+        double best_score = kInf;
+        for (std::size_t d = 0; d < p; ++d) {
+          if (!model.can_run(node, d)) continue;
+          auto ratio = [&](std::size_t from) {
+            if (from == d) return 0.0;
+            return platform.numa_distance(from, d) / platform.link(from, d).bandwidth_gbps;
+          };
+          double score = 0;
+          if (adj.in_degree(u) == 0) {
+            score = ratio(0);
+          } else {
+            for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a)
+              if (!is_gang(g.nodes()[a->node])) score += ratio(static_cast<std::size_t>(dev[a->node]));
+          }
+          if (score < best_score) {
+            best_score = score;
+            dev[u] = static_cast<int>(d);
+          }
+        }
+      }
+      out = schedule_assignment_impl(g, model, dev, topo, adj);
+      break;
+    }
+  }
+  out.algorithm = options.algorithm;
+  return out;
+}
+
+Bounds bounds(const StepGraph& g, const CostModel& model) {
+  const std::size_t p = model.platform().size();
+  std::vector<double> w(g.node_count(), 0.0);
+  Bounds b;
+  for (const auto& n : g.nodes()) {
+    if (is_gang(n)) {
+      w[n.id] = model.node_us(n, 0);
+      b.total_work_us += w[n.id] * static_cast<double>(p);
+      continue;
+    }
+    double m = kInf;
+    for (std::size_t d = 0; d < p; ++d)
+      if (model.can_run(n, d)) m = std::min(m, model.node_us(n, d));
+    w[n.id] = std::isfinite(m) ? m : 0.0;
+    b.total_work_us += w[n.id];
+  }
+  b.critical_path_us = critical_path(g, w).length_us;
+  b.lower_bound_us = std::max(b.critical_path_us, b.total_work_us / static_cast<double>(p));
+  return b;
+}
+
+StepGraph replicate_data_parallel(const StepGraph& g, int replicas) {
+  STEPGRAPH_CHECK(replicas >= 1, InvalidArgument, "replicate_data_parallel: replicas is {}; need >= 1", replicas);
+  STEPGRAPH_CHECK(g.origin() != GraphOrigin::kRawCudaGraph, InvalidArgument,
+                  "a raw CUDA graph declares no buffers and cannot be replicated; use the builder or annotated "
+                  "capture");
+  StepGraph out(g.origin());
+  const auto r_count = static_cast<std::size_t>(replicas);
+  // buffers: replica r of buffer b is r * B + b.
+  const auto nb = static_cast<BufferId>(g.buffers().size());
+  for (int r = 0; r < replicas; ++r)
+    for (const auto& b : g.buffers()) out.add_buffer(fmt::format("r{}/{}", r, b.name), b.bytes);
+  // copies[r][u]; a collective has one copy shared by every replica.
+  std::vector<std::vector<NodeId>> copy(r_count, std::vector<NodeId>(g.node_count(), kNoNode));
+  for (const auto& n : g.nodes()) {
+    if (is_gang(n)) {
+      NodeSpec s{n.name, n.kind, n.cost, {}, std::nullopt, n.collective};
+      for (int r = 0; r < replicas; ++r)
+        for (auto a : n.accesses) {
+          a.buffer += static_cast<BufferId>(r) * nb;
+          s.accesses.push_back(a);
+        }
+      const NodeId id = out.add_node(std::move(s));
+      for (auto& c : copy) c[n.id] = id;
+      continue;
+    }
+    for (int r = 0; r < replicas; ++r) {
+      NodeSpec s{fmt::format("r{}/{}", r, n.name), n.kind, n.cost, n.accesses, r, std::nullopt};
+      for (auto& a : s.accesses) a.buffer += static_cast<BufferId>(r) * nb;
+      copy[static_cast<std::size_t>(r)][n.id] = out.add_node(std::move(s));
+    }
+  }
+  for (const auto& e : g.edges()) {
+    const bool gs = is_gang(g.node(e.src)), gd = is_gang(g.node(e.dst));
+    if (gs && gd) {
+      out.connect(copy[0][e.src], copy[0][e.dst], e.bytes);
+      continue;
+    }
+    for (std::size_t r = 0; r < r_count; ++r) out.connect(copy[r][e.src], copy[r][e.dst], e.bytes);
+  }
+  return out;
+}
+
+}  // namespace stepgraph::graphs

@@ -1,4 +1,0 @@
-#include <stepgraph/graphs/version.h>
-namespace stepgraph::graphs {
-const char* module_name() noexcept { return "graphs"; }
-}  // namespace stepgraph::graphs

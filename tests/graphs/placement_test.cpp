@@ -1,0 +1,282 @@
+// Schedulers against small hand-computed schedules (see the comments for the
+// arithmetic), the gap index against a linear-scan reference, bad input.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include <stepgraph/core/error.h>
+#include <stepgraph/graphs/placement.h>
+#include <stepgraph/graphs/workloads.h>
+
+#include "../../graphs/src/gap_index.h"
+
+namespace sg = stepgraph::graphs;
+using stepgraph::InvalidArgument;
+
+namespace {
+// Two identical devices joined at 1 GB/s (1000 B/us), no latency; the ideal
+// cost model (no floors, no sync), so an edge of 5000 B costs 5 us.
+sg::Platform two_devices() { return sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0}); }
+
+sg::PlaceOptions opts(sg::Algorithm a) {
+  sg::PlaceOptions o;
+  o.algorithm = a;
+  o.cost = sg::CostModelOptions::ideal();
+  return o;
+}
+
+// A(10) -> B(20), A -> C(20), B -> D(10), C -> D; every edge 5000 B (5 us).
+sg::StepGraph fork_join() {
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(20));
+  auto c = g.add_kernel("C", sg::DeviceCosts::uniform(20));
+  auto d = g.add_kernel("D", sg::DeviceCosts::uniform(10));
+  for (auto [s, t] : {std::pair{a, b}, {a, c}, {b, d}, {c, d}}) g.connect(s, t, 5000);
+  return g;
+}
+
+void expect_node(const sg::Placement& p, sg::NodeId n, int dev, double start, double finish) {
+  SCOPED_TRACE("node " + std::to_string(n));
+  EXPECT_EQ(p.nodes[n].device, dev);
+  EXPECT_DOUBLE_EQ(p.nodes[n].start_us, start);
+  EXPECT_DOUBLE_EQ(p.nodes[n].finish_us, finish);
+}
+}  // namespace
+
+TEST(GapIndex, FindsEarliestFittingGap) {
+  sg::detail::GapIndex gi;
+  gi.occupy(10, 10);  // busy [10,20)
+  gi.occupy(30, 10);  // busy [30,40)
+  EXPECT_DOUBLE_EQ(gi.earliest_start(0, 5), 0);
+  EXPECT_DOUBLE_EQ(gi.earliest_start(5, 5), 5);
+  EXPECT_DOUBLE_EQ(gi.earliest_start(8, 5), 20);   // [8,13) hits [10,20)
+  EXPECT_DOUBLE_EQ(gi.earliest_start(0, 15), 40);  // no gap of 15 before 40
+  EXPECT_DOUBLE_EQ(gi.earliest_start(22, 10), 40);
+  EXPECT_DOUBLE_EQ(gi.earliest_start(12, 10), 20);
+  EXPECT_EQ(gi.gap_count(), 3u);
+}
+
+TEST(GapIndex, AgreesWithLinearScanOnRandomSchedules) {
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> u(0, 1);
+  sg::detail::GapIndex gi;
+  std::vector<std::pair<double, double>> busy;  // reference: sorted intervals
+  auto reference = [&](double ready, double d) {
+    double t = ready;
+    for (auto [s, e] : busy) {
+      if (t + d <= s + 1e-9) return t;
+      t = std::max(t, e);
+    }
+    return t;
+  };
+  for (int i = 0; i < 3000; ++i) {
+    const double ready = u(rng) * 1000, d = 0.5 + u(rng) * 5;
+    const double expect = reference(ready, d);
+    ASSERT_NEAR(gi.earliest_start(ready, d), expect, 1e-6) << "query " << i;
+    gi.occupy(expect, d);
+    busy.emplace_back(expect, expect + d);
+    std::sort(busy.begin(), busy.end());
+  }
+}
+
+TEST(Heft, ForkJoinMatchesHandSchedule) {
+  // Upward ranks (c̄ = 5): D 10, B = C = 20+5+10 = 35, A = 10+5+35 = 50.
+  // A -> dev0 [0,10]. B: dev0 [10,30] (dev1 would be [15,35]). C: dev0 [30,50]
+  // vs dev1 [15,35] -> dev1. D: dev0 max(30, 35+5)=40 -> 50; dev1 max(30+5, 35)
+  // = 35 -> 45 -> dev1 [35,45].
+  const auto g = fork_join();
+  const auto p = two_devices();
+  const auto pl = sg::place(g, p, opts(sg::Algorithm::kHeft));
+  expect_node(pl, 0, 0, 0, 10);
+  expect_node(pl, 1, 0, 10, 30);
+  expect_node(pl, 2, 1, 15, 35);
+  expect_node(pl, 3, 1, 35, 45);
+  EXPECT_DOUBLE_EQ(pl.estimated_makespan_us, 45);
+  EXPECT_FALSE(pl.serial_fallback);
+  EXPECT_EQ(pl.device_order[0], (std::vector<sg::NodeId>{0, 1}));
+  EXPECT_EQ(pl.device_order[1], (std::vector<sg::NodeId>{2, 3}));
+}
+
+TEST(Heft, InsertsIntoAnIdleGap) {
+  // P(30) pinned dev1 -> Q(10) pinned dev0, 10 us transfer; S(5) free entry.
+  // Ranks: P = 30+10+10 = 50, Q = 10, S = 5: order P, Q, S. Q lands on dev0
+  // at [40,50], leaving [0,40) idle; S fits there: [0,5] (appending would
+  // give [50,55] or dev1 [30,35]).
+  sg::StepGraph g;
+  sg::NodeSpec p;
+  p.name = "P";
+  p.cost = sg::DeviceCosts::uniform(30);
+  p.pinned_device = 1;
+  auto pid = g.add_node(p);
+  sg::NodeSpec q;
+  q.name = "Q";
+  q.cost = sg::DeviceCosts::uniform(10);
+  q.pinned_device = 0;
+  auto qid = g.add_node(q);
+  auto sid = g.add_kernel("S", sg::DeviceCosts::uniform(5));
+  g.connect(pid, qid, 10000);
+  const auto pl = sg::place(g, two_devices(), opts(sg::Algorithm::kHeft));
+  expect_node(pl, pid, 1, 0, 30);
+  expect_node(pl, qid, 0, 40, 50);
+  expect_node(pl, sid, 0, 0, 5);
+  EXPECT_EQ(pl.device_order[0], (std::vector<sg::NodeId>{sid, qid}));
+}
+
+TEST(Heft, FallsBackToOneDeviceWhenCommunicationDominates) {
+  // A(10) -> B(10), C(10) on 5 us edges; B, C -> D(10) on 100 us edges.
+  // Ranks: D 10, B = C = 10+100+10 = 120, A = 135. A dev0 [0,10], B dev0
+  // [10,20], C dev1 [15,25] (dev0 would end at 30), D: dev0 25+100 -> 135,
+  // dev1 20+100 -> 130. The list schedule ends at 130; serial on one device at
+  // 40, so the serial schedule is kept.
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(10));
+  auto c = g.add_kernel("C", sg::DeviceCosts::uniform(10));
+  auto d = g.add_kernel("D", sg::DeviceCosts::uniform(10));
+  g.connect(a, b, 5000);
+  g.connect(a, c, 5000);
+  g.connect(b, d, 100000);
+  g.connect(c, d, 100000);
+  auto no_fallback = opts(sg::Algorithm::kHeft);
+  no_fallback.fallback = sg::SerialFallback::kOff;
+  const auto list = sg::place(g, two_devices(), no_fallback);
+  EXPECT_DOUBLE_EQ(list.estimated_makespan_us, 130);
+  expect_node(list, c, 1, 15, 25);
+  expect_node(list, d, 1, 120, 130);
+  const auto pl = sg::place(g, two_devices(), opts(sg::Algorithm::kHeft));
+  EXPECT_TRUE(pl.serial_fallback);
+  EXPECT_DOUBLE_EQ(pl.estimated_makespan_us, 40);
+  for (const auto& n : pl.nodes) EXPECT_EQ(n.device, pl.nodes[0].device);
+}
+
+TEST(Heft, PrefersTheFastLinkOfAnUnevenPlatform) {
+  // 3 devices: 0-1 at 100 GB/s, 0-2 and 1-2 at 1 GB/s. A(10) -> B(50), C(50)
+  // each carrying 100 kB: 1 us on the fast link, 100 us on the slow ones.
+  // C goes to the fast neighbour (dev1: 10+1+50 = 61), never to dev2.
+  auto p = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {1.0, 0.0});
+  p.set_link(0, 1, {100.0, 0.0});
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(50));
+  auto c = g.add_kernel("C", sg::DeviceCosts::uniform(50));
+  g.connect(a, b, 100000);
+  g.connect(a, c, 100000);
+  auto pl = sg::place(g, p, opts(sg::Algorithm::kHeft));
+  EXPECT_EQ(pl.nodes[a].device, 0);
+  EXPECT_EQ(pl.nodes[b].device, 0);
+  expect_node(pl, c, 1, 11, 61);
+  // Blind to topology every link looks like the harmonic mean: a byte takes
+  // (2·1e-5 + 4·1e-3)/6 us, so 100 kB take 67 us and C stays on dev0 after B:
+  // [60,110].
+  auto blind = sg::place(g, p, opts(sg::Algorithm::kHeftBlind));
+  EXPECT_EQ(blind.nodes[c].device, 0);
+  EXPECT_DOUBLE_EQ(blind.nodes[c].finish_us, 110);
+  EXPECT_GT(blind.estimated_makespan_us, pl.estimated_makespan_us);
+}
+
+TEST(Baselines, RoundRobinDealsNodesInTopologicalOrder) {
+  // Topological order A,B,C,D -> devices 0,1,0,1. A [0,10]; B dev1 [15,35];
+  // C dev0 [10,30]; D dev1 max(35, 30+5) = 35 -> [35,45].
+  const auto pl = sg::place(fork_join(), two_devices(), opts(sg::Algorithm::kRoundRobin));
+  expect_node(pl, 0, 0, 0, 10);
+  expect_node(pl, 1, 1, 15, 35);
+  expect_node(pl, 2, 0, 10, 30);
+  expect_node(pl, 3, 1, 35, 45);
+}
+
+TEST(Baselines, GreedyPilesEverythingOntoOneDevice) {
+  // Serial on device 0: 10 + 20 + 20 + 10.
+  const auto pl = sg::place(fork_join(), two_devices(), opts(sg::Algorithm::kGreedy));
+  for (const auto& n : pl.nodes) EXPECT_EQ(n.device, 0);
+  EXPECT_DOUBLE_EQ(pl.estimated_makespan_us, 60);
+}
+
+TEST(Heft, GangNodeWaitsForEveryDeviceAndInput) {
+  // X(10) pinned 0 and Y(20) pinned 1 feed an AllReduce of 10 kB (ideal ring
+  // on 2 devices at 1 GB/s: 2·1/2·10000/1000 = 10 us), then Z(5).
+  // AR starts at 20 (Y), ends 30; Z [30,35].
+  sg::StepGraph g;
+  sg::NodeSpec x{"X", sg::NodeKind::kKernel, sg::DeviceCosts::uniform(10), {}, 0, std::nullopt};
+  sg::NodeSpec y{"Y", sg::NodeKind::kKernel, sg::DeviceCosts::uniform(20), {}, 1, std::nullopt};
+  auto xi = g.add_node(x);
+  auto yi = g.add_node(y);
+  auto ar = g.add_collective("AR", {sg::CollectiveOp::kAllReduce, 10000});
+  auto z = g.add_kernel("Z", sg::DeviceCosts::uniform(5));
+  g.connect(xi, ar, 0);
+  g.connect(yi, ar, 0);
+  g.connect(ar, z, 0);
+  for (auto algo : {sg::Algorithm::kHeft, sg::Algorithm::kRoundRobin}) {
+    const auto pl = sg::place(g, two_devices(), opts(algo));
+    expect_node(pl, ar, sg::kAllDevices, 20, 30);
+    EXPECT_DOUBLE_EQ(pl.nodes[z].finish_us, 35);
+    EXPECT_EQ(pl.device_order[0].size() + pl.device_order[1].size(), 5u);  // AR on both lists
+  }
+}
+
+TEST(Placement, BoundsAreCriticalPathAndWorkOverDevices) {
+  const auto g = fork_join();
+  const auto p = two_devices();
+  sg::CostModel m(p, sg::CostModelOptions::ideal());
+  const auto b = sg::bounds(g, m);
+  EXPECT_DOUBLE_EQ(b.critical_path_us, 40);
+  EXPECT_DOUBLE_EQ(b.total_work_us, 60);
+  EXPECT_DOUBLE_EQ(b.lower_bound_us, 40);
+}
+
+TEST(Placement, RejectsBadInputWithTypedErrors) {
+  auto g = fork_join();
+  const auto p = two_devices();
+  // Empty device set.
+  EXPECT_THROW((void)sg::place(g, sg::Platform{}, opts(sg::Algorithm::kHeft)), InvalidArgument);
+  // Pinned device that does not exist: the message names the node.
+  auto pinned = g;
+  pinned.set_pinned_device(2, 5);
+  try {
+    (void)sg::place(pinned, p, opts(sg::Algorithm::kHeft));
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("'C'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("pinned_device 5"), std::string::npos) << e.what();
+  }
+  // A raw CUDA graph cannot be placed.
+  sg::StepGraph raw(sg::GraphOrigin::kRawCudaGraph);
+  raw.add_kernel("k", sg::DeviceCosts::uniform(1));
+  try {
+    (void)sg::place(raw, p);
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("raw CUDA graph"), std::string::npos) << e.what();
+  }
+  // A cycle.
+  auto cyc = g;
+  cyc.connect(3, 0, 0);
+  EXPECT_THROW((void)sg::place(cyc, p), InvalidArgument);
+  // A node with no estimate for the kinds present.
+  sg::StepGraph cpu_only;
+  sg::DeviceCosts c;
+  c.set(sg::DeviceKind::kCpu, 1);
+  cpu_only.add_kernel("host_task", c);
+  EXPECT_THROW((void)sg::place(cpu_only, p), InvalidArgument);
+  EXPECT_THROW((void)sg::parse_algorithm("magic"), InvalidArgument);
+}
+
+TEST(Placement, DataParallelReplicationCopiesPerDeviceAroundOneGang) {
+  sg::StepGraph g;
+  auto buf = g.add_buffer("grad", 64);
+  auto bw = g.add_kernel("bwd", sg::DeviceCosts::uniform(10), {{buf, 0, 64, sg::AccessMode::kWrite}});
+  auto ar = g.add_collective("ar", {sg::CollectiveOp::kAllReduce, 64}, {{buf, 0, 64, sg::AccessMode::kReadWrite}});
+  auto opt = g.add_kernel("opt", sg::DeviceCosts::uniform(3), {{buf, 0, 64, sg::AccessMode::kRead}});
+  g.connect(bw, ar);
+  g.connect(ar, opt);
+  const auto r = sg::replicate_data_parallel(g, 3);
+  EXPECT_EQ(r.node_count(), 7u);  // 3 bwd, 1 ar, 3 opt
+  EXPECT_EQ(r.edge_count(), 6u);
+  EXPECT_EQ(r.buffers().size(), 3u);
+  EXPECT_NO_THROW(sg::validate(r));
+  auto r1 = r.find("r1/opt");
+  ASSERT_TRUE(r1.has_value());
+  EXPECT_EQ(r.node(*r1).pinned_device, 1);
+  const auto pl = sg::place(r, sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10, 1}));
+  EXPECT_EQ(pl.nodes[*r1].device, 1);
+}

@@ -1,0 +1,148 @@
+// The simulator against hand-computed makespans.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <stepgraph/core/error.h>
+#include <stepgraph/graphs/simulator.h>
+
+namespace sg = stepgraph::graphs;
+
+namespace {
+sg::SimulateOptions ideal() {
+  sg::SimulateOptions o;
+  o.cost = sg::CostModelOptions::ideal();
+  return o;
+}
+
+sg::Placement assign(const sg::StepGraph& g, const sg::Platform& p, std::vector<int> dev) {
+  sg::CostModel m(p, sg::CostModelOptions::ideal());
+  return sg::schedule_assignment(g, m, dev);
+}
+}  // namespace
+
+TEST(Simulator, ReproducesAContentionFreeSchedule) {
+  // Fork-join of placement_test on two devices, HEFT's assignment:
+  // A dev0 [0,10], B dev0 [10,30], C dev1 [15,35], D dev1 [35,45].
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(20));
+  auto c = g.add_kernel("C", sg::DeviceCosts::uniform(20));
+  auto d = g.add_kernel("D", sg::DeviceCosts::uniform(10));
+  for (auto [s, t] : {std::pair{a, b}, {a, c}, {b, d}, {c, d}}) g.connect(s, t, 5000);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  auto r = sg::simulate(g, p, assign(g, p, {0, 0, 1, 1}), ideal());
+  EXPECT_DOUBLE_EQ(r.makespan_us, 45);
+  EXPECT_DOUBLE_EQ(r.nodes[c].start_us, 15);
+  EXPECT_DOUBLE_EQ(r.nodes[d].start_us, 35);
+  EXPECT_EQ(r.transfers, 2u);
+  // dev0 busy 30 of 45, dev1 30 of 45.
+  EXPECT_NEAR(r.utilization[0], 30.0 / 45, 1e-12);
+  EXPECT_NEAR(r.utilization[1], 30.0 / 45, 1e-12);
+}
+
+TEST(Simulator, TransfersCrossingOneLinkShareItsBandwidth) {
+  // A(10) on dev0 feeds B(20) and C(20) on dev1, 10 kB each at 1 GB/s:
+  // alone 10 us each; together each gets half the link, both arrive at
+  // 10 + 20 = 30. B [30,50], C [50,70]. (Without sharing: 60.)
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(20));
+  auto c = g.add_kernel("C", sg::DeviceCosts::uniform(20));
+  g.connect(a, b, 10000);
+  g.connect(a, c, 10000);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  auto r = sg::simulate(g, p, assign(g, p, {0, 1, 1}), ideal());
+  EXPECT_DOUBLE_EQ(r.nodes[b].start_us, 30);
+  EXPECT_DOUBLE_EQ(r.makespan_us, 70);
+}
+
+TEST(Simulator, StaggeredTransfersShareOnlyWhileOverlapping) {
+  // dev0: A(10) -> X on dev1 (20 kB), B(10) after A on dev0 -> Y on dev1
+  // (10 kB). T1 flows alone on [10,20) (10 kB done), shares with T2 on
+  // [20,40) at 0.5 kB/us each: T1's last 10 kB done at 40, T2 done at 40.
+  // X(5) [40,45], Y(5) [45,50].
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(10));
+  auto x = g.add_kernel("X", sg::DeviceCosts::uniform(5));
+  auto y = g.add_kernel("Y", sg::DeviceCosts::uniform(5));
+  g.connect(a, b, 0);
+  g.connect(a, x, 20000);
+  g.connect(b, y, 10000);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  auto r = sg::simulate(g, p, assign(g, p, {0, 0, 1, 1}), ideal());
+  EXPECT_NEAR(r.nodes[x].start_us, 40, 1e-9);
+  EXPECT_NEAR(r.makespan_us, 50, 1e-9);
+}
+
+TEST(Simulator, LatencyAndSyncAreAFixedDelayBeforeTheBytes) {
+  // Default cost model: sync 5 us, link latency 3 us, 1e4 B at 10 GB/s = 1 us;
+  // launch floor 2 us (A, B have 20 us estimates). B starts at 20+5+3+1 = 29.
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(20));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(20));
+  g.connect(a, b, 10000);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {10.0, 3.0});
+  sg::CostModel m(p);
+  auto r = sg::simulate(g, p, sg::schedule_assignment(g, m, {0, 1}));
+  EXPECT_NEAR(r.nodes[b].start_us, 29, 1e-9);
+  EXPECT_NEAR(r.makespan_us, 49, 1e-9);
+}
+
+TEST(Simulator, GangNodeOccupiesEveryDevice) {
+  // X(10) dev0, Y(20) dev1 -> AR (10 us, see placement_test) -> Z(5) dev1.
+  sg::StepGraph g;
+  auto x = g.add_kernel("X", sg::DeviceCosts::uniform(10));
+  auto y = g.add_kernel("Y", sg::DeviceCosts::uniform(20));
+  auto ar = g.add_collective("AR", {sg::CollectiveOp::kAllReduce, 10000});
+  auto z = g.add_kernel("Z", sg::DeviceCosts::uniform(5));
+  g.connect(x, ar, 0);
+  g.connect(y, ar, 0);
+  g.connect(ar, z, 0);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  auto r = sg::simulate(g, p, assign(g, p, {0, 1, 0, 1}), ideal());
+  EXPECT_DOUBLE_EQ(r.nodes[ar].start_us, 20);
+  EXPECT_DOUBLE_EQ(r.makespan_us, 35);
+  EXPECT_DOUBLE_EQ(r.busy_us[0], 20);  // X + AR
+  EXPECT_DOUBLE_EQ(r.busy_us[1], 35);  // Y + AR + Z
+}
+
+TEST(Simulator, WritesAChromeTraceWithOneEventPerNodeAndTransfer) {
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(10));
+  g.connect(a, b, 1000);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  auto o = ideal();
+  o.trace = sg::TraceOutput::kChromeJson;
+  auto r = sg::simulate(g, p, assign(g, p, {0, 1}), o);
+  auto doc = nlohmann::json::parse(r.trace_json);
+  int nodes = 0, transfers = 0;
+  for (const auto& e : doc["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    if (e["cat"] == "transfer") {
+      ++transfers;
+      EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 10);
+      EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 1);
+    } else {
+      ++nodes;
+    }
+  }
+  EXPECT_EQ(nodes, 2);
+  EXPECT_EQ(transfers, 1);
+}
+
+TEST(Simulator, RejectsAnOrderThatContradictsTheEdges) {
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(1));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(1));
+  g.connect(a, b, 0);
+  auto p = sg::Platform::uniform(1, sg::DeviceKind::kGpu, {1.0, 0.0});
+  sg::Placement pl;
+  pl.nodes = {{0, 0, 1}, {0, 0, 1}};
+  pl.device_order = {{b, a}};
+  EXPECT_THROW((void)sg::simulate(g, p, pl), stepgraph::InvalidState);
+  pl.device_order = {{a}};
+  EXPECT_THROW((void)sg::simulate(g, p, pl), stepgraph::InvalidArgument);
+}
