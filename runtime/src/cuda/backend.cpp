@@ -367,13 +367,21 @@ CaptureMode CudaBackend::exchange_thread_capture_mode(CaptureMode mode) {
   return from_cuda(m);
 }
 
-std::shared_ptr<CaptureRecord> CudaBackend::open_capture(unsigned long long id, int device) {
+std::shared_ptr<CaptureRecord> CudaBackend::open_capture(unsigned long long id, int device, cudaStream_t origin) {
   auto rec = std::make_shared<CaptureRecord>();
   rec->id = id;
   rec->device = device;
+  rec->origin = origin;
   std::lock_guard lock(capture_mutex_);
   captures_[id] = rec;
   return rec;
+}
+
+void CudaBackend::invalidate_capture(unsigned long long id) const {
+  auto rec = find_capture(id);
+  if (rec == nullptr) return;
+  const cudaError_t e = cudaStreamQuery(rec->origin);
+  if (e != cudaSuccess && !is_sticky(e)) (void)cudaGetLastError();
 }
 
 std::shared_ptr<CaptureRecord> CudaBackend::find_capture(unsigned long long id) const {
@@ -404,8 +412,20 @@ CudaEvent::CudaEvent(CudaBackend& backend, int device) : backend_(&backend), dev
   event_.reset(e);
 }
 
+void CudaEvent::refuse_if_captured(std::string_view call) const {
+  const unsigned long long id = last_capture_.load();
+  if (id == 0 || backend_->find_capture(id) == nullptr) return;
+  backend_->invalidate_capture(id);
+  throw InvalidState(fmt::format(
+      "{} on device {}: the event was last recorded by a stream capture in progress, whose work does not run "
+      "until the graph is launched; the capture is now invalidated: end it (it yields no graph), and query or "
+      "wait for the event after a launch of the graph",
+      call, device_));
+}
+
 bool CudaEvent::query() {
   backend_->throw_if_faulted(device_, "Event::query");
+  refuse_if_captured("Event::query");
   DeviceGuard guard(device_);
   const cudaError_t e = cudaEventQuery(event_.get());
   if (e == cudaSuccess) return true;
@@ -422,6 +442,7 @@ bool CudaEvent::query() {
 
 void CudaEvent::synchronize() {
   backend_->throw_if_faulted(device_, "Event::synchronize");
+  refuse_if_captured("Event::synchronize");
   DeviceGuard guard(device_);
   const cudaError_t e = cudaEventSynchronize(event_.get());
   if (e == cudaSuccess) return;

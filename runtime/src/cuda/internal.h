@@ -61,7 +61,8 @@ struct NodeMeta {
 struct CaptureRecord {
   std::mutex mutex;
   unsigned long long id = 0;
-  int device = 0;  // the origin stream's device
+  int device = 0;                 // the origin stream's device
+  cudaStream_t origin = nullptr;  // the stream the capture began on
   std::unordered_map<cudaGraphNode_t, NodeMeta> nodes;
   std::uint64_t next_seq = 0;
   std::shared_ptr<KeepAlive> keep = std::make_shared<KeepAlive>();
@@ -141,10 +142,25 @@ class CudaEvent final : public detail::EventImpl {
   float elapsed_ms(const detail::EventImpl& end) const override;
   [[nodiscard]] cudaEvent_t handle() const noexcept { return event_.get(); }
 
+  /// Called by CudaStream::record after the record: `capture_id` is the
+  /// capture the recording stream takes part in, 0 outside capture.
+  void note_record(unsigned long long capture_id) noexcept {
+    last_capture_.store(capture_id);
+    recorded_.store(true);
+  }
+  [[nodiscard]] bool recorded() const noexcept { return recorded_.load(); }
+  [[nodiscard]] unsigned long long last_capture() const noexcept { return last_capture_.load(); }
+
  private:
+  /// Throws InvalidState (after invalidating that capture) if the latest
+  /// record was made by a capture still in progress.
+  void refuse_if_captured(std::string_view call) const;
+
   CudaBackend* backend_;
   int device_;
   UniqueEvent event_;
+  std::atomic<unsigned long long> last_capture_{0};
+  std::atomic<bool> recorded_{false};
 };
 
 // ---------------------------------------------------------------- graphs
@@ -234,7 +250,14 @@ class CudaBackend final : public detail::BackendImpl {
   }
 
   // capture records (see CaptureRecord)
-  std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device);
+  std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device, cudaStream_t origin);
+  /// Invalidates capture `id` if it is still open, as CUDA does after an
+  /// illegal call: by querying its origin stream, which is illegal during
+  /// capture ("Prohibited and Unhandled Operations", CUDA Programming Guide,
+  /// "CUDA Graphs" > "Stream Capture"). Used where stepgraph itself detects
+  /// the illegal call (DESIGN 2.2: it fails where it is made and invalidates
+  /// the capture).
+  void invalidate_capture(unsigned long long id) const;
   [[nodiscard]] std::shared_ptr<CaptureRecord> find_capture(unsigned long long id) const;
   std::shared_ptr<CaptureRecord> close_capture(unsigned long long id);
 

@@ -50,6 +50,13 @@ const CudaEvent& as_cuda_event(const detail::EventImpl& event, std::string_view 
   return *e;
 }
 
+CudaEvent& as_cuda_event(detail::EventImpl& event, std::string_view call) {
+  auto* e = dynamic_cast<CudaEvent*>(&event);
+  STEPGRAPH_CHECK(e != nullptr, InvalidArgument,
+                  "{}: the event belongs to another backend; use an event made by the cuda backend", call);
+  return *e;
+}
+
 cudaStreamCaptureMode to_cuda_mode(CaptureMode mode) {
   switch (mode) {
     case CaptureMode::kGlobal: return cudaStreamCaptureModeGlobal;
@@ -202,9 +209,9 @@ void CudaStream::copy(const BufferSlice& dst, const BufferSlice& src, std::strin
   check_usable(fmt::format("Stream::copy '{}'", name));
   backend_->check_slice(fmt::format("Stream::copy '{}' (destination)", name), dst);
   backend_->check_slice(fmt::format("Stream::copy '{}' (source)", name), src);
-  STEPGRAPH_CHECK(dst.bytes >= src.bytes, InvalidArgument,
-                  "Stream::copy '{}' on device {}: the destination slice has {} bytes, fewer than the {} bytes of "
-                  "the source; give slices of equal size",
+  STEPGRAPH_CHECK(dst.bytes == src.bytes, InvalidArgument,
+                  "Stream::copy '{}' on device {}: the destination slice has {} bytes and the source {}; give "
+                  "slices of equal size",
                   name, device_, dst.bytes, src.bytes);
   const auto& d = *dst.buffer;
   const auto& s = *src.buffer;
@@ -336,7 +343,7 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
 }
 
 void CudaStream::record(detail::EventImpl& event) {
-  const CudaEvent& ev = as_cuda_event(event, "Stream::record");
+  CudaEvent& ev = as_cuda_event(event, "Stream::record");
   check_usable("Stream::record");
   STEPGRAPH_CHECK(ev.device() == device_, InvalidArgument,
                   "Stream::record: an event of device {} cannot be recorded on a stream of device {} (CUDA "
@@ -345,6 +352,10 @@ void CudaStream::record(detail::EventImpl& event) {
   DeviceGuard guard(device_);
   auto lock = lock_enqueue();
   STEPGRAPH_CUDA_CHECK(cudaEventRecord(ev.handle(), stream_));
+  const CaptureState st = capture_state();
+  // Remembered so that a query of captured work and a wait across the
+  // capture boundary are refused (DESIGN 2.2) even where CUDA would accept.
+  ev.note_record(st.status == cudaStreamCaptureStatusNone ? 0 : st.id);
 }
 
 void CudaStream::wait(const detail::EventImpl& event) {
@@ -353,8 +364,19 @@ void CudaStream::wait(const detail::EventImpl& event) {
   DeviceGuard guard(device_);
   auto lock = lock_enqueue();
   // Waits on the event's latest record, also of another device. During
-  // capture, waiting on an event recorded outside the capture is
-  // cudaErrorStreamCaptureIsolation and invalidates the capture.
+  // capture only events recorded in the same capture may be waited on (a
+  // dependency across the capture boundary is cudaErrorStreamCaptureIsolation,
+  // CUDA Runtime API "Data types", enum cudaError); stepgraph refuses such a
+  // wait itself, so the refusal does not depend on the driver version.
+  const CaptureState st = capture_state();
+  if (st.status == cudaStreamCaptureStatusActive && ev.recorded() && ev.last_capture() != st.id) {
+    backend_->invalidate_capture(st.id);
+    throw InvalidState(fmt::format(
+        "Stream::wait on device {}: the event was recorded outside this capture; during capture a stream may only "
+        "wait on events recorded in the same capture, so the capture is now invalidated: end it (it yields no "
+        "graph), then record the event inside the capture or wait on it before begin_capture",
+        device_));
+  }
   const cudaError_t e = cudaStreamWaitEvent(stream_, ev.handle(), 0);
   if (e == cudaSuccess) return;
   if (is_capture_error(e)) {
@@ -425,7 +447,7 @@ void CudaStream::begin_capture(CaptureMode mode) {
   STEPGRAPH_CUDA_CHECK(cudaStreamBeginCapture(stream_, to_cuda_mode(mode)));
   const CaptureState st = capture_state();
   origin_capture_ = st.id;
-  (void)backend_->open_capture(st.id, device_);
+  (void)backend_->open_capture(st.id, device_, stream_);
   STEPGRAPH_DEBUG(kCapture, "capture {} begun on device {} ({})", st.id, device_, to_string(mode));
 }
 
@@ -436,11 +458,16 @@ std::unique_ptr<detail::GraphImpl> CudaStream::end_capture() {
   auto lock = lock_enqueue();
   if (!origin_capture_) {
     const CaptureState st = capture_state();
-    STEPGRAPH_CHECK(st.status == cudaStreamCaptureStatusNone, InvalidState,
-                    "Stream::end_capture on device {}: this stream joined a capture begun on another stream; "
-                    "capture must end on the stream it began on (join this stream back with an event, then end "
-                    "the capture on its origin stream)",
-                    device_);
+    if (st.status != cudaStreamCaptureStatusNone) {
+      // CUDA answers cudaErrorStreamCaptureUnmatched here; the capture is
+      // invalidated either way, as DESIGN 2.2 and the host backend say.
+      backend_->invalidate_capture(st.id);
+      throw InvalidState(fmt::format(
+          "Stream::end_capture on device {}: this stream joined a capture begun on another stream; capture must "
+          "end on the stream it began on, and this capture is now invalidated: end it on its origin stream (it "
+          "yields no graph) and capture again",
+          device_));
+    }
     throw InvalidState(fmt::format(
         "Stream::end_capture on device {}: no capture is in progress on this stream; call begin_capture first",
         device_));
