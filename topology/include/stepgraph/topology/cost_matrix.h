@@ -90,6 +90,7 @@ class CostMatrix {
   std::vector<Path> paths_;            // size()², row-major
   std::size_t numa_count_ = 0;
   std::vector<double> numa_distance_;  // numa_count_², row-major
+  std::vector<int> numa_os_;           // OS index per NUMA position
 };
 
 }  // namespace stepgraph::topology

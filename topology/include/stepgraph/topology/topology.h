@@ -45,6 +45,16 @@ struct Package {
   std::vector<int> numa_nodes;  // positions in Topology::numa_nodes()
 };
 
+/// The machine's CPU model, as the source gives it (first package, or the
+/// first `<cpu>` of NCCL XML). Picks the inter-socket bandwidth.
+struct CpuModel {
+  std::string vendor;   // "GenuineIntel", "AuthenticAMD", ... ("" unknown)
+  std::string model;    // marketing name ("" unknown)
+  std::string arch;     // "x86_64", "ppc64le", ... ("" unknown)
+  int family = -1;      // CPUID family, -1 unknown
+  int model_id = -1;    // CPUID model, -1 unknown
+};
+
 enum class NumaKind { kCpu, kGpuMemory };
 
 /// One NUMA node. `index` is its position in numa_nodes() (the order of the
@@ -73,6 +83,9 @@ struct PciNode {
   std::uint32_t class_id = 0;   // 24-bit class code with prog-if (0x030200), or 16-bit (0x0302) << 8
   double link_speed_gts = 0;    // per-lane transfer rate in GT/s (0 unknown)
   int link_width = 0;           // lanes (0 unknown)
+  double link_gbps = 0;         // this node's upstream link, GB/s one direction, NCCL convention
+                                // (docs/topology.md "PCIe"), after clamps; 0 for a host bridge
+  std::string subtype;          // hwloc subtype ("NVSwitch", ...) or ""
   std::vector<int> numa_nodes;  // NUMA positions local to this node (empty: unknown)
   CpuSet cpus;                  // the PUs local to this node (empty: unknown)
 };
@@ -88,6 +101,7 @@ struct Gpu {
   int sm = 0;                   // compute capability × 10 (70 = Volta); 0 if unknown
   int cuda_device = -1;         // CUDA ordinal on the live machine, -1 if unknown
   int numa_node = -1;           // nearest NUMA position, -1 if unknown
+  int memory_numa_node = -1;    // NUMA position of the GPU's own memory (POWER9 GPUMemory), -1 if none
   CpuSet cpus;                  // nearest PUs (empty: unknown)
 };
 
@@ -164,6 +178,10 @@ class Topology {
   [[nodiscard]] const std::vector<NvSwitch>& nvswitches() const noexcept { return nvswitches_; }
   [[nodiscard]] const std::vector<NvLink>& nvlinks() const noexcept { return nvlinks_; }
   [[nodiscard]] int pu_count() const noexcept { return pu_count_; }
+  [[nodiscard]] const CpuModel& cpu() const noexcept { return cpu_; }
+  /// Position of the GPU / NIC with this PCI bus id, -1 if none.
+  [[nodiscard]] int gpu_by_bus_id(const std::string& bus_id) const;
+  [[nodiscard]] int nic_by_name(const std::string& name) const;
 
   /// NUMA distance (hwloc NUMALatency / ACPI SLIT, 10 on the diagonal) by
   /// NUMA position. Where the source has none: 10 local, 20 remote (Linux
@@ -199,6 +217,7 @@ class Topology {
   std::vector<NvLink> nvlinks_;
   std::vector<double> numa_distance_;  // numa_count()², row-major; empty if the source has none
   std::vector<std::string> notes_;
+  CpuModel cpu_;
   int pu_count_ = 0;
 };
 
