@@ -23,6 +23,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstddef>
 #include <mutex>
 #include <optional>
@@ -91,6 +92,7 @@ class FaultRegistry {
   void throw_if_faulted(int device, std::string_view call) const;
 
  private:
+  std::atomic<bool> any_{false};  // fast path: every enqueue asks, almost always "no"
   mutable std::mutex mutex_;
   std::vector<std::optional<std::string>> faults_;
 };

@@ -15,9 +15,11 @@ void FaultRegistry::record(int device, std::string message) {
   if (faults_.size() <= static_cast<std::size_t>(device)) faults_.resize(static_cast<std::size_t>(device) + 1);
   auto& slot = faults_[static_cast<std::size_t>(device)];
   if (!slot) slot = std::move(message);  // first error wins
+  any_.store(true, std::memory_order_release);
 }
 
 std::optional<std::string> FaultRegistry::fault(int device) const {
+  if (!any_.load(std::memory_order_acquire)) return std::nullopt;
   std::lock_guard lock(mutex_);
   if (device < 0 || static_cast<std::size_t>(device) >= faults_.size()) return std::nullopt;
   return faults_[static_cast<std::size_t>(device)];
