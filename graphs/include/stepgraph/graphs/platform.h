@@ -4,19 +4,31 @@
 // simulation: devices (a kind and a relative compute speed), and for every
 // ordered pair a link (bandwidth GB/s, latency µs) and a NUMA distance. It is
 // built by hand (tests, what-if studies) or from a topology::CostMatrix
-// (`platform_from_cost_matrix`, <stepgraph/graphs/platform_topology.h>).
+// (`Platform::from_cost_matrix`).
 //
 // Ownership: value type. Thread-safety: const functions may be called
 // concurrently. Capture: no CUDA calls.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include <stepgraph/graphs/graph.h>
 
+namespace stepgraph::topology {
+class CostMatrix;
+}  // namespace stepgraph::topology
+
 namespace stepgraph::graphs {
+
+/// Which endpoints of a CostMatrix become devices.
+enum class EndpointSelection : std::uint8_t {
+  kGpus,         ///< every GPU
+  kGpusAndNuma,  ///< every GPU, then every NUMA node as a CPU device (mixed set)
+  kNuma,         ///< every NUMA node as a CPU device (host backend)
+};
 
 struct Device {
   std::string name;
@@ -45,6 +57,14 @@ class Platform {
   /// Devices with no links yet: every pair starts at `default_link`, NUMA
   /// distance 10 on the diagonal and 20 elsewhere (ACPI SLIT conventions).
   explicit Platform(std::vector<Device> devices, Link default_link = {10.0, 10.0});
+
+  /// The adapter from the topology module: devices in CostMatrix order (GPUs
+  /// by index, then NUMA nodes), links = each pair's path bandwidth and
+  /// latency, NUMA distance between the devices' nearest NUMA nodes (20 off
+  /// the diagonal when unknown). Throws InvalidArgument when the selection
+  /// is empty (a topology without GPUs asked for kGpus).
+  static Platform from_cost_matrix(const topology::CostMatrix& matrix,
+                                   EndpointSelection selection = EndpointSelection::kGpus);
 
   /// `n` identical devices, all pairs `link`.
   static Platform uniform(std::size_t n, DeviceKind kind, Link link);
