@@ -172,6 +172,13 @@ std::unique_ptr<detail::GraphExecImpl> CudaGraph::instantiate(const InstantiateO
                     node.empty() ? std::string() : fmt::format(", at node '{}'", node)),
         node);
   }
+  if (options.upload) {
+    // Wait for the upload here, a one-off cost of instantiation: a launch
+    // on a user stream is then ordered after it without relying on the
+    // driver to order a launch after an upload made on another stream
+    // (cudaGraphUpload documents ordering only within its own stream).
+    STEPGRAPH_CUDA_CHECK(cudaStreamSynchronize(params.uploadStream));
+  }
   STEPGRAPH_DEBUG(kCapture, "instantiated a graph of {} node(s) on device {}", info_.nodes.size(), device_);
   return std::make_unique<CudaGraphExec>(backend_, device_, std::move(exec), info_, keep_);
 }
