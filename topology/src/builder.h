@@ -55,8 +55,10 @@ class TopologyBuilder {
   std::vector<double>& numa_distance() { return t_.numa_distance_; }
   CpuModel& cpu() { return t_.cpu_; }
   void set_pu_count(int n) { t_.pu_count_ = n; }
-  /// Records a note and logs it as a warning.
-  void note(std::string text);
+  /// Records a note and logs it (a warning; debug for the live machine's
+  /// routine gaps, such as link speeds a VM does not report).
+  enum class NoteLevel { kWarn, kDebug };
+  void note(std::string text, NoteLevel level = NoteLevel::kWarn);
   /// Adds `count` links between `gpu` and `peer`. For a GPU peer an earlier
   /// entry of the same pair is the same bundle (NCCL XML lists a GPU pair
   /// from both sides): max; for a switch or CPU peer the counts add.

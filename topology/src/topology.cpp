@@ -177,8 +177,9 @@ std::string format_cpumask(const CpuSet& cpus) {
 // ---------------------------------------------------------------------------
 // TopologyBuilder
 
-void TopologyBuilder::note(std::string text) {
-  STEPGRAPH_WARN(kTopology, "{}: {}", t_.source_, text);
+void TopologyBuilder::note(std::string text, NoteLevel level) {
+  if (level == NoteLevel::kWarn) STEPGRAPH_WARN(kTopology, "{}: {}", t_.source_, text);
+  else STEPGRAPH_DEBUG(kTopology, "{}: {}", t_.source_, text);
   t_.notes_.push_back(std::move(text));
 }
 
@@ -251,7 +252,8 @@ Topology TopologyBuilder::finish() {
   if (unknown_link_devices > 0)
     note(fmt::format("{} GPU/NIC/NVSwitch PCI link(s) without speed or width; assuming PCIe Gen3 x16 "
                      "({} GB/s, NCCL's default)",
-                     unknown_link_devices, kDefaultPcieGbps));
+                     unknown_link_devices, kDefaultPcieGbps),
+         t_.format_ == SourceFormat::kLive ? NoteLevel::kDebug : NoteLevel::kWarn);
 
   auto nearest = [&](int pci_index, int& numa, CpuSet& cpus) {
     if (pci_index >= 0) {
