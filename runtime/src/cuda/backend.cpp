@@ -197,7 +197,11 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate(int device, std::size_
   throw_if_faulted(device, "Backend::allocate");
   DeviceGuard guard(device);
   void* ptr = nullptr;
-  STEPGRAPH_CUDA_CHECK(cudaMalloc(&ptr, bytes));
+  const cudaError_t e = cudaMalloc(&ptr, bytes);
+  if (e != cudaSuccess) {
+    if (is_capture_error(e)) invalidate_prohibiting_captures();
+    throw_cuda_error(e, "cudaMalloc(&ptr, bytes)", __FILE__, __LINE__);
+  }
   auto b = std::make_shared<detail::BufferImpl>();
   b->id = next_buffer_id();
   b->kind = MemoryKind::kDevice;
@@ -247,6 +251,7 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t byt
     const cudaError_t e = cudaHostRegister(host, bytes, kRegisterFlags);
     if (e != cudaSuccess) {
       live->free_on_node(host, bytes);
+      if (is_capture_error(e)) invalidate_prohibiting_captures();
       throw_cuda_error(e, "cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable)",
                        __FILE__, __LINE__);
     }
@@ -265,7 +270,12 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t byt
     };
   } else {
     void* host = nullptr;
-    STEPGRAPH_CUDA_CHECK(cudaHostAlloc(&host, bytes, kHostAllocFlags));
+    const cudaError_t e = cudaHostAlloc(&host, bytes, kHostAllocFlags);
+    if (e != cudaSuccess) {
+      if (is_capture_error(e)) invalidate_prohibiting_captures();
+      throw_cuda_error(e, "cudaHostAlloc(&host, bytes, cudaHostAllocMapped | cudaHostAllocPortable)", __FILE__,
+                       __LINE__);
+    }
     void* dev = nullptr;
     const cudaError_t e2 = cudaHostGetDevicePointer(&dev, host, 0);
     if (e2 != cudaSuccess) {
@@ -283,7 +293,12 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t byt
 std::shared_ptr<detail::BufferImpl> CudaBackend::register_host(void* ptr, std::size_t bytes) {
   throw_if_faulted(0, "Backend::register_host");
   DeviceGuard guard(0);
-  STEPGRAPH_CUDA_CHECK(cudaHostRegister(ptr, bytes, kRegisterFlags));
+  const cudaError_t reg = cudaHostRegister(ptr, bytes, kRegisterFlags);
+  if (reg != cudaSuccess) {
+    if (is_capture_error(reg)) invalidate_prohibiting_captures();
+    throw_cuda_error(reg, "cudaHostRegister(ptr, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable)",
+                     __FILE__, __LINE__);
+  }
   void* dev = nullptr;
   const cudaError_t e = cudaHostGetDevicePointer(&dev, ptr, 0);
   if (e != cudaSuccess) {
@@ -340,7 +355,11 @@ detail::StreamImpl* CudaBackend::legacy_default_stream(int device) {
 void CudaBackend::synchronize_device(int device) {
   throw_if_faulted(device, "Backend::synchronize_device");
   DeviceGuard guard(device);
-  STEPGRAPH_CUDA_CHECK(cudaDeviceSynchronize());
+  const cudaError_t e = cudaDeviceSynchronize();
+  if (e != cudaSuccess) {
+    if (is_capture_error(e)) invalidate_prohibiting_captures();
+    throw_cuda_error(e, "cudaDeviceSynchronize()", __FILE__, __LINE__);
+  }
 }
 
 std::optional<std::string> CudaBackend::device_fault(int device) const {
@@ -367,11 +386,14 @@ CaptureMode CudaBackend::exchange_thread_capture_mode(CaptureMode mode) {
   return from_cuda(m);
 }
 
-std::shared_ptr<CaptureRecord> CudaBackend::open_capture(unsigned long long id, int device, cudaStream_t origin) {
+std::shared_ptr<CaptureRecord> CudaBackend::open_capture(unsigned long long id, int device, cudaStream_t origin,
+                                                         CaptureMode mode) {
   auto rec = std::make_shared<CaptureRecord>();
   rec->id = id;
   rec->device = device;
   rec->origin = origin;
+  rec->mode = mode;
+  rec->owner = std::this_thread::get_id();
   std::lock_guard lock(capture_mutex_);
   captures_[id] = rec;
   return rec;
@@ -382,6 +404,19 @@ void CudaBackend::invalidate_capture(unsigned long long id) const {
   if (rec == nullptr) return;
   const cudaError_t e = cudaStreamQuery(rec->origin);
   if (e != cudaSuccess && !is_sticky(e)) (void)cudaGetLastError();
+}
+
+void CudaBackend::invalidate_prohibiting_captures() const {
+  std::vector<unsigned long long> ids;
+  {
+    std::lock_guard lock(capture_mutex_);
+    const auto self = std::this_thread::get_id();
+    for (const auto& [id, rec] : captures_) {
+      if (rec->mode == CaptureMode::kGlobal || (rec->mode == CaptureMode::kThreadLocal && rec->owner == self))
+        ids.push_back(id);
+    }
+  }
+  for (auto id : ids) invalidate_capture(id);
 }
 
 std::shared_ptr<CaptureRecord> CudaBackend::find_capture(unsigned long long id) const {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -63,6 +64,8 @@ struct CaptureRecord {
   unsigned long long id = 0;
   int device = 0;                 // the origin stream's device
   cudaStream_t origin = nullptr;  // the stream the capture began on
+  CaptureMode mode = CaptureMode::kThreadLocal;
+  std::thread::id owner;          // the thread that began it
   std::unordered_map<cudaGraphNode_t, NodeMeta> nodes;
   std::uint64_t next_seq = 0;
   std::shared_ptr<KeepAlive> keep = std::make_shared<KeepAlive>();
@@ -250,7 +253,16 @@ class CudaBackend final : public detail::BackendImpl {
   }
 
   // capture records (see CaptureRecord)
-  std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device, cudaStream_t origin);
+  std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device, cudaStream_t origin,
+                                              CaptureMode mode);
+  /// After CUDA refused a potentially unsafe call of this thread (an
+  /// allocation, a registration) because of a capture in progress:
+  /// invalidates the captures whose mode prohibits it (global ones, and
+  /// thread-local ones begun by this thread), in case the driver did not
+  /// (cudaThreadExchangeStreamCaptureMode, CUDA Runtime API "Stream
+  /// Management"; DESIGN 2.2 "the capture mode decides whose calls
+  /// invalidate it").
+  void invalidate_prohibiting_captures() const;
   /// Invalidates capture `id` if it is still open, as CUDA does after an
   /// illegal call: by querying its origin stream, which is illegal during
   /// capture ("Prohibited and Unhandled Operations", CUDA Programming Guide,

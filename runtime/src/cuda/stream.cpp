@@ -447,7 +447,7 @@ void CudaStream::begin_capture(CaptureMode mode) {
   STEPGRAPH_CUDA_CHECK(cudaStreamBeginCapture(stream_, to_cuda_mode(mode)));
   const CaptureState st = capture_state();
   origin_capture_ = st.id;
-  (void)backend_->open_capture(st.id, device_, stream_);
+  (void)backend_->open_capture(st.id, device_, stream_, mode);
   STEPGRAPH_DEBUG(kCapture, "capture {} begun on device {} ({})", st.id, device_, to_string(mode));
 }
 
