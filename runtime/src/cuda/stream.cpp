@@ -440,6 +440,12 @@ void CudaStream::begin_capture(CaptureMode mode) {
                   "Stream::begin_capture on device {}: a capture begun on this stream is still in progress; end it "
                   "with end_capture first",
                   device_);
+  // A stream that joined another stream's capture (through a wait) cannot
+  // begin its own (CUDA: cudaErrorIllegalState).
+  STEPGRAPH_CHECK(capture_state().status == cudaStreamCaptureStatusNone, InvalidState,
+                  "Stream::begin_capture on device {}: this stream takes part in a capture begun on another stream; "
+                  "end that capture on its origin stream first",
+                  device_);
   // The mode decides whose potentially unsafe calls (cudaMalloc, a
   // synchronize, ...) invalidate this capture: thread-local by default, so
   // other threads' work is unaffected (CUDA Runtime API, "Stream
