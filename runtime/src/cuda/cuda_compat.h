@@ -131,8 +131,10 @@ inline cudaError_t stream_get_capture_info(cudaStream_t stream, cudaStreamCaptur
 }
 
 /// cudaGraphGetEdges: CUDA 13 takes an edge data array (12.3+ had it as
-/// cudaGraphGetEdges_v2). `edge_data` has room for *count entries when
-/// `from` is not null.
+/// cudaGraphGetEdges_v2). With `from`/`to` null it returns the count; else
+/// it fills *count edges, and an edge data array of that size is passed
+/// along, since CUDA returns cudaErrorLossyQuery without one when an edge
+/// carries data.
 inline cudaError_t graph_get_edges(cudaGraph_t graph, cudaGraphNode_t* from, cudaGraphNode_t* to,
                                    std::size_t* count) {
 #if CUDART_VERSION >= 12030
