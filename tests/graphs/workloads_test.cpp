@@ -17,7 +17,9 @@ TEST(Workloads, TransformerHasFiveNodesPerLayerPlusLossAndValidates) {
   // fwd1 -> fwd2 carries one activation: tokens * hidden * 2 bytes.
   const auto f1 = *g.find("fwd1"), f2 = *g.find("fwd2");
   for (const auto& e : g.edges()) {
-    if (e.src == f1 && e.dst == f2) EXPECT_EQ(e.bytes, 8u * 1024 * 1024 * 2);
+    if (e.src == f1 && e.dst == f2) {
+      EXPECT_EQ(e.bytes, 8u * 1024 * 1024 * 2);
+    }
   }
   // Forward cost from FLOPs: 2·12h²·tokens + 4·seq·h·tokens at 100 TFLOP/s.
   const double tokens = 8.0 * 1024, h = 1024;
