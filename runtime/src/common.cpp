@@ -116,7 +116,7 @@ bool GraphInfo::reaches(std::size_t from, std::size_t to) const {
 
 namespace detail {
 BufferImpl::~BufferImpl() {
-  if (kind == MemoryKind::kPinnedHost && backend != nullptr) backend->remove_host_range(host_ptr);
+  if (kind == MemoryKind::kPinnedHost && backend != nullptr && !view) backend->remove_host_range(host_ptr);
   if (release) release();
 }
 }  // namespace detail
@@ -163,6 +163,26 @@ BufferAccess read_write(const Buffer& b) { return make_access(b, 0, b.size(), Ac
 BufferAccess read_write(const Buffer& b, std::size_t o, std::size_t n) {
   return make_access(b, o, n, Access::kReadWrite);
 }
+Buffer sub_buffer(const Buffer& parent, std::size_t offset, std::size_t bytes) {
+  STEPGRAPH_CHECK(parent.valid(), InvalidArgument, "sub_buffer: the parent handle is empty");
+  const auto& p = parent.impl();
+  STEPGRAPH_CHECK(bytes > 0 && offset <= p->size && bytes <= p->size - offset, InvalidArgument,
+                  "sub_buffer: bytes [{}, {}) are outside buffer #{} of {} bytes", offset, offset + bytes, p->id,
+                  p->size);
+  auto b = std::make_shared<detail::BufferImpl>();
+  b->id = p->backend->next_buffer_id();
+  b->kind = p->kind;
+  b->device = p->device;
+  b->size = bytes;
+  b->device_ptr = static_cast<char*>(p->device_ptr) + offset;
+  b->host_ptr = p->host_ptr != nullptr ? static_cast<char*>(p->host_ptr) + offset : nullptr;
+  b->backend = p->backend;
+  b->keep_backend = p->keep_backend;
+  b->view = true;
+  b->release = [keep = p] {};  // the parent's memory lives as long as the view
+  return Buffer(std::move(b));
+}
+
 BufferAccess host_range(const void* ptr, std::size_t bytes, Access access) {
   return BufferAccess{nullptr, ptr, 0, bytes, access};
 }

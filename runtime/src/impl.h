@@ -30,6 +30,7 @@ struct BufferImpl {
   BackendImpl* backend = nullptr;
   std::shared_ptr<BackendImpl> keep_backend;  // the backend outlives its memory
   std::function<void()> release;
+  bool view = false;  // a sub_buffer(): shares its parent's memory and registration
 
   BufferImpl() = default;
   BufferImpl(const BufferImpl&) = delete;

@@ -39,6 +39,7 @@
 
 #include <stepgraph/runtime/backend.h>
 #include <stepgraph/runtime/collectives_hook.h>
+#include <stepgraph/runtime/step_scalars.h>
 
 namespace stepgraph::runtime {
 
@@ -74,14 +75,6 @@ struct StepSpec {
   std::vector<BufferSpec> scratch;  // device memory per slot (activations, gradients)
 };
 
-/// The per-step values replays read (device-visible; one copy per slot).
-struct StepScalars {
-  std::int64_t step = 0;
-  float learning_rate = 0.0f;
-  float loss_scale = 1.0f;
-  std::uint64_t rng_seed = 0;
-  std::uint64_t rng_offset = 0;
-};
 
 enum class StepErrorKind { kDeviceFault, kTimeout, kCancelled, kCallback, kCollective };
 [[nodiscard]] std::string_view to_string(StepErrorKind k) noexcept;
