@@ -24,8 +24,10 @@ namespace demo = stepgraph::demo;
 
 #if defined(STEPGRAPH_TEST_BACKEND_CUDA)
 constexpr const char* kBackend = "cuda";
+#define SG_DEMO_SUITE DemoCuda  // distinct ctest names for the two binaries
 #else
 constexpr const char* kBackend = "host";
+#define SG_DEMO_SUITE DemoHost
 #endif
 
 class Demo : public ::testing::Test {
@@ -45,6 +47,8 @@ class Demo : public ::testing::Test {
     return o;
   }
 };
+
+using SG_DEMO_SUITE = Demo;
 
 // --- the independent reference: textbook backpropagation for one hidden
 // ReLU layer and a linear output, batch-outer loops, float arithmetic.
@@ -91,7 +95,7 @@ struct ReferenceMlp {
   }
 };
 
-TEST_F(Demo, ReplayedParametersAreBitIdenticalToEager) {
+TEST_F(SG_DEMO_SUITE, ReplayedParametersAreBitIdenticalToEager) {
   const auto r = demo::run_demo(options(40, 3));
   EXPECT_EQ(r.backend, kBackend);
   EXPECT_EQ(r.graph_nodes, 7u);  // the seven kernels of one step, nothing else
@@ -101,7 +105,7 @@ TEST_F(Demo, ReplayedParametersAreBitIdenticalToEager) {
   ASSERT_EQ(r.losses.size(), 40u);
 }
 
-TEST_F(Demo, ReplayMatchesEagerWithoutWarmUp) {
+TEST_F(SG_DEMO_SUITE, ReplayMatchesEagerWithoutWarmUp) {
   // Warm-up 0: the very first step is captured, so the graph's first
   // launch must also run the update the capture itself did not execute.
   const auto r = demo::run_demo(options(10, 0));
@@ -109,7 +113,7 @@ TEST_F(Demo, ReplayMatchesEagerWithoutWarmUp) {
   EXPECT_EQ(r.max_abs_loss_diff, 0.0);
 }
 
-TEST_F(Demo, LossDecreases) {
+TEST_F(SG_DEMO_SUITE, LossDecreases) {
   const auto r = demo::run_demo(options(200, 3));
   ASSERT_EQ(r.losses.size(), 200u);
   double first = 0, last = 0;
@@ -121,7 +125,7 @@ TEST_F(Demo, LossDecreases) {
   EXPECT_EQ(r.max_abs_param_diff, 0.0);
 }
 
-TEST_F(Demo, EagerExecutorEqualsSerialReference) {
+TEST_F(SG_DEMO_SUITE, EagerExecutorEqualsSerialReference) {
   auto o = options(6, 3);
   const auto run = demo::train_mlp(o, rt::ExecutionMode::kEager);
 
@@ -157,7 +161,7 @@ TEST_F(Demo, EagerExecutorEqualsSerialReference) {
   EXPECT_GT(demo::max_abs_diff(run.params, init), 1e-4);
 }
 
-TEST_F(Demo, RejectsAWarmUpThatLeavesNothingToReplay) {
+TEST_F(SG_DEMO_SUITE, RejectsAWarmUpThatLeavesNothingToReplay) {
   EXPECT_THROW((void)demo::run_demo(options(3, 3)), stepgraph::InvalidArgument);
 }
 
