@@ -11,6 +11,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   nlohmann-json3-dev libcli11-dev libpugixml-dev libfmt-dev libspdlog-dev
   python3 python3-matplotlib
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do
