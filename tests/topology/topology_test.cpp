@@ -91,6 +91,24 @@ TEST(TopologyDgx2, EveryGpuPairIsNv6ThroughTheSwitchesAcrossBothBaseboards) {
   }
 }
 
+TEST(TopologyDgx2, MergesSwitchPortsIntoTwoLevelsOfPlxSwitches) {
+  // Each DGX-2 GPU sits behind two levels of PLX switches under a
+  // root port; hwloc shows every switch as an upstream bridge plus one
+  // bridge per downstream port. In the model each switch is one node.
+  const Topology t = load("nvidiaDGX2.xml");
+  const auto& pci = t.pci_nodes();
+  for (const auto& g : t.gpus()) {
+    std::vector<int> chain;
+    for (int n = pci[static_cast<std::size_t>(g.pci)].parent; n >= 0; n = pci[static_cast<std::size_t>(n)].parent)
+      chain.push_back(n);
+    ASSERT_EQ(chain.size(), 4u) << g.name;  // switch, switch, root port, host bridge
+    for (int i = 0; i < 2; ++i)  // PLX (PEX9781 on one baseboard, PEX9797 on the other)
+      EXPECT_EQ(pci[static_cast<std::size_t>(chain[static_cast<std::size_t>(i)])].vendor_id, 0x10b5) << g.name;
+    EXPECT_EQ(pci[static_cast<std::size_t>(chain[2])].vendor_id, 0x8086);  // Intel root port
+    EXPECT_EQ(pci[static_cast<std::size_t>(chain[3])].kind, sg::topology::PciKind::kHostBridge);
+  }
+}
+
 TEST(TopologyPower8, HasGpuToGpuAndGpuToCpuNvLinks) {
   // IBM S822LC "Minsky": 2 POWER8NVL, 4 P100; each P100 has 4 NVLink 1.0
   // links: 2 to its neighbour GPU, 2 to its CPU (hwloc: 40000 MB/s each = 2 x 20000).
@@ -493,6 +511,46 @@ TEST(TopologyDump, RoundTripsThroughNcclXml) {
   }
 }
 
+TEST(CostMatrix, CountsSwitchesForPixAndPxb) {
+  // Two levels of switches under one CPU: devices under one lower switch are
+  // PIX, under two lower switches of one upper switch PXB, under two root
+  // complexes' worth of <pci> of one <cpu> PHB (the nvidia-smi legend).
+  const Topology t = Topology::parse(R"(<system version="1">
+    <cpu numaid="0" affinity="0000000f">
+      <pci busid="0000:01:00.0" class="0x060400" link_speed="16 GT/s" link_width="16">
+        <pci busid="0000:02:00.0" class="0x060400" link_speed="16 GT/s" link_width="16">
+          <pci busid="0000:03:00.0" class="0x030200" vendor="0x10de" link_speed="16 GT/s" link_width="16"/>
+          <pci busid="0000:04:00.0" class="0x020700" link_speed="16 GT/s" link_width="8"/>
+        </pci>
+        <pci busid="0000:05:00.0" class="0x060400" link_speed="16 GT/s" link_width="16">
+          <pci busid="0000:06:00.0" class="0x030200" vendor="0x10de" link_speed="16 GT/s" link_width="16"/>
+        </pci>
+      </pci>
+      <pci busid="0000:07:00.0" class="0x030200" vendor="0x10de" link_speed="8 GT/s" link_width="16"/>
+    </cpu></system>)",
+                                     "two-level");
+  ASSERT_EQ(t.gpu_count(), 3u);
+  const CostMatrix m = CostMatrix::build(t);
+  EXPECT_EQ(m.path(gpu_pos(m, 0), nic_pos(m, 0)).kind, PathKind::kPix);
+  EXPECT_DOUBLE_EQ(m.path(gpu_pos(m, 0), nic_pos(m, 0)).bandwidth_gbps, 12.0);  // the NIC's Gen4 x8
+  EXPECT_EQ(gpu_gpu(m, 0, 1).kind, PathKind::kPxb);
+  EXPECT_DOUBLE_EQ(gpu_gpu(m, 0, 1).bandwidth_gbps, 24.0);  // Gen4 x16 all the way
+  EXPECT_EQ(gpu_gpu(m, 0, 2).kind, PathKind::kPhb);
+  EXPECT_DOUBLE_EQ(gpu_gpu(m, 0, 2).bandwidth_gbps, 12.0);  // GPU2's Gen3 x16
+  EXPECT_EQ(m.path(gpu_pos(m, 2), numa_pos(m, 0)).kind, PathKind::kPhb);
+}
+
+TEST(TopologyBadInput, ImplausibleNvLinkCountsAreIgnoredWithANote) {
+  const Topology t = Topology::parse(R"(<system version="1"><cpu numaid="0">
+      <pci busid="0000:01:00.0" class="0x030200"><gpu dev="0"><nvlink target="0000:02:00.0" count="2147483647" tclass="0x030200"/></gpu></pci>
+      <pci busid="0000:02:00.0" class="0x030200"><gpu dev="1"><nvlink target="0000:01:00.0" count="-3" tclass="0x030200"/></gpu></pci>
+    </cpu></system>)",
+                                     "bad counts");
+  EXPECT_EQ(t.gpu_count(), 2u);
+  EXPECT_TRUE(t.nvlinks().empty());
+  EXPECT_GE(t.notes().size(), 2u);
+}
+
 // ---------------------------------------------------------------------------
 // Binding helpers
 
@@ -517,6 +575,19 @@ TEST(Binding, AllocatesOnALiveNumaNode) {
   if (Topology::live().gpu_count() == 0) {
     EXPECT_THROW((void)sg::topology::bind_thread_near_gpu(0), sg::InvalidArgument);
   }
+}
+
+TEST(Binding, BindsTheCallingThreadNearALiveNic) {
+  const Topology& live = Topology::live();
+  if (live.nic_count() == 0) GTEST_SKIP() << "this machine shows no NIC to hwloc";
+  const auto& machine = sg::topology::LiveMachine::get();
+  const sg::topology::CpuSet before = machine.current_binding();
+  const sg::topology::CpuSet bound = sg::topology::bind_thread_near_nic(0);
+  if (!bound.empty()) {
+    EXPECT_EQ(machine.current_binding(), bound);
+    EXPECT_EQ(bound, sg::topology::nic_locality(live, 0).cpus);
+  }
+  machine.bind(before, sg::topology::BindScope::kThread);
 }
 
 // ---------------------------------------------------------------------------

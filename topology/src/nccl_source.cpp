@@ -26,6 +26,9 @@ namespace stepgraph::topology {
 namespace {
 
 constexpr int kMaxDepth = 64;  // far deeper than any real PCI tree; guards hostile input
+// No GPU has more NVLinks than this (H100: 18, NVML_NVLINK_MAX_LINKS); a
+// larger count is a corrupt file, and would overflow the sums of the hub rule.
+constexpr int kMaxNvlinksPerGpu = 64;
 
 std::uint32_t parse_hex(const pugi::xml_node& n, const char* attr, std::uint32_t fallback) {
   const char* v = n.attribute(attr).as_string(nullptr);
@@ -260,8 +263,9 @@ class NcclReader {
 
   void resolve_links() {
     for (const auto& l : links_) {
-      if (l.count <= 0) {
-        b_.note(fmt::format("GPU{}: <nvlink target={}> with count {}; ignored", l.gpu, l.target, l.count));
+      if (l.count <= 0 || l.count > kMaxNvlinksPerGpu) {
+        b_.note(fmt::format("GPU{}: <nvlink target={}> with count {} (a GPU has 1 to {} links); ignored", l.gpu,
+                            l.target, l.count, kMaxNvlinksPerGpu));
         continue;
       }
       if (l.tclass == 0x068000) {
