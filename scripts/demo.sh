@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh default
-./build/tools/stepgraph info
+./build/tools/stepgraph demo
