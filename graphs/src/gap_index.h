@@ -22,20 +22,24 @@ class GapIndex {
 
   /// Earliest start >= ready of an interval of length d that fits a gap.
   [[nodiscard]] double earliest_start(double ready, double d) const {
+    // Fast path: at or after the start of the open-ended last gap (the
+    // common case when nodes arrive roughly in time order).
+    if (ready >= tail_start_) return ready;
     int g = floor_gap(ready);
-    if (g != kNil && ready + d <= end_[g] + kEps) return ready;
+    if (g != kNil && ready + d <= at(g).end + kEps) return ready;
     int f = first_fit(root_, ready, d);
-    return start_[f];  // the open-ended last gap always fits
+    return at(f).start;  // the open-ended last gap always fits
   }
 
   /// Marks [s, s + d) busy; it must lie inside one gap.
   void occupy(double s, double d) {
     if (d <= 0) return;
     int g = floor_gap(s + kEps);
-    const double gs = start_[g], ge = end_[g];
+    const double gs = at(g).start, ge = at(g).end;
     root_ = erase(root_, gs);
     if (s - gs > kEps) root_ = insert(root_, make(gs, s));
     if (ge - (s + d) > kEps) root_ = insert(root_, make(s + d, ge));
+    if (ge == kInf) tail_start_ = s + d;
   }
 
   [[nodiscard]] std::size_t gap_count() const { return size_(root_); }
@@ -45,43 +49,42 @@ class GapIndex {
   static constexpr double kInf = std::numeric_limits<double>::infinity();
   static constexpr double kEps = 1e-9;
 
-  std::vector<double> start_, end_, maxlen_;
-  std::vector<std::uint32_t> prio_;
-  std::vector<int> left_, right_, free_;
+  // One cache line per treap node (array of structs): a query touches
+  // O(log n) nodes, each once.
+  struct TNode {
+    double start, end, maxlen;
+    std::uint32_t prio;
+    int left, right;
+  };
+  std::vector<TNode> t_;
+  std::vector<int> free_;
   int root_ = kNil;
+  double tail_start_ = 0;  // start of the open-ended last gap
   std::uint64_t rng_ = 0x9E3779B97F4A7C15ull;
 
   int make(double s, double e) {
     rng_ ^= rng_ << 13;
     rng_ ^= rng_ >> 7;
     rng_ ^= rng_ << 17;
-    int id;
+    const TNode node{s, e, e - s, static_cast<std::uint32_t>(rng_), kNil, kNil};
     if (!free_.empty()) {
-      id = free_.back();
+      const int id = free_.back();
       free_.pop_back();
-      start_[id] = s;
-      end_[id] = e;
-      maxlen_[id] = e - s;
-      prio_[id] = static_cast<std::uint32_t>(rng_);
-      left_[id] = right_[id] = kNil;
-    } else {
-      id = static_cast<int>(start_.size());
-      start_.push_back(s);
-      end_.push_back(e);
-      maxlen_.push_back(e - s);
-      prio_.push_back(static_cast<std::uint32_t>(rng_));
-      left_.push_back(kNil);
-      right_.push_back(kNil);
+      t_[static_cast<std::size_t>(id)] = node;
+      return id;
     }
-    return id;
+    t_.push_back(node);
+    return static_cast<int>(t_.size() - 1);
   }
-  double ml(int t) const { return t == kNil ? -1.0 : maxlen_[t]; }
-  std::size_t size_(int t) const { return t == kNil ? 0 : 1 + size_(left_[t]) + size_(right_[t]); }
+  TNode& at(int i) { return t_[static_cast<std::size_t>(i)]; }
+  const TNode& at(int i) const { return t_[static_cast<std::size_t>(i)]; }
+  double ml(int t) const { return t == kNil ? -1.0 : at(t).maxlen; }
+  std::size_t size_(int t) const { return t == kNil ? 0 : 1 + size_(at(t).left) + size_(at(t).right); }
   void pull(int t) {
-    double m = end_[t] - start_[t];
-    if (ml(left_[t]) > m) m = ml(left_[t]);
-    if (ml(right_[t]) > m) m = ml(right_[t]);
-    maxlen_[t] = m;
+    double m = at(t).end - at(t).start;
+    if (ml(at(t).left) > m) m = ml(at(t).left);
+    if (ml(at(t).right) > m) m = ml(at(t).right);
+    at(t).maxlen = m;
   }
   // Split into (< key, >= key).
   void split(int t, double key, int& l, int& r) {
@@ -89,11 +92,11 @@ class GapIndex {
       l = r = kNil;
       return;
     }
-    if (start_[t] < key) {
-      split(right_[t], key, right_[t], r);
+    if (at(t).start < key) {
+      split(at(t).right, key, at(t).right, r);
       l = t;
     } else {
-      split(left_[t], key, l, left_[t]);
+      split(at(t).left, key, l, at(t).left);
       r = t;
     }
     pull(t);
@@ -101,30 +104,30 @@ class GapIndex {
   int merge(int a, int b) {
     if (a == kNil) return b;
     if (b == kNil) return a;
-    if (prio_[a] > prio_[b]) {
-      right_[a] = merge(right_[a], b);
+    if (at(a).prio > at(b).prio) {
+      at(a).right = merge(at(a).right, b);
       pull(a);
       return a;
     }
-    left_[b] = merge(a, left_[b]);
+    at(b).left = merge(a, at(b).left);
     pull(b);
     return b;
   }
   int insert(int t, int n) {
     int l, r;
-    split(t, start_[n], l, r);
+    split(t, at(n).start, l, r);
     return merge(merge(l, n), r);
   }
   int erase(int t, double key) {
     if (t == kNil) return kNil;
-    if (start_[t] == key) {
+    if (at(t).start == key) {
       free_.push_back(t);
-      return merge(left_[t], right_[t]);
+      return merge(at(t).left, at(t).right);
     }
-    if (key < start_[t])
-      left_[t] = erase(left_[t], key);
+    if (key < at(t).start)
+      at(t).left = erase(at(t).left, key);
     else
-      right_[t] = erase(right_[t], key);
+      at(t).right = erase(at(t).right, key);
     pull(t);
     return t;
   }
@@ -132,37 +135,37 @@ class GapIndex {
   int floor_gap(double x) const {
     int t = root_, best = kNil;
     while (t != kNil) {
-      if (start_[t] <= x) {
+      if (at(t).start <= x) {
         best = t;
-        t = right_[t];
+        t = at(t).right;
       } else {
-        t = left_[t];
+        t = at(t).left;
       }
     }
     return best;
   }
   // Leftmost gap with start > ready and length >= d.
   int first_fit(int t, double ready, double d) const {
-    while (t != kNil && maxlen_[t] + kEps >= d) {
-      if (start_[t] > ready) {
-        int r = first_fit(left_[t], ready, d);
+    while (t != kNil && at(t).maxlen + kEps >= d) {
+      if (at(t).start > ready) {
+        int r = first_fit(at(t).left, ready, d);
         if (r != kNil) return r;
-        if (end_[t] - start_[t] + kEps >= d) return t;
-        return first_fit_all(right_[t], d);
+        if (at(t).end - at(t).start + kEps >= d) return t;
+        return first_fit_all(at(t).right, d);
       }
-      t = right_[t];
+      t = at(t).right;
     }
     return kNil;
   }
   // Leftmost gap in the subtree with length >= d.
   int first_fit_all(int t, double d) const {
-    while (t != kNil && maxlen_[t] + kEps >= d) {
-      if (ml(left_[t]) + kEps >= d) {
-        t = left_[t];
-      } else if (end_[t] - start_[t] + kEps >= d) {
+    while (t != kNil && at(t).maxlen + kEps >= d) {
+      if (ml(at(t).left) + kEps >= d) {
+        t = at(t).left;
+      } else if (at(t).end - at(t).start + kEps >= d) {
         return t;
       } else {
-        t = right_[t];
+        t = at(t).right;
       }
     }
     return kNil;

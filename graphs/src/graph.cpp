@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <queue>
 
 #include <fmt/format.h>
 #include <stepgraph/core/error.h>
@@ -263,20 +262,19 @@ namespace {
 std::vector<NodeId> topological_order(const StepGraph& g) {
   const Adjacency adj(g);
   const std::size_t n = g.node_count();
+  // Kahn's algorithm with a FIFO: sources in id order, then each node when
+  // its last predecessor is emitted. Linear time; deterministic.
   std::vector<std::size_t> indeg(n);
-  std::priority_queue<NodeId, std::vector<NodeId>, std::greater<>> ready;
-  for (NodeId i = 0; i < n; ++i) {
-    indeg[i] = adj.in_degree(i);
-    if (indeg[i] == 0) ready.push(i);
-  }
   std::vector<NodeId> order;
   order.reserve(n);
-  while (!ready.empty()) {
-    NodeId u = ready.top();
-    ready.pop();
-    order.push_back(u);
+  for (NodeId i = 0; i < n; ++i) {
+    indeg[i] = adj.in_degree(i);
+    if (indeg[i] == 0) order.push_back(i);
+  }
+  for (std::size_t head = 0; head < order.size(); ++head) {
+    const NodeId u = order[head];
     for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a)
-      if (--indeg[a->node] == 0) ready.push(a->node);
+      if (--indeg[a->node] == 0) order.push_back(a->node);
   }
   if (order.size() != n) throw_cycle(g);
   return order;

@@ -9,6 +9,8 @@
 #include <stepgraph/core/error.h>
 #include <stepgraph/core/log.h>
 
+#include <stepgraph/graphs/simulator.h>
+
 #include "gap_index.h"
 
 namespace stepgraph::graphs {
@@ -60,13 +62,22 @@ void build_device_order(const StepGraph& g, const std::vector<NodeId>& topo, std
       out.device_order[static_cast<std::size_t>(s.device)].push_back(u);
     }
   }
-  for (auto& list : out.device_order)
-    std::sort(list.begin(), list.end(), [&](NodeId a, NodeId b) {
-      const auto& x = out.nodes[a];
-      const auto& y = out.nodes[b];
-      if (x.start_us != y.start_us) return x.start_us < y.start_us;
-      return pos[a] < pos[b];
-    });
+  // Sort by (start, topological position) on precomputed keys: no random
+  // access into the node table inside the comparator.
+  struct Key {
+    double start;
+    std::size_t pos;
+    NodeId node;
+  };
+  std::vector<Key> keys;
+  for (auto& list : out.device_order) {
+    keys.clear();
+    keys.reserve(list.size());
+    for (NodeId u : list) keys.push_back(Key{out.nodes[u].start_us, pos[u], u});
+    std::sort(keys.begin(), keys.end(),
+              [](const Key& x, const Key& y) { return x.start != y.start ? x.start < y.start : x.pos < y.pos; });
+    for (std::size_t i = 0; i < keys.size(); ++i) list[i] = keys[i].node;
+  }
   out.estimated_makespan_us = 0;
   for (const auto& s : out.nodes) out.estimated_makespan_us = std::max(out.estimated_makespan_us, s.finish_us);
 }
@@ -102,7 +113,8 @@ Placement schedule_assignment_impl(const StepGraph& g, const CostModel& model, c
   return out;
 }
 
-Placement heft(const StepGraph& g, const CostModel& model, const std::vector<NodeId>& topo, const Adjacency& adj) {
+Placement heft(const StepGraph& g, const CostModel& model, const std::vector<NodeId>& topo, const Adjacency& adj,
+               LinkContention links_mode) {
   const std::size_t p = model.platform().size();
   const std::size_t n = g.node_count();
   // Mean costs (HEFT's w̄ and c̄) and upward ranks.
@@ -131,29 +143,72 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       best = std::max(best, (gang ? 0.0 : model.mean_transfer_us(a->bytes)) + rank[a->node]);
     rank[u] = wbar[u] + best;
   }
-  std::vector<std::size_t> pos(n);
-  for (std::size_t i = 0; i < n; ++i) pos[topo[i]] = i;
-  std::vector<NodeId> order(topo);
-  std::stable_sort(order.begin(), order.end(), [&](NodeId a, NodeId b) {
-    if (rank[a] != rank[b]) return rank[a] > rank[b];
-    return pos[a] < pos[b];
-  });
+  // Decreasing upward rank; ties by topological position (a valid
+  // topological order even with zero-cost nodes and edges).
+  std::vector<std::pair<double, std::size_t>> keyed(n);
+  for (std::size_t i = 0; i < n; ++i) keyed[i] = {-rank[topo[i]], i};
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<NodeId> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = topo[keyed[i].second];
+  std::vector<std::pair<double, std::size_t>>().swap(keyed);
 
   Placement out;
   out.nodes.assign(n, {});
   std::vector<detail::GapIndex> gaps(p);
+  // Note [Link occupancy in HEFT]
+  // With LinkContention::kModel every directed link keeps its own gap index:
+  // a transfer's bytes occupy the link for bytes / bandwidth, inserted at the
+  // earliest idle time after its source finishes, so transfers that would
+  // cross one link at once queue instead of each assuming the whole link
+  // (Sinnen & Sousa, "Communication contention in task scheduling", IEEE
+  // TPDS 16(6), 2005). Candidates are evaluated against the committed link
+  // state; the chosen device's transfers are then committed in order of
+  // their source's finish time and the node's start recomputed.
+  const bool model_links = links_mode == LinkContention::kModel && p > 1;
+  std::vector<detail::GapIndex> links(model_links ? p * p : 0);
+  const Platform& plat = model.platform();
+  auto data_us = [&](std::size_t a, std::size_t b, std::uint64_t bytes) {
+    return static_cast<double>(bytes) / (plat.link(a, b).bandwidth_gbps * 1e3);
+  };
+  struct PredInfo {
+    double finish;
+    std::size_t dev;
+    std::uint64_t bytes;
+    bool local_everywhere;  // a gang source: its result is on every device
+  };
+  std::vector<PredInfo> preds;
+  // Arrival of every input at device d; commit = reserve the links.
+  auto ready_at = [&](std::size_t d, bool commit) {
+    double r = 0;
+    for (const auto& pr : preds) {
+      if (pr.local_everywhere || pr.dev == d) {
+        r = std::max(r, pr.finish);
+      } else if (!model_links || pr.bytes == 0) {
+        r = std::max(r, pr.finish + model.transfer_us(pr.dev, d, pr.bytes));
+      } else {
+        auto& link = links[pr.dev * p + d];
+        const double dt = data_us(pr.dev, d, pr.bytes);
+        const double s = link.earliest_start(pr.finish, dt);
+        if (commit) link.occupy(s, dt);
+        r = std::max(r, s + model.transfer_us(pr.dev, d, pr.bytes));
+      }
+    }
+    return r;
+  };
   std::vector<double> ready(p);
   for (NodeId u : order) {
     const Node& node = g.nodes()[u];
-    for (std::size_t d = 0; d < p; ++d) {
-      double r = 0;
-      for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a)
-        r = std::max(r, arrival(model, g.nodes()[a->node], out.nodes[a->node], d, a->bytes));
-      ready[d] = r;
+    preds.clear();
+    for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a) {
+      const auto& ps = out.nodes[a->node];
+      preds.push_back(PredInfo{ps.finish_us, static_cast<std::size_t>(std::max(ps.device, 0)), a->bytes,
+                               ps.device == kAllDevices});
     }
+    std::sort(preds.begin(), preds.end(), [](const PredInfo& x, const PredInfo& y) { return x.finish < y.finish; });
     if (is_gang(node)) {
       const double dur = model.node_us(node, 0);
-      double t = *std::max_element(ready.begin(), ready.end());
+      double t = 0;
+      for (std::size_t d = 0; d < p; ++d) t = std::max(t, ready_at(d, true));
       // Fixpoint: the earliest t at which every device has a gap of `dur`.
       for (;;) {
         double next = t;
@@ -165,21 +220,22 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       out.nodes[u] = ScheduledNode{kAllDevices, t, t + dur};
       continue;
     }
-    double best_finish = kInf, best_start = 0;
+    double best_finish = kInf;
     std::size_t best_dev = p;
     for (std::size_t d = 0; d < p; ++d) {
       if (!model.can_run(node, d)) continue;
       const double dur = model.node_us(node, d);
-      const double s = gaps[d].earliest_start(ready[d], dur);
+      const double s = gaps[d].earliest_start(ready_at(d, false), dur);
       if (s + dur < best_finish) {
         best_finish = s + dur;
-        best_start = s;
         best_dev = d;
       }
     }
     STEPGRAPH_INTERNAL_ASSERT(best_dev < p, "node {} has no device", u);
-    gaps[best_dev].occupy(best_start, best_finish - best_start);
-    out.nodes[u] = ScheduledNode{static_cast<int>(best_dev), best_start, best_finish};
+    const double dur = model.node_us(node, best_dev);
+    const double start = gaps[best_dev].earliest_start(ready_at(best_dev, true), dur);
+    gaps[best_dev].occupy(start, dur);
+    out.nodes[u] = ScheduledNode{static_cast<int>(best_dev), start, start + dur};
   }
   build_device_order(g, topo, p, out);
   return out;
@@ -235,8 +291,8 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
         blind_model.emplace(blind, options.cost);
         m = &*blind_model;
       }
-      out = heft(g, *m, topo, adj);
-      if (options.fallback == SerialFallback::kCompare && p > 1) {
+      out = heft(g, *m, topo, adj, options.links);
+      if (options.fallback != SerialFallback::kOff && p > 1) {
         // The single device with the least total work that can run every
         // node and matches every pin.
         std::size_t best = p;
@@ -253,7 +309,14 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
         if (best < p) {
           auto serial = schedule_assignment_impl(g, *m, std::vector<int>(g.node_count(), static_cast<int>(best)),
                                                  topo, adj);
-          if (serial.estimated_makespan_us < out.estimated_makespan_us) {
+          double list_makespan = out.estimated_makespan_us;
+          if (options.fallback == SerialFallback::kSimulated) {
+            SimulateOptions so;
+            so.cost = options.cost;
+            list_makespan = simulate(g, m->platform(), out, so).makespan_us;
+          }
+          // No transfers in the serial schedule: its estimate is exact.
+          if (serial.estimated_makespan_us < list_makespan) {
             out = std::move(serial);
             out.serial_fallback = true;
           }

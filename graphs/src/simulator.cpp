@@ -80,9 +80,17 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   std::vector<std::size_t> head(p, 0);
   std::vector<bool> busy(p, false);
   std::vector<bool> started(n, false);
+  // Sized up front: one transfer per cross-device edge (per device for an
+  // edge into a gang node); at most one pending event per node, transfer and
+  // link check.
+  std::size_t max_transfers = 0;
+  for (NodeId u = 0; u < n; ++u) max_transfers += adj.in_degree(u) * (gang(u) ? p : 1);
   std::vector<Transfer> transfers;
+  transfers.reserve(max_transfers);
   std::vector<LinkState> links(p * p);
-  std::priority_queue<Event, std::vector<Event>, std::greater<>> q;
+  std::vector<Event> event_storage;
+  event_storage.reserve(n + p * p + 64);
+  std::priority_queue<Event, std::vector<Event>, std::greater<>> q(std::greater<>{}, std::move(event_storage));
   std::uint64_t seq = 0;
   double now = 0;
   std::size_t finished = 0;
@@ -101,21 +109,67 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
     return gang(u) ? model.node_us(g.nodes()[u], 0)
                    : model.node_us(g.nodes()[u], static_cast<std::size_t>(pl.nodes[u].device));
   };
-  auto try_start = [&](std::size_t d) {
-    if (busy[d] || head[d] >= pl.device_order[d].size()) return;
-    const NodeId u = pl.device_order[d][head[d]];
-    if (started[u] || pending[u] != 0) return;
-    if (gang(u)) {
-      for (std::size_t e = 0; e < p; ++e)
-        if (busy[e] || head[e] >= pl.device_order[e].size() || pl.device_order[e][head[e]] != u) return;
-      for (std::size_t e = 0; e < p; ++e) busy[e] = true;
-    } else {
-      busy[d] = true;
+  // Note [Device dispatch]
+  // kStrict: a device runs exactly its device_order list; a node whose inputs
+  // are late blocks everything behind it. kReadyFirst (default): a device
+  // runs, among its nodes whose inputs have arrived, the one earliest in its
+  // list — what a lowered per-device graph does, where only edges order
+  // work. A gang node is taken by each device when it is the first ready one;
+  // the device then idles until every device has taken it.
+  const bool strict = options.dispatch == DeviceDispatch::kStrict;
+  // Priority of node u on device d: its index in d's list.
+  std::vector<std::uint32_t> rank_on(n, 0);
+  std::vector<std::vector<std::pair<NodeId, std::uint32_t>>> gang_rank(p);
+  for (std::size_t d = 0; d < p; ++d)
+    for (std::uint32_t i = 0; i < pl.device_order[d].size(); ++i) {
+      const NodeId u = pl.device_order[d][i];
+      if (gang(u)) {
+        gang_rank[d].emplace_back(u, i);
+      } else {
+        rank_on[u] = i;
+      }
     }
+  for (auto& v : gang_rank) std::sort(v.begin(), v.end());
+  auto rank_of = [&](std::size_t d, NodeId u) -> std::uint32_t {
+    if (!gang(u)) return rank_on[u];
+    auto it = std::lower_bound(gang_rank[d].begin(), gang_rank[d].end(), std::pair<NodeId, std::uint32_t>{u, 0});
+    return it->second;
+  };
+  using Ready = std::pair<std::uint32_t, NodeId>;
+  std::vector<std::priority_queue<Ready, std::vector<Ready>, std::greater<>>> ready(p);
+  std::vector<NodeId> waiting(p, kNoNode);  // gang node a device has taken
+  std::vector<std::size_t> gang_takers(n, 0);
+
+  auto start_node = [&](NodeId u, std::size_t d) {
     started[u] = true;
     const double dur = duration(u);
     res.nodes[u] = ScheduledNode{gang(u) ? kAllDevices : static_cast<int>(d), now, now + dur};
     push(now + dur, EventType::kNodeFinish, u);
+  };
+  auto try_start = [&](std::size_t d) {
+    if (busy[d] || waiting[d] != kNoNode) return;
+    NodeId u = kNoNode;
+    if (strict) {
+      if (head[d] >= pl.device_order[d].size()) return;
+      u = pl.device_order[d][head[d]];
+      if (started[u] || pending[u] != 0) return;
+    } else {
+      if (ready[d].empty()) return;
+      u = ready[d].top().second;
+      ready[d].pop();
+    }
+    if (!gang(u)) {
+      busy[d] = true;
+      start_node(u, d);
+      return;
+    }
+    waiting[d] = u;
+    if (++gang_takers[u] < p) return;
+    for (std::size_t e = 0; e < p; ++e) {
+      waiting[e] = kNoNode;
+      busy[e] = true;
+    }
+    start_node(u, d);
   };
   auto wake = [&](NodeId u) {
     if (gang(u)) {
@@ -123,6 +177,17 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
     } else {
       try_start(static_cast<std::size_t>(pl.nodes[u].device));
     }
+  };
+  auto make_ready = [&](NodeId u) {
+    if (!strict) {
+      if (gang(u)) {
+        for (std::size_t e = 0; e < p; ++e) ready[e].emplace(rank_of(e, u), u);
+      } else {
+        const auto d = static_cast<std::size_t>(pl.nodes[u].device);
+        ready[d].emplace(rank_on[u], u);
+      }
+    }
+    wake(u);
   };
   auto rate = [&](std::size_t li, std::size_t count) {
     const Link& l = platform.link(li / p, li % p);
@@ -147,9 +212,11 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   };
   auto arrive = [&](NodeId v) {
     --pending[v];
-    if (pending[v] == 0) wake(v);
+    if (pending[v] == 0) make_ready(v);
   };
 
+  for (NodeId u = 0; u < n; ++u)
+    if (pending[u] == 0 && !strict) make_ready(u);
   for (std::size_t d = 0; d < p; ++d) try_start(d);
   while (!q.empty()) {
     const Event ev = q.top();
@@ -239,8 +306,10 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   if (finished != n) {
     std::vector<std::string> stuck;
     for (std::size_t d = 0; d < p && stuck.size() < 8; ++d)
-      if (head[d] < pl.device_order[d].size())
+      if (strict && head[d] < pl.device_order[d].size())
         stuck.push_back(fmt::format("device {} waits at '{}'", d, g.nodes()[pl.device_order[d][head[d]]].name));
+      else if (waiting[d] != kNoNode)
+        stuck.push_back(fmt::format("device {} waits for gang node '{}'", d, g.nodes()[waiting[d]].name));
     throw InvalidState(fmt::format(
         "simulate: the device orders deadlock ({} of {} nodes ran): {}; the order on each device must follow "
         "the edges",

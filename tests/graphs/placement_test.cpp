@@ -280,3 +280,31 @@ TEST(Placement, DataParallelReplicationCopiesPerDeviceAroundOneGang) {
   const auto pl = sg::place(r, sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10, 1}));
   EXPECT_EQ(pl.nodes[*r1].device, 1);
 }
+
+TEST(Heft, QueuesTransfersThatShareALink) {
+  // A(10) pinned dev0 feeds B(1) and C(1) pinned dev1, 10 kB each (10 us at
+  // 1 GB/s). Ignoring contention both arrive at 20: B [20,21], C [21,22].
+  // Modelling the link, A->C waits for A->B: link [20,30], C [30,31].
+  sg::StepGraph g;
+  auto pinned = [&](const char* name, double us, int dev) {
+    sg::NodeSpec s;
+    s.name = name;
+    s.cost = sg::DeviceCosts::uniform(us);
+    s.pinned_device = dev;
+    return g.add_node(s);
+  };
+  auto a = pinned("A", 10, 0);
+  auto b = pinned("B", 1, 1);
+  auto c = pinned("C", 1, 1);
+  g.connect(a, b, 10000);
+  g.connect(a, c, 10000);
+  auto o = opts(sg::Algorithm::kHeft);
+  o.links = sg::LinkContention::kIgnore;
+  const auto naive = sg::place(g, two_devices(), o);
+  expect_node(naive, b, 1, 20, 21);
+  expect_node(naive, c, 1, 21, 22);
+  o.links = sg::LinkContention::kModel;
+  const auto queued = sg::place(g, two_devices(), o);
+  expect_node(queued, b, 1, 20, 21);
+  expect_node(queued, c, 1, 30, 31);
+}

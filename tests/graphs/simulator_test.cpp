@@ -133,7 +133,7 @@ TEST(Simulator, WritesAChromeTraceWithOneEventPerNodeAndTransfer) {
   EXPECT_EQ(transfers, 1);
 }
 
-TEST(Simulator, RejectsAnOrderThatContradictsTheEdges) {
+TEST(Simulator, StrictDispatchRejectsAnOrderThatContradictsTheEdges) {
   sg::StepGraph g;
   auto a = g.add_kernel("A", sg::DeviceCosts::uniform(1));
   auto b = g.add_kernel("B", sg::DeviceCosts::uniform(1));
@@ -142,7 +142,32 @@ TEST(Simulator, RejectsAnOrderThatContradictsTheEdges) {
   sg::Placement pl;
   pl.nodes = {{0, 0, 1}, {0, 0, 1}};
   pl.device_order = {{b, a}};
-  EXPECT_THROW((void)sg::simulate(g, p, pl), stepgraph::InvalidState);
+  sg::SimulateOptions strict;
+  strict.dispatch = sg::DeviceDispatch::kStrict;
+  EXPECT_THROW((void)sg::simulate(g, p, pl, strict), stepgraph::InvalidState);
+  // Ready-first dispatch treats the list as a priority: A runs first.
+  EXPECT_DOUBLE_EQ(sg::simulate(g, p, pl, ideal()).makespan_us, 2.0);
   pl.device_order = {{a}};
   EXPECT_THROW((void)sg::simulate(g, p, pl), stepgraph::InvalidArgument);
+}
+
+TEST(Simulator, ReadyFirstDispatchRunsAReadyNodeAheadOfALateOne) {
+  // dev1's list is [B, C]; B waits for A(10) on dev0 plus a 50 us transfer,
+  // C(5) has no inputs. Strict: B [60,70], C [70,75]. Ready-first: C [0,5],
+  // B [60,70].
+  sg::StepGraph g;
+  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(10));
+  auto c = g.add_kernel("C", sg::DeviceCosts::uniform(5));
+  g.connect(a, b, 50000);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  sg::Placement pl;
+  pl.nodes = {{0, 0, 10}, {1, 60, 70}, {1, 70, 75}};
+  pl.device_order = {{a}, {b, c}};
+  auto o = ideal();
+  o.dispatch = sg::DeviceDispatch::kStrict;
+  EXPECT_DOUBLE_EQ(sg::simulate(g, p, pl, o).makespan_us, 75);
+  auto r = sg::simulate(g, p, pl, ideal());
+  EXPECT_DOUBLE_EQ(r.nodes[c].start_us, 0);
+  EXPECT_DOUBLE_EQ(r.makespan_us, 70);
 }

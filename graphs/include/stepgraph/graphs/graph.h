@@ -223,8 +223,8 @@ struct ValidateOptions {
 /// < 0, an unordered write conflict (names both nodes and the buffer range).
 void validate(const StepGraph& graph, const ValidateOptions& options = {});
 
-/// Kahn order; ties broken by node id (deterministic). Throws InvalidArgument
-/// listing the nodes of a cycle.
+/// Kahn order with a FIFO (sources in id order; linear time, deterministic).
+/// Throws InvalidArgument listing the nodes of a cycle.
 [[nodiscard]] std::vector<NodeId> topological_order(const StepGraph& graph);
 
 /// Returns one cycle (node ids in order, first repeated implicitly) or empty.

@@ -41,14 +41,24 @@ enum class Algorithm : std::uint8_t { kHeft, kHeftBlind, kRoundRobin, kGreedy };
 /// "heft", "heft-blind", "rr", "greedy"; throws InvalidArgument otherwise.
 [[nodiscard]] Algorithm parse_algorithm(std::string_view name);
 
-/// What HEFT does when its list schedule is estimated slower than running
-/// the whole graph on the single best device (it can be, at high CCR).
-enum class SerialFallback : std::uint8_t { kCompare, kOff };
+/// What HEFT does about the single-device schedule (the whole graph on the
+/// device with the least work): at high CCR a list schedule can be slower.
+/// kSimulated: run the list schedule through the simulator on HEFT's own view
+/// of the machine (the real platform; the uniform one for kHeftBlind) and
+/// keep the serial schedule when it is faster. kEstimated: compare with the
+/// list schedule's own estimate (cheaper, blind to link sharing). kOff: never.
+enum class SerialFallback : std::uint8_t { kSimulated, kEstimated, kOff };
+
+/// Whether HEFT reserves link time for transfers (queueing transfers that
+/// share a link) or assumes every transfer has its link to itself (the
+/// original paper).
+enum class LinkContention : std::uint8_t { kModel, kIgnore };
 
 struct PlaceOptions {
   Algorithm algorithm = Algorithm::kHeft;
   CostModelOptions cost{};
-  SerialFallback fallback = SerialFallback::kCompare;
+  SerialFallback fallback = SerialFallback::kSimulated;
+  LinkContention links = LinkContention::kModel;
 };
 
 struct ScheduledNode {

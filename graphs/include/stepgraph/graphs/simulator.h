@@ -1,9 +1,10 @@
 // stepgraph/graphs/simulator.h — discrete-event step-time simulator.
 //
 // One simulator, in virtual time, judges every placement algorithm:
-// * each device runs its `Placement::device_order` list one node at a time;
-//   a node starts when the device is free, it is next in the list and all its
-//   inputs have arrived (a gang node: on every device, all devices free);
+// * each device runs one node at a time, its nodes taken in
+//   `Placement::device_order` priority among those whose inputs have arrived
+//   (or strictly in that order, DeviceDispatch::kStrict); a gang node starts
+//   when its inputs have arrived on every device and every device took it;
 // * node durations come from the CostModel;
 // * a cross-device edge becomes a transfer on the directed link a -> b: first
 //   a fixed delay (sync latency, plus the link latency when bytes > 0), then
@@ -13,6 +14,7 @@
 //   gang node transfer to every device; edges out of a gang node are free
 //   (its result is on every device).
 // The placement's own start times are ignored: only device and order count.
+// The makespan is deterministic for a given input.
 //
 // Ownership: the result is a value. Thread-safety: reentrant. Capture: no CUDA.
 #pragma once
@@ -27,11 +29,22 @@ namespace stepgraph::graphs {
 
 enum class TraceOutput : std::uint8_t { kNone, kChromeJson };
 
+/// How a device picks its next node (Note [Device dispatch] in simulator.cpp).
+enum class DeviceDispatch : std::uint8_t {
+  /// Among the device's nodes whose inputs have arrived, the earliest in its
+  /// Placement::device_order list: a lowered per-device graph, where only
+  /// edges order work.
+  kReadyFirst,
+  /// Exactly the device_order list: a late input blocks the device.
+  kStrict,
+};
+
 struct SimulateOptions {
   CostModelOptions cost{};
   /// Chrome / Perfetto trace-event JSON in SimResult::trace_json (open it in
   /// chrome://tracing or ui.perfetto.dev).
   TraceOutput trace = TraceOutput::kNone;
+  DeviceDispatch dispatch = DeviceDispatch::kReadyFirst;
 };
 
 struct SimResult {
