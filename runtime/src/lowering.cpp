@@ -1,0 +1,781 @@
+// Lowering of a placed StepGraph onto a backend: see Note [Lowering] in
+// stepgraph/runtime/lowering.h.
+//
+// Two passes. The planning pass is pure data: it fixes the emission order,
+// the buffer homes, the per-range version tracking and from it the list of
+// operations per stream (waits, copies, nodes, event records). Then memory,
+// streams and events are made (none of that may happen during a capture,
+// DESIGN 1.1 "all memory allocated before the warm-up"), and the capture pass
+// replays the operation list into one multi-stream capture.
+#include <stepgraph/runtime/lowering.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <queue>
+#include <tuple>
+#include <utility>
+
+#include <stepgraph/core/error.h>
+#include <stepgraph/core/log.h>
+#include <stepgraph/runtime/executor.h>
+
+namespace stepgraph::runtime {
+
+namespace g = stepgraph::graphs;
+
+// ------------------------------------------------------------------ DeviceMap
+
+DeviceMap DeviceMap::identity(int count) {
+  STEPGRAPH_CHECK(count >= 1, InvalidArgument, "DeviceMap::identity: count is {}; give at least one device", count);
+  std::vector<int> v(static_cast<std::size_t>(count));
+  for (int i = 0; i < count; ++i) v[static_cast<std::size_t>(i)] = i;
+  return DeviceMap(std::move(v));
+}
+
+DeviceMap DeviceMap::shared(int count, int backend_device) {
+  STEPGRAPH_CHECK(count >= 1, InvalidArgument, "DeviceMap::shared: count is {}; give at least one device", count);
+  return DeviceMap(std::vector<int>(static_cast<std::size_t>(count), backend_device));
+}
+
+int DeviceMap::backend_device(int logical) const {
+  STEPGRAPH_CHECK(logical >= 0 && logical < logical_count(), InvalidArgument,
+                  "DeviceMap: logical device {} has no mapping ({} logical devices mapped); give DeviceMap one "
+                  "backend device per placement device",
+                  logical, logical_count());
+  return backend_device_[static_cast<std::size_t>(logical)];
+}
+
+// ------------------------------------------------------------------ accesses
+
+void* ResolvedAccess::data() const {
+  STEPGRAPH_CHECK(instance != nullptr, InvalidState, "ResolvedAccess::data: buffer {} has no instance (zero bytes)",
+                  buffer);
+  return static_cast<char*>(instance->data()) + offset;
+}
+
+BufferAccess ResolvedAccess::declare() const {
+  STEPGRAPH_CHECK(instance != nullptr, InvalidState,
+                  "ResolvedAccess::declare: buffer {} has no instance (zero bytes)", buffer);
+  switch (mode) {
+    case g::AccessMode::kRead: return read(*instance, offset, bytes);
+    case g::AccessMode::kWrite: return write(*instance, offset, bytes);
+    case g::AccessMode::kReadWrite: return read_write(*instance, offset, bytes);
+  }
+  return read(*instance, offset, bytes);
+}
+
+std::vector<BufferAccess> NodeLaunch::declarations() const {
+  std::vector<BufferAccess> out;
+  out.reserve(accesses.size());
+  for (const auto& a : accesses)
+    if (a.bytes > 0) out.push_back(a.declare());
+  return out;
+}
+
+// ------------------------------------------------------------------ state
+
+namespace detail {
+
+/// A byte range of a lowered buffer and the logical device holding it.
+struct Placed {
+  std::size_t offset = 0;
+  std::size_t bytes = 0;
+  int logical = 0;
+};
+
+struct LoweredState {
+  // Declared first, destroyed last: every handle below keeps it alive anyway.
+  std::shared_ptr<Backend> backend;
+  DeviceMap devices;
+  std::vector<std::unique_ptr<DeviceArena>> arenas;        // per logical device
+  std::vector<std::vector<Buffer>> instances;              // [logical][buffer]; invalid where none
+  std::vector<std::size_t> buffer_bytes;                   // per IR buffer
+  std::vector<int> homes;                                  // per IR buffer
+  std::vector<std::vector<Placed>> final_location;         // per IR buffer, after a run
+  std::vector<Stream> streams;                             // per logical device
+  std::vector<Event> events;
+  Graph graph;
+  GraphExec exec;
+  std::vector<InsertedCopy> copies;
+  std::vector<LoweredDeviceStats> stats;
+  std::vector<g::NodeId> order;
+  std::size_t event_waits = 0;
+  std::size_t runs = 0;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::LoweredState;
+using detail::Placed;
+
+constexpr int kMaxLogicalDevices = 64;
+
+std::string node_label(const g::StepGraph& graph, g::NodeId n) {
+  return fmt::format("'{}' (id {})", graph.node(n).name, n);
+}
+
+/// One version-tracked segment [start, end) of a buffer.
+struct Segment {
+  std::uint64_t end = 0;
+  int owner = 0;                 // logical device that wrote the latest version
+  g::NodeId writer = g::kNoNode;  // kNoNode: the contents the run starts with, on the home
+  std::uint64_t valid = 0;       // bit i: logical device i holds the latest version
+};
+
+/// The segments of one buffer, covering [0, bytes).
+class Versions {
+ public:
+  Versions() = default;
+  Versions(std::uint64_t bytes, int home) {
+    if (bytes > 0) segs_.emplace(0, Segment{bytes, home, g::kNoNode, bit(home)});
+  }
+  static std::uint64_t bit(int d) { return std::uint64_t{1} << static_cast<unsigned>(d); }
+
+  /// Splits so that `pos` starts a segment (no-op at the ends).
+  void split(std::uint64_t pos) {
+    auto it = segs_.upper_bound(pos);
+    if (it == segs_.begin()) return;
+    --it;
+    if (it->first == pos || it->second.end <= pos) return;
+    Segment tail = it->second;
+    it->second.end = pos;
+    segs_.emplace(pos, tail);
+  }
+  /// The segments overlapping [a, b), after splitting at a and b.
+  template <class F>
+  void for_range(std::uint64_t a, std::uint64_t b, F&& f) {
+    split(a);
+    split(b);
+    for (auto it = segs_.lower_bound(a); it != segs_.end() && it->first < b; ++it) f(it->first, it->second);
+  }
+  [[nodiscard]] const std::map<std::uint64_t, Segment>& segments() const { return segs_; }
+
+ private:
+  std::map<std::uint64_t, Segment> segs_;
+};
+
+enum class OpKind : std::uint8_t { kWait, kCopy, kNode, kRecord };
+
+struct Op {
+  OpKind kind = OpKind::kNode;
+  int logical = 0;
+  std::size_t event = 0;                    // kWait, kRecord
+  std::size_t copy = 0;                     // kCopy: index into copies
+  g::NodeId node = g::kNoNode;              // kNode
+  std::ptrdiff_t record_event = -1;         // kRecord: filled when someone waits on it
+};
+
+/// The device a node is emitted on (collectives resolved by the options).
+int logical_of(const g::StepGraph& graph, const g::Placement& placement, g::NodeId n, const DeviceMap& devices,
+               const LoweringOptions& options) {
+  const auto& node = graph.node(n);
+  int d = placement.nodes[n].device;
+  if (node.kind == g::NodeKind::kCollective || d == g::kAllDevices) {
+    STEPGRAPH_CHECK(options.collectives == CollectiveLowering::kOnLogicalDeviceZero, InvalidArgument,
+                    "lower: node {} is a collective (a gang node on every device); the lowering does not run "
+                    "collectives. Set LoweringOptions::collectives = kOnLogicalDeviceZero to emit it on logical "
+                    "device 0, or remove it",
+                    node_label(graph, n));
+    return 0;
+  }
+  STEPGRAPH_CHECK(d >= 0 && d < devices.logical_count(), InvalidArgument,
+                  "lower: node {} is placed on device {}, which has no mapping in the DeviceMap ({} logical "
+                  "devices); give DeviceMap one backend device per placement device",
+                  node_label(graph, n), d, devices.logical_count());
+  return d;
+}
+
+/// Per logical device, its nodes in the placement's order.
+std::vector<std::vector<g::NodeId>> device_orders(const g::StepGraph& graph, const g::Placement& placement,
+                                                  const std::vector<int>& logical, int logical_count) {
+  std::vector<std::vector<g::NodeId>> orders(static_cast<std::size_t>(logical_count));
+  std::vector<char> seen(graph.node_count(), 0);
+  for (std::size_t d = 0; d < placement.device_order.size(); ++d) {
+    for (g::NodeId n : placement.device_order[d]) {
+      STEPGRAPH_CHECK(n < graph.node_count(), InvalidArgument,
+                      "lower: placement.device_order[{}] names node id {}, but the graph has {} nodes", d, n,
+                      graph.node_count());
+      // Gang nodes appear in every device's list; keep them where they run.
+      if (logical[n] != static_cast<int>(d)) {
+        STEPGRAPH_CHECK(graph.node(n).kind == g::NodeKind::kCollective, InvalidArgument,
+                        "lower: node {} is listed in placement.device_order[{}] but placed on device {}; the "
+                        "placement is inconsistent, place the graph again",
+                        node_label(graph, n), d, placement.nodes[n].device);
+        continue;
+      }
+      STEPGRAPH_CHECK(!seen[n], InvalidArgument, "lower: node {} appears twice in placement.device_order[{}]",
+                      node_label(graph, n), d);
+      seen[n] = 1;
+      orders[d].push_back(n);
+    }
+  }
+  for (g::NodeId n = 0; n < graph.node_count(); ++n)
+    STEPGRAPH_CHECK(seen[n], InvalidArgument,
+                    "lower: node {} is not in placement.device_order[{}]: the placement does not schedule it "
+                    "(unplaced node); place the graph with graphs::place or graphs::schedule_assignment",
+                    node_label(graph, n), logical[n]);
+  return orders;
+}
+
+/// One order consistent with the edges and every device's order (Kahn,
+/// earliest scheduled start first, then node id).
+std::vector<g::NodeId> emission_order(const g::StepGraph& graph, const g::Placement& placement,
+                                      const std::vector<std::vector<g::NodeId>>& orders) {
+  const std::size_t n_nodes = graph.node_count();
+  std::vector<std::vector<g::NodeId>> succ(n_nodes);
+  std::vector<std::size_t> indeg(n_nodes, 0);
+  for (const auto& e : graph.edges()) {
+    succ[e.src].push_back(e.dst);
+    ++indeg[e.dst];
+  }
+  for (const auto& o : orders)
+    for (std::size_t i = 1; i < o.size(); ++i) {
+      succ[o[i - 1]].push_back(o[i]);
+      ++indeg[o[i]];
+    }
+  using Key = std::tuple<double, g::NodeId>;
+  std::priority_queue<Key, std::vector<Key>, std::greater<>> ready;
+  for (g::NodeId n = 0; n < n_nodes; ++n)
+    if (indeg[n] == 0) ready.emplace(placement.nodes[n].start_us, n);
+  std::vector<g::NodeId> out;
+  out.reserve(n_nodes);
+  while (!ready.empty()) {
+    const g::NodeId n = std::get<1>(ready.top());
+    ready.pop();
+    out.push_back(n);
+    for (g::NodeId s : succ[n])
+      if (--indeg[s] == 0) ready.emplace(placement.nodes[s].start_us, s);
+  }
+  if (out.size() != n_nodes) {
+    std::vector<char> done(n_nodes, 0);
+    for (auto n : out) done[n] = 1;
+    g::NodeId stuck = 0;
+    while (done[stuck]) ++stuck;
+    throw InvalidArgument(fmt::format("lower: the placement's device order contradicts the edges (node {} can "
+                                      "never run); place the graph again",
+                                      node_label(graph, stuck)));
+  }
+  return out;
+}
+
+/// The planning pass and the capture pass.
+class Lowerer {
+ public:
+  Lowerer(const g::StepGraph& graph, const DeviceMap& devices, const LoweringOptions& options,
+          std::vector<int> logical, std::vector<g::NodeId> order)
+      : graph_(graph), devices_(devices), options_(options), logical_(std::move(logical)), order_(std::move(order)) {}
+
+  std::unique_ptr<LoweredState> run(std::shared_ptr<Backend> backend, const NodeEmitter& emitter);
+
+ private:
+  void plan();
+  void plan_node(g::NodeId n);
+  void plan_write_back();
+  /// Makes `d`'s stream wait for the event after node `p` (on another device) unless it already does.
+  void need_after(int d, g::NodeId p);
+  std::size_t event_after(g::NodeId p);
+  void allocate(LoweredState& st);
+  void capture(LoweredState& st, const NodeEmitter& emitter);
+
+  const g::StepGraph& graph_;
+  const DeviceMap& devices_;
+  const LoweringOptions& options_;
+  std::vector<int> logical_;     // per node
+  std::vector<g::NodeId> order_;  // emission order
+  int count_ = 0;                 // logical devices
+
+  std::vector<std::size_t> seq_;                 // per node: position on its device
+  std::vector<std::ptrdiff_t> record_op_;        // per node: index of its kRecord op
+  std::vector<std::vector<std::ptrdiff_t>> waited_;  // [d][e]: highest seq of e that d waited for
+  std::vector<Versions> versions_;
+  std::vector<int> homes_;
+  std::vector<std::vector<char>> touches_;       // [d][buffer]
+  std::vector<Op> ops_;
+  // Per event, the logical device whose stream records it (an event is made
+  // on its recording stream's device, as cudaEventRecord requires). 0: the
+  // fork; 1..count-1: the joins; then the node events.
+  std::vector<int> event_logical_;
+  std::vector<std::vector<g::NodeId>> preds_;  // per node
+  std::vector<InsertedCopy> copies_;
+  std::vector<LoweredDeviceStats> stats_;
+  std::size_t waits_ = 0;
+};
+
+std::size_t Lowerer::event_after(g::NodeId p) {
+  auto& rec = ops_[static_cast<std::size_t>(record_op_[p])];
+  if (rec.record_event < 0) {
+    rec.record_event = static_cast<std::ptrdiff_t>(event_logical_.size());
+    event_logical_.push_back(logical_[p]);
+  }
+  return static_cast<std::size_t>(rec.record_event);
+}
+
+void Lowerer::need_after(int d, g::NodeId p) {
+  const int e = logical_[p];
+  if (e == d) return;
+  auto& w = waited_[static_cast<std::size_t>(d)][static_cast<std::size_t>(e)];
+  const auto s = static_cast<std::ptrdiff_t>(seq_[p]);
+  if (s <= w) return;  // an earlier wait of this stream already covers p
+  w = s;
+  Op op;
+  op.kind = OpKind::kWait;
+  op.logical = d;
+  op.event = event_after(p);
+  ops_.push_back(op);
+  ++stats_[static_cast<std::size_t>(d)].event_waits;
+  ++waits_;
+}
+
+void Lowerer::plan() {
+  count_ = devices_.logical_count();
+  const std::size_t n_buf = graph_.buffers().size();
+  seq_.assign(graph_.node_count(), 0);
+  record_op_.assign(graph_.node_count(), -1);
+  waited_.assign(static_cast<std::size_t>(count_), std::vector<std::ptrdiff_t>(static_cast<std::size_t>(count_), -1));
+  touches_.assign(static_cast<std::size_t>(count_), std::vector<char>(n_buf, 0));
+  stats_.resize(static_cast<std::size_t>(count_));
+  for (int d = 0; d < count_; ++d) {
+    stats_[static_cast<std::size_t>(d)].logical = d;
+    stats_[static_cast<std::size_t>(d)].backend_device = devices_.backend_device(d);
+  }
+  // Homes: the first device, in emission order, whose node touches the buffer.
+  homes_.assign(n_buf, -1);
+  std::vector<std::size_t> next_seq(static_cast<std::size_t>(count_), 0);
+  for (g::NodeId n : order_) {
+    const int d = logical_[n];
+    seq_[n] = next_seq[static_cast<std::size_t>(d)]++;
+    for (const auto& a : graph_.node(n).accesses) {
+      if (homes_[a.buffer] < 0) homes_[a.buffer] = d;
+      touches_[static_cast<std::size_t>(d)][a.buffer] = 1;
+    }
+  }
+  versions_.resize(n_buf);
+  for (std::size_t b = 0; b < n_buf; ++b) {
+    if (homes_[b] < 0) homes_[b] = 0;
+    touches_[static_cast<std::size_t>(homes_[b])][b] = 1;
+    versions_[b] = Versions(graph_.buffers()[b].bytes, homes_[b]);
+  }
+  for (int d = 0; d < count_; ++d) event_logical_.push_back(d);  // 0: fork; 1..count-1: joins
+  preds_.assign(graph_.node_count(), {});
+  for (const auto& e : graph_.edges()) preds_[e.dst].push_back(e.src);
+  for (g::NodeId n : order_) plan_node(n);
+  if (options_.final_copies == FinalCopies::kWriteBackToHome) plan_write_back();
+}
+
+void Lowerer::plan_node(g::NodeId n) {
+  const int d = logical_[n];
+  const auto& node = graph_.node(n);
+  // Cross-device predecessors.
+  for (g::NodeId p : preds_[n]) need_after(d, p);
+  // Copies for every read range whose latest version is elsewhere.
+  for (const auto& a : node.accesses) {
+    if (!a.reads() || a.bytes == 0) continue;
+    struct Piece {
+      std::uint64_t start, end;
+      int owner;
+      g::NodeId writer;
+    };
+    std::vector<Piece> pieces;
+    versions_[a.buffer].for_range(a.offset, a.end(), [&](std::uint64_t start, Segment& s) {
+      if (s.valid & Versions::bit(d)) return;
+      pieces.push_back({start, s.end, s.owner, s.writer});
+      s.valid |= Versions::bit(d);
+    });
+    // Merge contiguous pieces from one owner into one copy; wait for the
+    // latest of their writers (one stream: the latest implies the others).
+    for (std::size_t i = 0; i < pieces.size();) {
+      std::size_t j = i + 1;
+      while (j < pieces.size() && pieces[j].start == pieces[j - 1].end && pieces[j].owner == pieces[i].owner) ++j;
+      g::NodeId last_writer = g::kNoNode;
+      for (std::size_t k = i; k < j; ++k)
+        if (pieces[k].writer != g::kNoNode && (last_writer == g::kNoNode || seq_[pieces[k].writer] > seq_[last_writer]))
+          last_writer = pieces[k].writer;
+      if (last_writer != g::kNoNode) need_after(d, last_writer);
+      InsertedCopy c;
+      c.buffer = a.buffer;
+      c.offset = pieces[i].start;
+      c.bytes = pieces[j - 1].end - pieces[i].start;
+      c.src_logical = pieces[i].owner;
+      c.dst_logical = d;
+      c.reason = CopyReason::kInput;
+      c.before_node = n;
+      c.skipped = options_.skip_copy_for_test == copies_.size();
+      Op op;
+      op.kind = OpKind::kCopy;
+      op.logical = d;
+      op.copy = copies_.size();
+      ops_.push_back(op);
+      if (!c.skipped) {
+        auto& st = stats_[static_cast<std::size_t>(d)];
+        ++st.copies_in;
+        st.bytes_in += c.bytes;
+      }
+      copies_.push_back(c);
+      i = j;
+    }
+  }
+  // The node, then its (maybe unused) event record.
+  Op op;
+  op.kind = OpKind::kNode;
+  op.logical = d;
+  op.node = n;
+  ops_.push_back(op);
+  ++stats_[static_cast<std::size_t>(d)].nodes;
+  Op rec;
+  rec.kind = OpKind::kRecord;
+  rec.logical = d;
+  record_op_[n] = static_cast<std::ptrdiff_t>(ops_.size());
+  ops_.push_back(rec);
+  // Its writes become the latest version, on d only.
+  for (const auto& a : node.accesses) {
+    if (!a.writes() || a.bytes == 0) continue;
+    versions_[a.buffer].for_range(a.offset, a.end(), [&](std::uint64_t, Segment& s) {
+      s.owner = d;
+      s.writer = n;
+      s.valid = Versions::bit(d);
+    });
+  }
+}
+
+void Lowerer::plan_write_back() {
+  for (std::size_t b = 0; b < versions_.size(); ++b) {
+    const int h = homes_[b];
+    // Merge contiguous segments from one owner, as for inputs.
+    std::vector<std::tuple<std::uint64_t, std::uint64_t, int, g::NodeId>> pieces;
+    for (const auto& [start, s] : versions_[b].segments()) {
+      if (s.valid & Versions::bit(h)) continue;
+      if (!pieces.empty() && std::get<1>(pieces.back()) == start && std::get<2>(pieces.back()) == s.owner) {
+        std::get<1>(pieces.back()) = s.end;
+        if (seq_[s.writer] > seq_[std::get<3>(pieces.back())]) std::get<3>(pieces.back()) = s.writer;
+      } else {
+        pieces.emplace_back(start, s.end, s.owner, s.writer);
+      }
+    }
+    for (const auto& [start, end, owner, writer] : pieces) {
+      need_after(h, writer);
+      InsertedCopy c;
+      c.buffer = static_cast<g::BufferId>(b);
+      c.offset = start;
+      c.bytes = end - start;
+      c.src_logical = owner;
+      c.dst_logical = h;
+      c.reason = CopyReason::kWriteBack;
+      Op op;
+      op.kind = OpKind::kCopy;
+      op.logical = h;
+      op.copy = copies_.size();
+      ops_.push_back(op);
+      auto& st = stats_[static_cast<std::size_t>(h)];
+      ++st.copies_in;
+      st.bytes_in += c.bytes;
+      copies_.push_back(c);
+    }
+  }
+}
+
+void Lowerer::allocate(LoweredState& st) {
+  Backend& be = *st.backend;
+  const std::size_t n_buf = graph_.buffers().size();
+  st.instances.resize(static_cast<std::size_t>(count_));
+  for (int d = 0; d < count_; ++d) {
+    const auto ud = static_cast<std::size_t>(d);
+    std::size_t bytes = 0;
+    for (std::size_t b = 0; b < n_buf; ++b)
+      if (touches_[ud][b] && graph_.buffers()[b].bytes > 0)
+        bytes += DeviceArena::aligned(graph_.buffers()[b].bytes, options_.alignment);
+    st.instances[ud].resize(n_buf);
+    if (bytes == 0) {
+      st.arenas.push_back(nullptr);
+      continue;
+    }
+    // Each logical device gets its own arena, also when it shares a backend
+    // device with another: separate memory, like two GPUs.
+    st.arenas.push_back(std::make_unique<DeviceArena>(be, devices_.backend_device(d), bytes));
+    for (std::size_t b = 0; b < n_buf; ++b) {
+      if (!touches_[ud][b] || graph_.buffers()[b].bytes == 0) continue;
+      st.instances[ud][b] = st.arenas.back()->allocate(graph_.buffers()[b].bytes,
+                                                       fmt::format("{}@L{}", graph_.buffers()[b].name, d),
+                                                       options_.alignment);
+      ++stats_[ud].instances;
+    }
+    stats_[ud].arena_bytes = bytes;
+  }
+  for (int d = 0; d < count_; ++d) st.streams.push_back(be.create_stream(devices_.backend_device(d)));
+  for (int d : event_logical_) st.events.push_back(be.create_event(devices_.backend_device(d)));
+}
+
+void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
+  const std::optional<std::size_t> skip = options_.skip_copy_for_test;
+  StreamRef origin = st.streams[0].ref();
+  CaptureSession session(origin, CaptureMode::kThreadLocal);
+  origin.record(st.events[0]);
+  for (int d = 1; d < count_; ++d) st.streams[static_cast<std::size_t>(d)].wait(st.events[0]);
+  for (const Op& op : ops_) {
+    const StreamRef s = st.streams[static_cast<std::size_t>(op.logical)].ref();
+    switch (op.kind) {
+      case OpKind::kWait: s.wait(st.events[op.event]); break;
+      case OpKind::kRecord:
+        if (op.record_event >= 0) s.record(st.events[static_cast<std::size_t>(op.record_event)]);
+        break;
+      case OpKind::kCopy: {
+        const auto& c = copies_[op.copy];
+        if (c.skipped) break;
+        const auto& dst = st.instances[static_cast<std::size_t>(c.dst_logical)][c.buffer];
+        const auto& src = st.instances[static_cast<std::size_t>(c.src_logical)][c.buffer];
+        s.copy(dst.slice(c.offset, c.bytes), src.slice(c.offset, c.bytes),
+               fmt::format("copy {}[{}:+{}] L{}->L{}{}", graph_.buffers()[c.buffer].name, c.offset, c.bytes,
+                           c.src_logical, c.dst_logical,
+                           c.reason == CopyReason::kWriteBack ? std::string(" write-back")
+                                                              : fmt::format(" for {}", graph_.node(c.before_node).name)));
+        break;
+      }
+      case OpKind::kNode: {
+        const auto& node = graph_.node(op.node);
+        NodeLaunch nl;
+        nl.node = op.node;
+        nl.ir = &node;
+        nl.stream = s;
+        nl.logical_device = op.logical;
+        nl.backend_device = devices_.backend_device(op.logical);
+        const InsertedCopy* skipped =
+            skip && options_.skipped_copy_access == SkippedCopyAccess::kRemoteInstance && copies_[*skip].before_node == op.node
+                ? &copies_[*skip]
+                : nullptr;
+        for (const auto& a : node.accesses) {
+          int from = op.logical;
+          if (skipped && skipped->buffer == a.buffer && a.offset < skipped->offset + skipped->bytes &&
+              skipped->offset < a.end())
+            from = skipped->src_logical;
+          const auto& inst = st.instances[static_cast<std::size_t>(from)][a.buffer];
+          nl.accesses.push_back(ResolvedAccess{a.buffer, inst.valid() ? &inst : nullptr,
+                                               static_cast<std::size_t>(a.offset), static_cast<std::size_t>(a.bytes),
+                                               a.mode});
+        }
+        emitter(nl);
+        break;
+      }
+    }
+  }
+  for (int d = 1; d < count_; ++d) {
+    st.streams[static_cast<std::size_t>(d)].record(st.events[static_cast<std::size_t>(d)]);
+    origin.wait(st.events[static_cast<std::size_t>(d)]);
+  }
+  st.graph = session.end();
+}
+
+std::unique_ptr<LoweredState> Lowerer::run(std::shared_ptr<Backend> backend, const NodeEmitter& emitter) {
+  plan();
+  if (options_.skip_copy_for_test) {
+    const auto i = *options_.skip_copy_for_test;
+    STEPGRAPH_CHECK(i < copies_.size() && copies_[i].reason == CopyReason::kInput, InvalidArgument,
+                    "lower: LoweringOptions::skip_copy_for_test = {}, but the lowering inserts {} copies feeding "
+                    "nodes; give the index of one of them (LoweredGraph::copies())",
+                    i, std::count_if(copies_.begin(), copies_.end(),
+                                     [](const InsertedCopy& c) { return c.reason == CopyReason::kInput; }));
+  }
+  auto st = std::make_unique<LoweredState>();
+  st->backend = std::move(backend);
+  st->devices = devices_;
+  allocate(*st);
+  capture(*st, emitter);
+  st->exec = st->graph.instantiate();
+  st->buffer_bytes.reserve(graph_.buffers().size());
+  for (const auto& b : graph_.buffers()) st->buffer_bytes.push_back(static_cast<std::size_t>(b.bytes));
+  st->homes = homes_;
+  st->final_location.resize(versions_.size());
+  for (std::size_t b = 0; b < versions_.size(); ++b) {
+    for (const auto& [start, s] : versions_[b].segments()) {
+      const int at = options_.final_copies == FinalCopies::kWriteBackToHome ? homes_[b] : s.owner;
+      auto& fl = st->final_location[b];
+      if (!fl.empty() && fl.back().logical == at && fl.back().offset + fl.back().bytes == start)
+        fl.back().bytes += static_cast<std::size_t>(s.end - start);
+      else
+        fl.push_back(Placed{static_cast<std::size_t>(start), static_cast<std::size_t>(s.end - start), at});
+    }
+  }
+  st->copies = std::move(copies_);
+  st->stats = std::move(stats_);
+  st->order = order_;
+  st->event_waits = waits_;
+  STEPGRAPH_DEBUG(kRuntime, "lowered {} nodes onto {} logical devices: {} copies, {} cross-device waits",
+                  graph_.node_count(), count_, st->copies.size(), st->event_waits);
+  return st;
+}
+
+void check_common(const g::StepGraph& graph, const std::shared_ptr<Backend>& backend, const DeviceMap& devices,
+                  const NodeEmitter& emitter) {
+  STEPGRAPH_CHECK(graph.origin() != g::GraphOrigin::kRawCudaGraph, InvalidArgument,
+                  "lower: the graph's origin is '{}': a raw CUDA graph carries no buffers, so it cannot be placed "
+                  "or lowered; build it with the builder or capture it with the annotated launch API",
+                  g::to_string(graph.origin()));
+  STEPGRAPH_CHECK(backend != nullptr, InvalidArgument, "lower: the backend is null; give Backend::create(...)");
+  STEPGRAPH_CHECK(static_cast<bool>(emitter), InvalidArgument,
+                  "lower: the node emitter is empty; give a function that launches each node's work");
+  STEPGRAPH_CHECK(devices.logical_count() >= 1 && devices.logical_count() <= kMaxLogicalDevices, InvalidArgument,
+                  "lower: the DeviceMap has {} logical devices; give between 1 and {}", devices.logical_count(),
+                  kMaxLogicalDevices);
+  for (int d = 0; d < devices.logical_count(); ++d) {
+    const int b = devices.backend_device(d);
+    STEPGRAPH_CHECK(b >= 0 && b < backend->device_count(), InvalidArgument,
+                    "lower: DeviceMap maps logical device {} to backend device {}, but the {} backend has {} "
+                    "devices; map it to an existing device (host: raise BackendOptions::host_devices)",
+                    d, b, backend->name(), backend->device_count());
+  }
+  g::validate(graph);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ entry points
+
+LoweredGraph lower(const g::StepGraph& graph, const g::Placement& placement, std::shared_ptr<Backend> backend,
+                   const DeviceMap& devices, NodeEmitter emitter, const LoweringOptions& options) {
+  check_common(graph, backend, devices, emitter);
+  STEPGRAPH_CHECK(placement.nodes.size() == graph.node_count(), InvalidArgument,
+                  "lower: the placement has {} nodes and the graph {}: {} unplaced; place this graph with "
+                  "graphs::place",
+                  placement.nodes.size(), graph.node_count(),
+                  placement.nodes.size() < graph.node_count()
+                      ? fmt::format("node {} is", node_label(graph, static_cast<g::NodeId>(placement.nodes.size())))
+                      : std::string("the placement is of another graph, nothing is"));
+  std::vector<int> logical(graph.node_count());
+  for (g::NodeId n = 0; n < graph.node_count(); ++n) logical[n] = logical_of(graph, placement, n, devices, options);
+  auto orders = device_orders(graph, placement, logical, devices.logical_count());
+  auto order = emission_order(graph, placement, orders);
+  Lowerer lw(graph, devices, options, std::move(logical), std::move(order));
+  return LoweredGraph(lw.run(std::move(backend), emitter));
+}
+
+LoweredGraph lower_single_device(const g::StepGraph& graph, std::shared_ptr<Backend> backend, int backend_device,
+                                 NodeEmitter emitter, const LoweringOptions& options) {
+  const DeviceMap devices({backend_device});
+  check_common(graph, backend, devices, emitter);
+  STEPGRAPH_CHECK(!options.skip_copy_for_test, InvalidArgument,
+                  "lower_single_device: skip_copy_for_test is set, but a single-device lowering inserts no copies");
+  std::vector<int> logical(graph.node_count(), 0);
+  Lowerer lw(graph, devices, options, std::move(logical), g::topological_order(graph));
+  return LoweredGraph(lw.run(std::move(backend), emitter));
+}
+
+// ------------------------------------------------------------------ LoweredGraph
+
+LoweredGraph::LoweredGraph() = default;
+LoweredGraph::LoweredGraph(std::unique_ptr<detail::LoweredState> state) : state_(std::move(state)) {}
+LoweredGraph::LoweredGraph(LoweredGraph&& other) noexcept = default;
+
+LoweredGraph& LoweredGraph::operator=(LoweredGraph&& other) noexcept {
+  if (this != &other) {
+    LoweredGraph old(std::move(*this));  // waits for this one's runs, then releases it
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+LoweredGraph::~LoweredGraph() {
+  if (!state_ || state_->runs == 0) return;
+  try {
+    state_->streams[0].synchronize();
+  } catch (const std::exception& e) {
+    STEPGRAPH_WARN(kRuntime, "LoweredGraph: a run failed while the graph was destroyed: {}", e.what());
+  }
+}
+
+detail::LoweredState& LoweredGraph::state() const {
+  STEPGRAPH_CHECK(state_ != nullptr, InvalidState,
+                  "LoweredGraph: the handle is empty (moved from or default-made); use the one lower() returned");
+  return *state_;
+}
+
+namespace {
+void check_buffer(const LoweredState& st, g::BufferId buffer, const char* what) {
+  STEPGRAPH_CHECK(buffer < st.buffer_bytes.size(), InvalidArgument,
+                  "LoweredGraph::{}: buffer id {} is not in the graph ({} buffers)", what, buffer,
+                  st.buffer_bytes.size());
+  STEPGRAPH_CHECK(st.buffer_bytes[buffer] > 0, InvalidArgument,
+                  "LoweredGraph::{}: buffer id {} has zero bytes and no instance", what, buffer);
+}
+}  // namespace
+
+void LoweredGraph::upload(g::BufferId buffer, std::span<const std::byte> bytes) {
+  auto& st = state();
+  check_buffer(st, buffer, "upload");
+  STEPGRAPH_CHECK(bytes.size() == st.buffer_bytes[buffer], InvalidArgument,
+                  "LoweredGraph::upload: buffer id {} has {} bytes, {} were given; give the whole buffer", buffer,
+                  st.buffer_bytes[buffer], bytes.size());
+  auto pinned = st.backend->allocate_pinned(bytes.size());
+  std::memcpy(pinned.host_data(), bytes.data(), bytes.size());
+  const auto& inst = st.instances[static_cast<std::size_t>(st.homes[buffer])][buffer];
+  const StreamRef origin = st.streams[0].ref();  // after every launched run
+  origin.copy(inst.slice(), pinned.slice(), "lowering upload");
+  origin.synchronize();
+}
+
+void LoweredGraph::fill(g::BufferId buffer, unsigned char value) {
+  auto& st = state();
+  check_buffer(st, buffer, "fill");
+  const auto& inst = st.instances[static_cast<std::size_t>(st.homes[buffer])][buffer];
+  const StreamRef origin = st.streams[0].ref();
+  origin.memset(inst.slice(), value, "lowering fill");
+  origin.synchronize();
+}
+
+std::vector<std::byte> LoweredGraph::read(g::BufferId buffer) {
+  auto& st = state();
+  check_buffer(st, buffer, "read");
+  auto pinned = st.backend->allocate_pinned(st.buffer_bytes[buffer]);
+  const StreamRef origin = st.streams[0].ref();
+  if (st.runs == 0) {
+    origin.copy(pinned.slice(), st.instances[static_cast<std::size_t>(st.homes[buffer])][buffer].slice(),
+                "lowering read");
+  } else {
+    for (const auto& p : st.final_location[buffer])
+      origin.copy(pinned.slice(p.offset, p.bytes),
+                  st.instances[static_cast<std::size_t>(p.logical)][buffer].slice(p.offset, p.bytes), "lowering read");
+  }
+  origin.synchronize();
+  const auto* b = static_cast<const std::byte*>(pinned.host_data());
+  return {b, b + st.buffer_bytes[buffer]};
+}
+
+void LoweredGraph::launch() {
+  auto& st = state();
+  st.exec.launch(st.streams[0].ref());
+  ++st.runs;
+}
+void LoweredGraph::synchronize() { state().streams[0].synchronize(); }
+void LoweredGraph::run() {
+  launch();
+  synchronize();
+}
+
+const Graph& LoweredGraph::graph() const { return state().graph; }
+GraphInfo LoweredGraph::info() const { return state().graph.info(); }
+const std::vector<InsertedCopy>& LoweredGraph::copies() const { return state().copies; }
+const std::vector<LoweredDeviceStats>& LoweredGraph::device_stats() const { return state().stats; }
+std::size_t LoweredGraph::event_waits() const { return state().event_waits; }
+int LoweredGraph::home(g::BufferId buffer) const {
+  const auto& st = state();
+  STEPGRAPH_CHECK(buffer < st.homes.size(), InvalidArgument, "LoweredGraph::home: buffer id {} is not in the graph",
+                  buffer);
+  return st.homes[buffer];
+}
+const Buffer* LoweredGraph::instance(int logical, g::BufferId buffer) const {
+  const auto& st = state();
+  STEPGRAPH_CHECK(logical >= 0 && logical < st.devices.logical_count() && buffer < st.buffer_bytes.size(),
+                  InvalidArgument, "LoweredGraph::instance: no logical device {} or buffer id {}", logical, buffer);
+  const auto& b = st.instances[static_cast<std::size_t>(logical)][buffer];
+  return b.valid() ? &b : nullptr;
+}
+StreamRef LoweredGraph::stream(int logical) const {
+  const auto& st = state();
+  STEPGRAPH_CHECK(logical >= 0 && logical < st.devices.logical_count(), InvalidArgument,
+                  "LoweredGraph::stream: no logical device {}", logical);
+  return st.streams[static_cast<std::size_t>(logical)].ref();
+}
+const DeviceMap& LoweredGraph::device_map() const { return state().devices; }
+const std::vector<g::NodeId>& LoweredGraph::emission_order() const { return state().order; }
+
+}  // namespace stepgraph::runtime
