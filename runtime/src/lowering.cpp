@@ -606,7 +606,7 @@ std::unique_ptr<LoweredState> Lowerer::run(std::shared_ptr<Backend> backend, con
 }
 
 void check_common(const g::StepGraph& graph, const std::shared_ptr<Backend>& backend, const DeviceMap& devices,
-                  const NodeEmitter& emitter) {
+                  const NodeEmitter& emitter, const LoweringOptions& options) {
   STEPGRAPH_CHECK(graph.origin() != g::GraphOrigin::kRawCudaGraph, InvalidArgument,
                   "lower: the graph's origin is '{}': a raw CUDA graph carries no buffers, so it cannot be placed "
                   "or lowered; build it with the builder or capture it with the annotated launch API",
@@ -624,7 +624,7 @@ void check_common(const g::StepGraph& graph, const std::shared_ptr<Backend>& bac
                     "devices; map it to an existing device (host: raise BackendOptions::host_devices)",
                     d, b, backend->name(), backend->device_count());
   }
-  g::validate(graph);
+  g::validate(graph, g::ValidateOptions{options.races});
 }
 
 }  // namespace
@@ -633,7 +633,7 @@ void check_common(const g::StepGraph& graph, const std::shared_ptr<Backend>& bac
 
 LoweredGraph lower(const g::StepGraph& graph, const g::Placement& placement, std::shared_ptr<Backend> backend,
                    const DeviceMap& devices, NodeEmitter emitter, const LoweringOptions& options) {
-  check_common(graph, backend, devices, emitter);
+  check_common(graph, backend, devices, emitter, options);
   STEPGRAPH_CHECK(placement.nodes.size() == graph.node_count(), InvalidArgument,
                   "lower: the placement has {} nodes and the graph {}: {} unplaced; place this graph with "
                   "graphs::place",
@@ -652,7 +652,7 @@ LoweredGraph lower(const g::StepGraph& graph, const g::Placement& placement, std
 LoweredGraph lower_single_device(const g::StepGraph& graph, std::shared_ptr<Backend> backend, int backend_device,
                                  NodeEmitter emitter, const LoweringOptions& options) {
   const DeviceMap devices({backend_device});
-  check_common(graph, backend, devices, emitter);
+  check_common(graph, backend, devices, emitter, options);
   STEPGRAPH_CHECK(!options.skip_copy_for_test, InvalidArgument,
                   "lower_single_device: skip_copy_for_test is set, but a single-device lowering inserts no copies");
   std::vector<int> logical(graph.node_count(), 0);

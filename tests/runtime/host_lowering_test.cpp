@@ -238,6 +238,35 @@ TEST(Lowering, ASecondReaderOnTheSameDeviceReusesTheCopy) {
   for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
 }
 
+TEST(Lowering, AWriteAfterReadEdgeBecomesAWaitWithoutACopy) {
+  // A (L0) reads x and writes y; B (L1) then overwrites x: the edge carries
+  // no bytes, but B must not write x before A has read it. x's home is L0
+  // (A touches it first), so its final version is written back there.
+  g::StepGraph graph;
+  const auto x = graph.add_buffer("x", 64);
+  const auto y = graph.add_buffer("y", 64);
+  const auto a = graph.add_kernel("A", g::DeviceCosts::uniform(1),
+                                  {{x, 0, 64, g::AccessMode::kRead}, {y, 0, 64, g::AccessMode::kWrite}});
+  const auto b = graph.add_kernel("B", g::DeviceCosts::uniform(1), {{x, 0, 64, g::AccessMode::kWrite}});
+  graph.connect(a, b, 0);
+  const auto platform = lw::cpu_platform(2);
+  const g::CostModel model(platform);
+  const auto placement = g::schedule_assignment(graph, model, {0, 1});
+  auto lowered = rt::lower(graph, placement, host_backend(2, 8), rt::DeviceMap::identity(2), lw::mix_emitter());
+  ASSERT_EQ(lowered.copies().size(), 1u);
+  EXPECT_EQ(lowered.copies()[0].reason, rt::CopyReason::kWriteBack);
+  EXPECT_EQ(lowered.copies()[0].src_logical, 1);
+  EXPECT_EQ(lowered.copies()[0].dst_logical, 0);
+  EXPECT_EQ(lowered.event_waits(), 2u) << "B waits for A; the write-back on L0 waits for B";
+  const auto info = lowered.info();
+  const auto a_in = info.find("A/w0/in0"), b_seed = info.find("B/w0/seed"), wb = info.find("copy x[0:+64] L1->L0 write-back");
+  EXPECT_TRUE(info.reaches(a_in, b_seed));
+  EXPECT_TRUE(info.reaches(b_seed, wb));
+  const auto got = lw::run_and_read(lowered, graph, 2);
+  const auto want = lw::reference(graph, 2);
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
+}
+
 TEST(Lowering, ThereIsOneCaptureWithEveryStreamJoined) {
   TwoNodes t;
   auto be = host_backend(2, 4);

@@ -151,6 +151,10 @@ struct LoweringOptions {
   SkippedCopyAccess skipped_copy_access = SkippedCopyAccess::kRemoteInstance;
   /// Arena alignment of each buffer instance.
   std::size_t alignment = 256;
+  /// lower() validates the graph first; the race check is what makes the
+  /// lowering correct (Note [Lowering]). kSkip only for graphs already
+  /// validated with it.
+  graphs::RaceCheck races = graphs::RaceCheck::kCheck;
 };
 
 enum class CopyReason : std::uint8_t {
