@@ -16,8 +16,9 @@
 // blocks of kBlock steps (which side goes first alternates), so that the
 // noise of a shared machine hits both alike. Each row's time is the
 // executor's per-step time; counters: raw_us and executor_us (medians over
-// blocks, per step) and overhead = executor_us / raw_us (the target
-// is <= 1.05).
+// blocks, per step), overhead = executor_us / raw_us (the target
+// is <= 1.05), overhead_mean (the same from mean times), and raw_cpu_us /
+// executor_cpu_us (CPU time of the whole process per step, all threads).
 //   BM_<B>_ExecutorPrepare/<Step>   one-off: executor construction, warm-up,
 //       capture, instantiate (prepare()), against raw capture + instantiate
 //   BM_<B>_DemoEagerVsReplay        the demo (200 steps, 3 warm-ups): median
@@ -104,6 +105,14 @@ enum class StepKind { kMlp, kChain };
 enum class Pipelining { kSerial, kTwoInFlight };
 
 const char* step_name(StepKind k) { return k == StepKind::kMlp ? "Mlp" : "Chain200"; }
+
+/// CPU time of the whole process (every thread: caller, executor thread,
+/// host workers), to tell waiting from extra work.
+double process_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -299,15 +308,22 @@ void executor_overhead(benchmark::State& state, rt::BackendKind kind, StepKind s
   };
 
   std::vector<double> raw_s, ex_s;
+  double raw_cpu = 0, ex_cpu = 0;
+  auto timed = [](auto& block, double& cpu) {
+    const double c0 = process_cpu_s();
+    const double wall = block();
+    cpu += process_cpu_s() - c0;
+    return wall;
+  };
   bool raw_first = true;
   for (auto _ : state) {
     double r = 0, e = 0;
     if (raw_first) {
-      r = raw_block();
-      e = executor_block();
+      r = timed(raw_block, raw_cpu);
+      e = timed(executor_block, ex_cpu);
     } else {
-      e = executor_block();
-      r = raw_block();
+      e = timed(executor_block, ex_cpu);
+      r = timed(raw_block, raw_cpu);
     }
     raw_first = !raw_first;
     raw_s.push_back(r / kBlock);
@@ -324,6 +340,9 @@ void executor_overhead(benchmark::State& state, rt::BackendKind kind, StepKind s
   state.counters["executor_us"] = 1e6 * ex_med;
   state.counters["overhead"] = raw_med > 0 ? ex_med / raw_med : 0;
   state.counters["overhead_mean"] = raw_sum > 0 ? ex_sum / raw_sum : 0;
+  const double steps = static_cast<double>(raw_s.size()) * kBlock;
+  state.counters["raw_cpu_us"] = steps > 0 ? 1e6 * raw_cpu / steps : 0;
+  state.counters["executor_cpu_us"] = steps > 0 ? 1e6 * ex_cpu / steps : 0;
   state.counters["kernels_per_step"] = step == StepKind::kMlp ? 7 : kChainLength;
 }
 
