@@ -551,6 +551,21 @@ TEST(TopologyBadInput, ImplausibleNvLinkCountsAreIgnoredWithANote) {
   EXPECT_GE(t.notes().size(), 2u);
 }
 
+TEST(TopologyDump, WritesLinkSpeedsNcclReadsBackTheSame) {
+  // NCCL ignores our link_gbps attribute: link_speed and link_width alone
+  // must give the same PCIe bandwidths under NCCL's rule.
+  for (const char* name : {"p4d-24xl-topo.xml", "ibmcloud-gx3d-160x1792x8h100-topo.xml", "ndv4-topo.xml"}) {
+    const Topology a = load(name);
+    std::string xml = a.to_nccl_xml();
+    for (std::size_t pos; (pos = xml.find(" link_gbps=\"")) != std::string::npos;)
+      xml.erase(pos, xml.find('"', pos + 12) + 1 - pos);
+    const Topology b = Topology::parse(xml, "without link_gbps");
+    ASSERT_EQ(a.pci_nodes().size(), b.pci_nodes().size()) << name;
+    for (std::size_t i = 0; i < a.pci_nodes().size(); ++i)
+      EXPECT_DOUBLE_EQ(a.pci_nodes()[i].link_gbps, b.pci_nodes()[i].link_gbps) << name << " node " << i;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Binding helpers
 

@@ -464,6 +464,21 @@ std::string Topology::to_json() const {
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+namespace {
+/// The (GT/s, width) pair NCCL turns into `gbps` (kvDictPciGen, width × code / 80),
+/// the widest x16-or-narrower match; else the generation whose x16 is nearest.
+std::pair<double, int> nccl_speed_for(double gbps) {
+  static constexpr double kGts[] = {2.5, 5, 8, 16, 32, 64};
+  for (int width : {16, 8, 4, 2, 1, 32})
+    for (double g : kGts)
+      if (std::abs(pcie::nccl_link_gbps(g, width) - gbps) < 1e-6) return {g, width};
+  double best = 8;
+  for (double g : kGts)
+    if (std::abs(pcie::nccl_link_gbps(g, 16) - gbps) < std::abs(pcie::nccl_link_gbps(best, 16) - gbps)) best = g;
+  return {best, 16};
+}
+}  // namespace
+
 std::string Topology::to_nccl_xml() const {
   // Note [NCCL XML dump]: NCCL (xml.cc) keeps attributes it does not know,
   // so ours (memory, distances, package, model) ride along harmlessly.
@@ -527,10 +542,11 @@ std::string Topology::to_nccl_xml() const {
     x.append_attribute("class") = fmt::format("0x{:06x}", cls).c_str();
     x.append_attribute("vendor") = fmt::format("0x{:04x}", n.vendor_id).c_str();
     x.append_attribute("device") = fmt::format("0x{:04x}", n.device_id).c_str();
-    // Written as GT/s x16 that give back link_gbps under NCCL's rule.
-    const double gts = n.link_gbps / 16.0 * 80.0 / 15.0 * 2.5;  // GB/s -> per-lane GT/s at x16
-    x.append_attribute("link_speed") = fmt::format("{:g} GT/s", gts).c_str();
-    x.append_attribute("link_width") = 16;
+    // A standard PCIe generation and width that give back link_gbps under
+    // NCCL's rule (NCCL reads these); link_gbps itself for our loader.
+    const auto [gts, width] = nccl_speed_for(n.link_gbps);
+    x.append_attribute("link_speed") = fmt::format("{:g} GT/s PCIe", gts).c_str();
+    x.append_attribute("link_width") = width;
     x.append_attribute("link_gbps") = fmt::format("{:g}", n.link_gbps).c_str();
     xml_of[static_cast<std::size_t>(n.index)] = x;
     const int gi = gpu_of_pci[static_cast<std::size_t>(n.index)];
