@@ -27,14 +27,25 @@ std::shared_ptr<rt::Backend> host(std::uint64_t seed, int devices = 1, int worke
 }
 
 // Two order-sensitive updates of one value on two streams. With `ordered`,
-// an event orders them; without, nothing does.
+// an event orders them; without, nothing does. Both streams first wait on a
+// gate the test opens once everything is enqueued, so that the two kernels
+// become ready together and the shuffle (not the submission order) decides.
 std::int64_t two_streams(std::uint64_t seed, bool ordered) {
   auto be = host(seed);
   auto s1 = be->create_stream(0);
   auto s2 = be->create_stream(0);
+  auto gate_stream = be->create_stream(0);
   auto x = be->allocate_pinned(64 * sizeof(std::int64_t));
   for (auto& v : x.host_span<std::int64_t>()) v = 1;
   auto* p = x.data<std::int64_t>();
+  std::atomic<bool> open{false};
+  auto gate = be->create_event(0);
+  gate_stream.host_fn("gate", [&open] {
+    while (!open.load()) std::this_thread::yield();
+  });
+  gate_stream.record(gate);
+  s1.wait(gate);
+  s2.wait(gate);
   auto e = be->create_event(0);
   rt::launch(s1, sgtest::affine_i64(), {.accesses = {rt::read_write(x)}}, p, static_cast<const std::int64_t*>(p),
              std::size_t{64}, std::int64_t{2}, std::int64_t{3});
@@ -44,6 +55,7 @@ std::int64_t two_streams(std::uint64_t seed, bool ordered) {
   }
   rt::launch(s2, sgtest::affine_i64(), {.accesses = {rt::read_write(x)}}, p, static_cast<const std::int64_t*>(p),
              std::size_t{64}, std::int64_t{5}, std::int64_t{-1});
+  open = true;
   s1.synchronize();
   s2.synchronize();
   std::int64_t sum = 0;

@@ -369,6 +369,8 @@ std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, 
     e.device = n.device;
     e.priority = options.use_node_priority ? n.priority : 0;
     e.fn = n.fn;
+    // The executable keeps the node's declared buffers alive.
+    e.keep = std::make_shared<const std::vector<BufferAccess>>(n.accesses);
   }
   for (auto [a, b] : graph.edges_) {
     payload->nodes[a].successors.push_back(static_cast<std::uint32_t>(b));
@@ -568,7 +570,8 @@ void HostStream::submit(CapturedNode node) {
   task->name = std::move(node.name);
   task->device = device_;
   task->priority = node.priority != 0 ? node.priority : priority_;
-  task->run = [fn = std::move(node.fn)](const std::shared_ptr<Task>&) {
+  // The closure keeps the declared buffers alive until the work has run.
+  task->run = [fn = std::move(node.fn), keep = std::move(node.accesses)](const std::shared_ptr<Task>&) {
     if (fn) fn();
     return true;
   };
@@ -583,8 +586,7 @@ void HostStream::launch_kernel(KernelParams&& p) {
   n.device = device_;
   n.priority = p.priority;
   n.runnable = static_cast<bool>(p.host);
-  // The closure keeps the declared buffers alive with the arguments.
-  n.fn = [fn = std::move(p.host), keep = p.accesses] { fn(); };
+  n.fn = std::move(p.host);  // the node keeps the declared buffers alive (n.accesses)
   n.accesses = std::move(p.accesses);
   submit(std::move(n));
 }

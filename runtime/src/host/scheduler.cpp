@@ -24,6 +24,24 @@ struct DeviceQueue {
 
 namespace {
 thread_local const void* tls_worker_owner = nullptr;
+
+/// Spins until `ready()` or `budget` has passed: a hand-off between threads
+/// then costs no futex wake-up. Bounded in time, not iterations, so that a
+/// loaded machine (where each iteration may be preempted) does not spin long.
+template <class Ready>
+bool spin_until(Ready ready, std::chrono::microseconds budget) {
+  const auto end = std::chrono::steady_clock::now() + budget;
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+    if ((i & 63) == 63) {
+      if (std::chrono::steady_clock::now() >= end) return false;
+      std::this_thread::yield();
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
 }  // namespace
 
 bool Scheduler::on_worker_of(const void* owner) noexcept { return owner != nullptr && tls_worker_owner == owner; }
@@ -78,6 +96,31 @@ void Scheduler::submit(const std::shared_ptr<Task>& task) {
   if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) push(task->device, WorkItem{task, nullptr, 0, task->priority});
 }
 
+void Scheduler::push_all(std::vector<WorkItem>& items) {
+  // Items of one device go in under one lock, so that a worker sees them all
+  // at once and the shuffle chooses among them (not the order of pushes).
+  for (std::size_t d = 0; d < queues_.size(); ++d) {
+    auto& q = *queues_[d];
+    std::size_t added = 0;
+    {
+      std::unique_lock<std::mutex> lock(q.mutex, std::defer_lock);
+      for (auto& it : items) {
+        if (!it.task && !it.run) continue;
+        const int dev = it.task ? it.task->device : it.run->payload->nodes[it.node].device;
+        if (dev != static_cast<int>(d)) continue;
+        if (!lock.owns_lock()) lock.lock();
+        q.items.push_back(std::move(it));
+        it = WorkItem{};
+        ++added;
+      }
+      if (added) q.size.store(q.items.size(), std::memory_order_release);
+    }
+    if (added == 1) q.cv.notify_one();
+    else if (added > 1) q.cv.notify_all();
+  }
+  items.clear();
+}
+
 void Scheduler::push(int device, WorkItem item) {
   auto& q = *queues_[static_cast<std::size_t>(device)];
   {
@@ -93,9 +136,7 @@ void Scheduler::worker_loop(int device, int) {
   for (;;) {
     // Spin briefly before sleeping: a chain of short launches otherwise pays a
     // futex wake-up per hand-off.
-    for (int spin = 0; spin < 2000 && q.size.load(std::memory_order_acquire) == 0; ++spin) {
-      if (spin > 64) std::this_thread::yield();
-    }
+    spin_until([&] { return q.size.load(std::memory_order_acquire) != 0; }, std::chrono::microseconds(50));
     WorkItem item;
     {
       std::unique_lock lock(q.mutex);
@@ -120,8 +161,11 @@ void Scheduler::worker_loop(int device, int) {
 
 void Scheduler::execute(WorkItem item, int device) {
   std::vector<WorkItem> ready;
+  std::vector<std::uint32_t> ready_nodes;
+  auto& q = *queues_[static_cast<std::size_t>(device)];
   for (;;) {
     ready.clear();
+    ready_nodes.clear();
     if (item.task) {
       bool completed = true;
       if (!faulted(item.task->device) && item.task->run) {
@@ -138,20 +182,24 @@ void Scheduler::execute(WorkItem item, int device) {
       if (completed) finish_task(item.task, ready);
     } else {
       run_node(*item.run, item.node);
-      finish_node(item.run, item.node, ready);
+      finish_node(item.run, item.node, ready_nodes, ready);
+      // Continue inline with a single ready node of this device while
+      // nothing else waits (Note [Host execution model]): no hand-off, no
+      // reference-count traffic.
+      if (ready.empty() && ready_nodes.size() == 1 &&
+          item.run->payload->nodes[ready_nodes[0]].device == device &&
+          q.size.load(std::memory_order_acquire) == 0) {
+        item.node = ready_nodes[0];
+        continue;
+      }
+      for (auto n : ready_nodes) ready.push_back(WorkItem{nullptr, item.run, n, item.run->payload->nodes[n].priority});
     }
-    // Continue inline with a single successor of this device while nothing
-    // else waits (Note [Host execution model]).
-    auto& q = *queues_[static_cast<std::size_t>(device)];
     if (ready.size() == 1 && (ready[0].task ? ready[0].task->device : ready[0].run->payload->nodes[ready[0].node].device) == device &&
         q.size.load(std::memory_order_acquire) == 0) {
       item = std::move(ready[0]);
       continue;
     }
-    for (auto& r : ready) {
-      const int d = r.task ? r.task->device : r.run->payload->nodes[r.node].device;
-      push(d, std::move(r));
-    }
+    push_all(ready);
     return;
   }
 }
@@ -168,11 +216,11 @@ void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
   }
 }
 
-void Scheduler::finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node, std::vector<WorkItem>& ready) {
+void Scheduler::finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node,
+                            std::vector<std::uint32_t>& ready_nodes, std::vector<WorkItem>& ready) {
   const ExecNode& n = run->payload->nodes[node];
   for (std::uint32_t s : n.successors) {
-    if (run->pending[s].fetch_sub(1, std::memory_order_acq_rel) == 1)
-      ready.push_back(WorkItem{nullptr, run, s, run->payload->nodes[s].priority});
+    if (run->pending[s].fetch_sub(1, std::memory_order_acq_rel) == 1) ready_nodes.push_back(s);
   }
   if (run->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) finish_task(run->launch_task, ready);
 }
@@ -182,16 +230,16 @@ void Scheduler::start_run(const std::shared_ptr<GraphRun>& run) {
   run->pending = std::make_unique<std::atomic<std::uint32_t>[]>(nodes.size());
   for (std::size_t i = 0; i < nodes.size(); ++i) run->pending[i].store(nodes[i].in_degree, std::memory_order_relaxed);
   run->remaining.store(nodes.size(), std::memory_order_release);
-  for (std::uint32_t r : run->payload->roots) push(nodes[r].device, WorkItem{nullptr, run, r, nodes[r].priority});
+  std::vector<WorkItem> roots;
+  roots.reserve(run->payload->roots.size());
+  for (std::uint32_t r : run->payload->roots) roots.push_back(WorkItem{nullptr, run, r, nodes[r].priority});
+  push_all(roots);
 }
 
 void Scheduler::complete(const std::shared_ptr<Task>& task) {
   std::vector<WorkItem> ready;
   finish_task(task, ready);
-  for (auto& r : ready) {
-    const int d = r.task ? r.task->device : r.run->payload->nodes[r.node].device;
-    push(d, std::move(r));
-  }
+  push_all(ready);
 }
 
 void Scheduler::finish_task(const std::shared_ptr<Task>& task, std::vector<WorkItem>& ready) {
@@ -219,10 +267,8 @@ void Scheduler::finish_task(const std::shared_ptr<Task>& task, std::vector<WorkI
 }
 
 bool Scheduler::wait(Task& task, std::optional<std::chrono::nanoseconds> timeout) {
-  for (int spin = 0; spin < 256; ++spin) {
-    if (task.done.load(std::memory_order_acquire)) return true;
-    if (spin > 16) std::this_thread::yield();
-  }
+  if (spin_until([&] { return task.done.load(std::memory_order_acquire); }, std::chrono::microseconds(50)))
+    return true;
   waiters_.fetch_add(1, std::memory_order_seq_cst);
   std::unique_lock lock(done_mutex_);
   bool ok = true;

@@ -64,6 +64,7 @@ struct ExecNode {
   int device = 0;
   int priority = 0;
   std::function<void()> fn;  // empty for empty nodes
+  std::shared_ptr<const void> keep;  // what fn needs alive (declared buffers)
   std::vector<std::uint32_t> successors;
   std::uint32_t in_degree = 0;
 };
@@ -124,9 +125,11 @@ class Scheduler {
  private:
   void worker_loop(int device, int worker);
   void push(int device, WorkItem item);
+  void push_all(std::vector<WorkItem>& items);
   void execute(WorkItem item, int device);
   void finish_task(const std::shared_ptr<Task>& task, std::vector<WorkItem>& ready);
-  void finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node, std::vector<WorkItem>& ready);
+  void finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node, std::vector<std::uint32_t>& ready_nodes,
+                   std::vector<WorkItem>& ready);
   void run_node(GraphRun& run, std::uint32_t node);
 
   std::vector<std::unique_ptr<DeviceQueue>> queues_;
