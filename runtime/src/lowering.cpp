@@ -77,13 +77,6 @@ std::vector<BufferAccess> NodeLaunch::declarations() const {
 
 namespace detail {
 
-/// A byte range of a lowered buffer and the logical device holding it.
-struct Placed {
-  std::size_t offset = 0;
-  std::size_t bytes = 0;
-  int logical = 0;
-};
-
 struct LoweredState {
   // Declared first, destroyed last: every handle below keeps it alive anyway.
   std::shared_ptr<Backend> backend;
@@ -91,8 +84,8 @@ struct LoweredState {
   std::vector<std::unique_ptr<DeviceArena>> arenas;        // per logical device
   std::vector<std::vector<Buffer>> instances;              // [logical][buffer]; invalid where none
   std::vector<std::size_t> buffer_bytes;                   // per IR buffer
-  std::vector<int> homes;                                  // per IR buffer
-  std::vector<std::vector<Placed>> final_location;         // per IR buffer, after a run
+  std::vector<std::vector<PlacedRange>> homes;             // per IR buffer
+  std::vector<std::vector<PlacedRange>> final_location;    // per IR buffer, after a run
   std::vector<Stream> streams;                             // per logical device
   std::vector<Event> events;
   Graph graph;
@@ -109,7 +102,15 @@ struct LoweredState {
 namespace {
 
 using detail::LoweredState;
-using detail::Placed;
+
+/// Appends [offset, offset+bytes) on `logical`, merged with the last range
+/// when contiguous and on the same device.
+void append(std::vector<PlacedRange>& v, std::uint64_t offset, std::uint64_t bytes, int logical) {
+  if (!v.empty() && v.back().logical == logical && v.back().offset + v.back().bytes == offset)
+    v.back().bytes += static_cast<std::size_t>(bytes);
+  else
+    v.push_back(PlacedRange{static_cast<std::size_t>(offset), static_cast<std::size_t>(bytes), logical});
+}
 
 constexpr int kMaxLogicalDevices = 64;
 
@@ -123,14 +124,16 @@ struct Segment {
   int owner = 0;                 // logical device that wrote the latest version
   g::NodeId writer = g::kNoNode;  // kNoNode: the contents the run starts with, on the home
   std::uint64_t valid = 0;       // bit i: logical device i holds the latest version
+  int home = 0;                  // where the range lives when a run starts
 };
 
 /// The segments of one buffer, covering [0, bytes).
 class Versions {
  public:
   Versions() = default;
-  Versions(std::uint64_t bytes, int home) {
-    if (bytes > 0) segs_.emplace(0, Segment{bytes, home, g::kNoNode, bit(home)});
+  explicit Versions(const std::vector<PlacedRange>& homes) {
+    for (const auto& h : homes)
+      segs_.emplace(h.offset, Segment{h.offset + h.bytes, h.logical, g::kNoNode, bit(h.logical), h.logical});
   }
   static std::uint64_t bit(int d) { return std::uint64_t{1} << static_cast<unsigned>(d); }
 
@@ -291,7 +294,7 @@ class Lowerer {
   std::vector<std::ptrdiff_t> record_op_;        // per node: index of its kRecord op
   std::vector<std::vector<std::ptrdiff_t>> waited_;  // [d][e]: highest seq of e that d waited for
   std::vector<Versions> versions_;
-  std::vector<int> homes_;
+  std::vector<std::vector<PlacedRange>> homes_;
   std::vector<std::vector<char>> touches_;       // [d][buffer]
   std::vector<Op> ops_;
   // Per event, the logical device whose stream records it (an event is made
@@ -341,22 +344,49 @@ void Lowerer::plan() {
     stats_[static_cast<std::size_t>(d)].logical = d;
     stats_[static_cast<std::size_t>(d)].backend_device = devices_.backend_device(d);
   }
-  // Homes: the first device, in emission order, whose node touches the buffer.
-  homes_.assign(n_buf, -1);
+  // Homes. The first user of each buffer (logical device 0 if none), and
+  // with kLastWriter the device of each range's last writer on top.
+  std::vector<int> first_use(n_buf, -1);
+  std::vector<std::map<std::uint64_t, std::pair<std::uint64_t, int>>> last(n_buf);  // start -> (end, device)
   std::vector<std::size_t> next_seq(static_cast<std::size_t>(count_), 0);
   for (g::NodeId n : order_) {
     const int d = logical_[n];
     seq_[n] = next_seq[static_cast<std::size_t>(d)]++;
     for (const auto& a : graph_.node(n).accesses) {
-      if (homes_[a.buffer] < 0) homes_[a.buffer] = d;
+      if (first_use[a.buffer] < 0) first_use[a.buffer] = d;
       touches_[static_cast<std::size_t>(d)][a.buffer] = 1;
     }
   }
+  for (std::size_t b = 0; b < n_buf; ++b) {
+    if (first_use[b] < 0) first_use[b] = 0;
+    if (graph_.buffers()[b].bytes > 0) last[b].emplace(0, std::make_pair(graph_.buffers()[b].bytes, first_use[b]));
+  }
+  if (options_.homes == HomePolicy::kLastWriter) {
+    for (g::NodeId n : order_)
+      for (const auto& a : graph_.node(n).accesses) {
+        if (!a.writes() || a.bytes == 0) continue;
+        auto& m = last[a.buffer];
+        for (std::uint64_t cut : {a.offset, a.end()}) {  // split at both ends
+          auto it = m.upper_bound(cut);
+          if (it == m.begin()) continue;
+          --it;
+          if (it->first < cut && cut < it->second.first) {
+            const auto tail = it->second;
+            it->second.first = cut;
+            m.emplace(cut, tail);
+          }
+        }
+        for (auto it = m.lower_bound(a.offset); it != m.end() && it->first < a.end(); ++it) it->second.second = logical_[n];
+      }
+  }
+  homes_.assign(n_buf, {});
   versions_.resize(n_buf);
   for (std::size_t b = 0; b < n_buf; ++b) {
-    if (homes_[b] < 0) homes_[b] = 0;
-    touches_[static_cast<std::size_t>(homes_[b])][b] = 1;
-    versions_[b] = Versions(graph_.buffers()[b].bytes, homes_[b]);
+    for (const auto& [start, v] : last[b]) {
+      append(homes_[b], start, v.first - start, v.second);
+      touches_[static_cast<std::size_t>(v.second)][b] = 1;
+    }
+    versions_[b] = Versions(homes_[b]);
   }
   for (int d = 0; d < count_; ++d) event_logical_.push_back(d);  // 0: fork; 1..count-1: joins
   preds_.assign(graph_.node_count(), {});
@@ -442,19 +472,19 @@ void Lowerer::plan_node(g::NodeId n) {
 
 void Lowerer::plan_write_back() {
   for (std::size_t b = 0; b < versions_.size(); ++b) {
-    const int h = homes_[b];
-    // Merge contiguous segments from one owner, as for inputs.
-    std::vector<std::tuple<std::uint64_t, std::uint64_t, int, g::NodeId>> pieces;
+    // Merge contiguous segments from one owner to one home, as for inputs.
+    std::vector<std::tuple<std::uint64_t, std::uint64_t, int, g::NodeId, int>> pieces;
     for (const auto& [start, s] : versions_[b].segments()) {
-      if (s.valid & Versions::bit(h)) continue;
-      if (!pieces.empty() && std::get<1>(pieces.back()) == start && std::get<2>(pieces.back()) == s.owner) {
+      if (s.valid & Versions::bit(s.home)) continue;
+      if (!pieces.empty() && std::get<1>(pieces.back()) == start && std::get<2>(pieces.back()) == s.owner &&
+          std::get<4>(pieces.back()) == s.home) {
         std::get<1>(pieces.back()) = s.end;
         if (seq_[s.writer] > seq_[std::get<3>(pieces.back())]) std::get<3>(pieces.back()) = s.writer;
       } else {
-        pieces.emplace_back(start, s.end, s.owner, s.writer);
+        pieces.emplace_back(start, s.end, s.owner, s.writer, s.home);
       }
     }
-    for (const auto& [start, end, owner, writer] : pieces) {
+    for (const auto& [start, end, owner, writer, h] : pieces) {
       need_after(h, writer);
       InsertedCopy c;
       c.buffer = static_cast<g::BufferId>(b);
@@ -586,16 +616,10 @@ std::unique_ptr<LoweredState> Lowerer::run(std::shared_ptr<Backend> backend, con
   for (const auto& b : graph_.buffers()) st->buffer_bytes.push_back(static_cast<std::size_t>(b.bytes));
   st->homes = homes_;
   st->final_location.resize(versions_.size());
-  for (std::size_t b = 0; b < versions_.size(); ++b) {
-    for (const auto& [start, s] : versions_[b].segments()) {
-      const int at = options_.final_copies == FinalCopies::kWriteBackToHome ? homes_[b] : s.owner;
-      auto& fl = st->final_location[b];
-      if (!fl.empty() && fl.back().logical == at && fl.back().offset + fl.back().bytes == start)
-        fl.back().bytes += static_cast<std::size_t>(s.end - start);
-      else
-        fl.push_back(Placed{static_cast<std::size_t>(start), static_cast<std::size_t>(s.end - start), at});
-    }
-  }
+  for (std::size_t b = 0; b < versions_.size(); ++b)
+    for (const auto& [start, s] : versions_[b].segments())
+      append(st->final_location[b], start, s.end - start,
+             options_.final_copies == FinalCopies::kWriteBackToHome ? s.home : s.owner);
   st->copies = std::move(copies_);
   st->stats = std::move(stats_);
   st->order = order_;
@@ -707,18 +731,20 @@ void LoweredGraph::upload(g::BufferId buffer, std::span<const std::byte> bytes) 
                   st.buffer_bytes[buffer], bytes.size());
   auto pinned = st.backend->allocate_pinned(bytes.size());
   std::memcpy(pinned.host_data(), bytes.data(), bytes.size());
-  const auto& inst = st.instances[static_cast<std::size_t>(st.homes[buffer])][buffer];
   const StreamRef origin = st.streams[0].ref();  // after every launched run
-  origin.copy(inst.slice(), pinned.slice(), "lowering upload");
+  for (const auto& h : st.homes[buffer])
+    origin.copy(st.instances[static_cast<std::size_t>(h.logical)][buffer].slice(h.offset, h.bytes),
+                pinned.slice(h.offset, h.bytes), "lowering upload");
   origin.synchronize();
 }
 
 void LoweredGraph::fill(g::BufferId buffer, unsigned char value) {
   auto& st = state();
   check_buffer(st, buffer, "fill");
-  const auto& inst = st.instances[static_cast<std::size_t>(st.homes[buffer])][buffer];
   const StreamRef origin = st.streams[0].ref();
-  origin.memset(inst.slice(), value, "lowering fill");
+  for (const auto& h : st.homes[buffer])
+    origin.memset(st.instances[static_cast<std::size_t>(h.logical)][buffer].slice(h.offset, h.bytes), value,
+                  "lowering fill");
   origin.synchronize();
 }
 
@@ -727,14 +753,9 @@ std::vector<std::byte> LoweredGraph::read(g::BufferId buffer) {
   check_buffer(st, buffer, "read");
   auto pinned = st.backend->allocate_pinned(st.buffer_bytes[buffer]);
   const StreamRef origin = st.streams[0].ref();
-  if (st.runs == 0) {
-    origin.copy(pinned.slice(), st.instances[static_cast<std::size_t>(st.homes[buffer])][buffer].slice(),
-                "lowering read");
-  } else {
-    for (const auto& p : st.final_location[buffer])
-      origin.copy(pinned.slice(p.offset, p.bytes),
-                  st.instances[static_cast<std::size_t>(p.logical)][buffer].slice(p.offset, p.bytes), "lowering read");
-  }
+  for (const auto& p : st.runs == 0 ? st.homes[buffer] : st.final_location[buffer])
+    origin.copy(pinned.slice(p.offset, p.bytes),
+                st.instances[static_cast<std::size_t>(p.logical)][buffer].slice(p.offset, p.bytes), "lowering read");
   origin.synchronize();
   const auto* b = static_cast<const std::byte*>(pinned.host_data());
   return {b, b + st.buffer_bytes[buffer]};
@@ -756,9 +777,9 @@ GraphInfo LoweredGraph::info() const { return state().graph.info(); }
 const std::vector<InsertedCopy>& LoweredGraph::copies() const { return state().copies; }
 const std::vector<LoweredDeviceStats>& LoweredGraph::device_stats() const { return state().stats; }
 std::size_t LoweredGraph::event_waits() const { return state().event_waits; }
-int LoweredGraph::home(g::BufferId buffer) const {
+const std::vector<PlacedRange>& LoweredGraph::homes(g::BufferId buffer) const {
   const auto& st = state();
-  STEPGRAPH_CHECK(buffer < st.homes.size(), InvalidArgument, "LoweredGraph::home: buffer id {} is not in the graph",
+  STEPGRAPH_CHECK(buffer < st.homes.size(), InvalidArgument, "LoweredGraph::homes: buffer id {} is not in the graph",
                   buffer);
   return st.homes[buffer];
 }

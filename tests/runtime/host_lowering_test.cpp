@@ -6,6 +6,7 @@
 // backend, and for the hand-built cases hand-counted copies and waits.
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -40,13 +41,22 @@ std::size_t input_copies(const rt::LoweredGraph& l) {
 void expect_equal_to_single_device(const g::StepGraph& graph, int devices, g::Algorithm algorithm,
                                    std::uint64_t seed, int runs, const rt::LoweringOptions& options = {}) {
   SCOPED_TRACE("devices=" + std::to_string(devices) + " algorithm=" + std::string(g::to_string(algorithm)) +
-               " seed=" + std::to_string(seed));
+               " seed=" + std::to_string(seed) +
+               (options.homes == rt::HomePolicy::kFirstUse ? " homes=first-use" : " homes=last-writer"));
   const auto placement = lw::place(graph, lw::cpu_platform(devices), algorithm);
   ASSERT_GE(lw::devices_used(graph, placement), 2) << "the placement must really spread the graph";
   auto be = host_backend(devices, seed);
   auto lowered = rt::lower(graph, placement, be, rt::DeviceMap::identity(devices), lw::mix_emitter(), options);
   EXPECT_GT(input_copies(lowered), 0u);
   EXPECT_GT(lowered.event_waits(), 0u);
+  std::size_t bytes = 0;
+  for (const auto& st : lowered.device_stats()) bytes += st.bytes_in;
+  std::cout << "[ lowering ] " << graph.node_count() << " nodes, " << devices << " devices, "
+            << g::to_string(algorithm)
+            << (options.homes == rt::HomePolicy::kFirstUse ? ", first-use homes" : ", last-writer homes") << ": "
+            << lowered.copies().size() << " copies (" << input_copies(lowered)
+            << " inputs), " << bytes << " bytes, " << lowered.event_waits() << " cross-device waits, "
+            << lowered.info().nodes.size() << " backend nodes\n";
   const auto got = lw::run_and_read(lowered, graph, runs);
   const auto want = lw::reference(graph, runs, options);
   ASSERT_EQ(got.size(), want.size());
@@ -89,7 +99,8 @@ TEST(Lowering, RandomDagsEqualTheSingleDeviceRunBitForBit) {
     const auto graph = lw::with_dataflow(g::make_random_dag(spec));
     for (int devices : {2, 3, 4})
       for (auto algorithm : {g::Algorithm::kHeft, g::Algorithm::kRoundRobin})
-        expect_equal_to_single_device(graph, devices, algorithm, 0x5eed + seed, 2);
+        for (auto homes : {rt::HomePolicy::kLastWriter, rt::HomePolicy::kFirstUse})
+          expect_equal_to_single_device(graph, devices, algorithm, 0x5eed + seed, 2, {.homes = homes});
   }
 }
 
@@ -112,7 +123,8 @@ TEST(Lowering, ForkJoinEqualsTheSingleDeviceRunBitForBit) {
   const auto graph = lw::with_dataflow(g::make_fork_join(spec));
   for (int devices : {2, 3, 4}) {
     expect_equal_to_single_device(graph, devices, g::Algorithm::kHeft, 99, 3);
-    expect_equal_to_single_device(graph, devices, g::Algorithm::kRoundRobin, 98, 3);
+    expect_equal_to_single_device(graph, devices, g::Algorithm::kRoundRobin, 98, 3,
+                                  {.homes = rt::HomePolicy::kFirstUse});
   }
 }
 
@@ -130,6 +142,8 @@ TEST(Lowering, TransformerStepEqualsTheSingleDeviceRunBitForBit) {
   // optimizer ran (they were written back to their homes).
   for (int devices : {2, 4}) expect_equal_to_single_device(graph, devices, g::Algorithm::kRoundRobin, 5, 2, o);
   expect_equal_to_single_device(graph, 3, g::Algorithm::kHeft, 6, 2, o);
+  o.homes = rt::HomePolicy::kFirstUse;
+  expect_equal_to_single_device(graph, 3, g::Algorithm::kRoundRobin, 7, 2, o);
 }
 
 TEST(Lowering, LeaveInPlaceReadsEachRangeWhereItsLatestVersionLives) {
@@ -139,6 +153,7 @@ TEST(Lowering, LeaveInPlaceReadsEachRangeWhereItsLatestVersionLives) {
   spec.ccr = 0.5;
   const auto graph = lw::with_dataflow(g::make_random_dag(spec));
   rt::LoweringOptions o;
+  o.homes = rt::HomePolicy::kFirstUse;
   o.final_copies = rt::FinalCopies::kLeaveInPlace;
   const auto placement = lw::place(graph, lw::cpu_platform(3), g::Algorithm::kRoundRobin);
   auto lowered = rt::lower(graph, placement, host_backend(3, 21), rt::DeviceMap::identity(3), lw::mix_emitter(), o);
@@ -187,8 +202,10 @@ TEST(Lowering, OneCopyAndOneWaitWhereDataCrossesDevices) {
   EXPECT_EQ(in.reason, rt::CopyReason::kInput);
   // x's home is device 0, where it was last written; y's is device 1 (B
   // touches it first), where it was last written: no write-back.
-  EXPECT_EQ(lowered.home(t.x), 0);
-  EXPECT_EQ(lowered.home(t.y), 1);
+  ASSERT_EQ(lowered.homes(t.x).size(), 1u);
+  EXPECT_EQ(lowered.homes(t.x)[0].logical, 0);
+  ASSERT_EQ(lowered.homes(t.y).size(), 1u);
+  EXPECT_EQ(lowered.homes(t.y)[0].logical, 1);
   EXPECT_EQ(lowered.instance(0, t.y), nullptr) << "device 0 never touches y";
   EXPECT_EQ(lowered.event_waits(), 1u) << "B waits for A once: the copy and the edge share the wait";
   EXPECT_EQ(lowered.device_stats()[1].copies_in, 1u);
@@ -240,8 +257,10 @@ TEST(Lowering, ASecondReaderOnTheSameDeviceReusesTheCopy) {
 
 TEST(Lowering, AWriteAfterReadEdgeBecomesAWaitWithoutACopy) {
   // A (L0) reads x and writes y; B (L1) then overwrites x: the edge carries
-  // no bytes, but B must not write x before A has read it. x's home is L0
-  // (A touches it first), so its final version is written back there.
+  // no bytes, but B must not write x before A has read it. With first-use
+  // homes x lives on L0 (A touches it first), so its final version is
+  // written back there; with last-writer homes it lives on L1 and A's read
+  // is the copy.
   g::StepGraph graph;
   const auto x = graph.add_buffer("x", 64);
   const auto y = graph.add_buffer("y", 64);
@@ -252,7 +271,8 @@ TEST(Lowering, AWriteAfterReadEdgeBecomesAWaitWithoutACopy) {
   const auto platform = lw::cpu_platform(2);
   const g::CostModel model(platform);
   const auto placement = g::schedule_assignment(graph, model, {0, 1});
-  auto lowered = rt::lower(graph, placement, host_backend(2, 8), rt::DeviceMap::identity(2), lw::mix_emitter());
+  auto lowered = rt::lower(graph, placement, host_backend(2, 8), rt::DeviceMap::identity(2), lw::mix_emitter(),
+                           {.homes = rt::HomePolicy::kFirstUse});
   ASSERT_EQ(lowered.copies().size(), 1u);
   EXPECT_EQ(lowered.copies()[0].reason, rt::CopyReason::kWriteBack);
   EXPECT_EQ(lowered.copies()[0].src_logical, 1);
@@ -262,8 +282,19 @@ TEST(Lowering, AWriteAfterReadEdgeBecomesAWaitWithoutACopy) {
   const auto a_in = info.find("A/w0/in0"), b_seed = info.find("B/w0/seed"), wb = info.find("copy x[0:+64] L1->L0 write-back");
   EXPECT_TRUE(info.reaches(a_in, b_seed));
   EXPECT_TRUE(info.reaches(b_seed, wb));
-  const auto got = lw::run_and_read(lowered, graph, 2);
   const auto want = lw::reference(graph, 2);
+  auto got = lw::run_and_read(lowered, graph, 2);
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
+
+  auto by_last_writer =
+      rt::lower(graph, placement, host_backend(2, 9), rt::DeviceMap::identity(2), lw::mix_emitter());
+  EXPECT_EQ(by_last_writer.homes(x)[0].logical, 1);
+  ASSERT_EQ(by_last_writer.copies().size(), 1u);
+  EXPECT_EQ(by_last_writer.copies()[0].reason, rt::CopyReason::kInput);
+  EXPECT_EQ(by_last_writer.copies()[0].src_logical, 1);
+  EXPECT_EQ(by_last_writer.copies()[0].before_node, a);
+  EXPECT_EQ(by_last_writer.event_waits(), 1u) << "B waits for A; the copy of x's starting contents waits for nothing";
+  got = lw::run_and_read(by_last_writer, graph, 2);
   for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
 }
 

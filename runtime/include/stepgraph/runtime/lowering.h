@@ -12,10 +12,13 @@
 //   GPU): each logical device still has its own stream and its own arena, so
 //   its buffer instances are separate memory and data moves between them by
 //   copies, exactly as between two GPUs;
-// * gives every IR buffer a *home* logical device (the first one, in
-//   execution order, whose node touches it; logical device 0 for a buffer no
-//   node touches) and allocates one instance of the whole buffer on every
-//   logical device that touches it, from that device's arena;
+// * gives every byte range of every IR buffer a *home*: the logical device
+//   where the range lives when a run starts (HomePolicy: by default the
+//   device of the range's last writer, so that a run ends with every range
+//   at home and needs no copy back; a range nobody writes lives with its
+//   buffer's first user). It allocates one instance of the whole buffer on
+//   every logical device that touches it or is home to part of it, from that
+//   device's arena;
 // * walks the nodes in one order consistent with the edges and with each
 //   device's order of the placement; before a node on logical device d it
 //   inserts, for every byte range the node reads whose latest version was
@@ -23,10 +26,11 @@
 //   wait on the event recorded after the writing node; and a wait for every
 //   predecessor (edge) placed on another logical device. Waits already
 //   implied by an earlier wait of the same stream are left out;
-// * by default copies every range whose final version is not on its home
-//   back there at the end (FinalCopies::kWriteBackToHome), so that the state
-//   after a run is the state a run starts from: the executable can be
-//   launched again and again, as a training step is;
+// * copies every range whose final version is not on its home back there at
+//   the end (FinalCopies::kWriteBackToHome; never needed with the default
+//   HomePolicy), so that the state after a run is the state a run starts
+//   from: the executable can be launched again and again, as a training step
+//   is;
 // * captures all of it as ONE capture: the origin stream (logical device 0)
 //   begins it and forks to the other streams through an event; every stream
 //   is joined back to the origin before end_capture (CUDA Programming Guide,
@@ -130,6 +134,13 @@ enum class CollectiveLowering : std::uint8_t {
   kOnLogicalDeviceZero,  ///< emit it like a kernel on logical device 0
 };
 
+/// Where each byte range lives when a run starts (and, with
+/// FinalCopies::kWriteBackToHome, when it ends).
+enum class HomePolicy : std::uint8_t {
+  kLastWriter,  ///< the device that writes the range last in a run: no write-back copies
+  kFirstUse,    ///< the device of the buffer's first user: inputs need no copy; results are written back
+};
+
 enum class FinalCopies : std::uint8_t {
   kWriteBackToHome,  ///< final versions copied to each buffer's home; replayable
   kLeaveInPlace,     ///< no copies at the end; read() finds each range where it is
@@ -143,6 +154,7 @@ enum class SkippedCopyAccess : std::uint8_t {
 
 struct LoweringOptions {
   CollectiveLowering collectives = CollectiveLowering::kReject;
+  HomePolicy homes = HomePolicy::kLastWriter;
   FinalCopies final_copies = FinalCopies::kWriteBackToHome;
   /// Debug only, for tests that prove copies are needed: leave out the
   /// inserted copy with this index (LoweredGraph::copies() order; only copies
@@ -172,6 +184,13 @@ struct InsertedCopy {
   CopyReason reason = CopyReason::kInput;
   graphs::NodeId before_node = graphs::kNoNode;  ///< kNoNode for write-backs
   bool skipped = false;                          ///< left out by skip_copy_for_test
+};
+
+/// A byte range of a buffer and the logical device it is on.
+struct PlacedRange {
+  std::size_t offset = 0;
+  std::size_t bytes = 0;
+  int logical = 0;
 };
 
 /// Per logical device counts.
@@ -205,11 +224,11 @@ class LoweredGraph {
 
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
 
-  /// Writes `bytes` (the whole buffer) into the buffer's home instance, and
-  /// waits. The lowering assumes a run starts with every buffer's contents on
-  /// its home. InvalidArgument for a bad id or size.
+  /// Writes `bytes` (the whole buffer) into the instances of its homes (each
+  /// range into its home's), and waits. The lowering assumes a run starts
+  /// with every range on its home. InvalidArgument for a bad id or size.
   void upload(graphs::BufferId buffer, std::span<const std::byte> bytes);
-  /// Sets every byte of the buffer's home instance to `value`, and waits.
+  /// Sets every byte of the buffer (at its homes) to `value`, and waits.
   void fill(graphs::BufferId buffer, unsigned char value);
   /// The buffer's contents after the runs so far: each range read from the
   /// instance that holds its latest version. Waits for the runs.
@@ -228,7 +247,8 @@ class LoweredGraph {
   [[nodiscard]] const std::vector<LoweredDeviceStats>& device_stats() const;
   /// Cross-device event waits in total.
   [[nodiscard]] std::size_t event_waits() const;
-  [[nodiscard]] int home(graphs::BufferId buffer) const;
+  /// Where the buffer's ranges live when a run starts, in offset order.
+  [[nodiscard]] const std::vector<PlacedRange>& homes(graphs::BufferId buffer) const;
   /// The instance of `buffer` on `logical`, or null if that device has none.
   [[nodiscard]] const Buffer* instance(int logical, graphs::BufferId buffer) const;
   /// The stream of a logical device (the origin is logical device 0's).
