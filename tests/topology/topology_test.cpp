@@ -64,6 +64,8 @@ TEST(TopologyDgx2, HasSixteenGpusTwelveNvSwitchesAndTwoNumaNodesAtDistance21) {
   EXPECT_EQ(t.nic_count(), 0u);
   EXPECT_EQ(t.numa_count(), 2u);
   EXPECT_EQ(t.package_count(), 2u);
+  EXPECT_EQ(t.core_count(), 4);  // trimmed by the test author to 2 cores per socket
+  EXPECT_EQ(t.packages()[0].core_count, 2);
   EXPECT_DOUBLE_EQ(t.numa_distance(0, 1), 21.0);
   EXPECT_DOUBLE_EQ(t.numa_distance(0, 0), 10.0);
   for (const auto& g : t.gpus()) EXPECT_EQ(g.model, "Tesla V100-SXM3-32GB-H");
@@ -406,6 +408,7 @@ TEST(TopologyLive, LoadsAndMatchesLiveMachine) {
   EXPECT_TRUE(t.is_live());
   EXPECT_EQ(t.numa_count(), sg::topology::LiveMachine::get().numa_nodes().size());
   EXPECT_EQ(t.pu_count(), sg::topology::LiveMachine::get().pu_count());
+  EXPECT_EQ(t.core_count(), sg::topology::LiveMachine::get().core_count());
   const CostMatrix m = CostMatrix::build(t);
   EXPECT_EQ(m.size(), t.gpu_count() + t.nic_count() + t.numa_count());
   if (t.gpu_count() == 0) {

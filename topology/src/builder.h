@@ -55,6 +55,7 @@ class TopologyBuilder {
   std::vector<double>& numa_distance() { return t_.numa_distance_; }
   CpuModel& cpu() { return t_.cpu_; }
   void set_pu_count(int n) { t_.pu_count_ = n; }
+  void set_core_count(int n) { t_.core_count_ = n; }
   /// Records a note and logs it (a warning; debug for the live machine's
   /// routine gaps, such as link speeds a VM does not report).
   enum class NoteLevel { kWarn, kDebug };

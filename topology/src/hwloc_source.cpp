@@ -91,6 +91,7 @@ class Converter {
     hwloc_obj_t root = hwloc_get_root_obj(topo_);
     b_.cpu().arch = info(root, "Architecture");
     b_.set_pu_count(hwloc_get_nbobjs_by_type(topo_, HWLOC_OBJ_PU));
+    b_.set_core_count(hwloc_get_nbobjs_by_type(topo_, HWLOC_OBJ_CORE));
 
     const int npkg = hwloc_get_nbobjs_by_type(topo_, HWLOC_OBJ_PACKAGE);
     for (int i = 0; i < npkg; ++i) {
@@ -104,6 +105,7 @@ class Converter {
       p.cpu_model_id = info_int(obj, "CPUModelNumber");
       p.arch = b_.cpu().arch;
       p.cpus = cpuset_of(obj->cpuset);
+      p.core_count = hwloc_get_nbobjs_inside_cpuset_by_type(topo_, obj->cpuset, HWLOC_OBJ_CORE);
       package_of_obj_[obj] = i;
       b_.packages().push_back(std::move(p));
     }

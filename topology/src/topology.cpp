@@ -410,12 +410,14 @@ std::string Topology::to_json() const {
   j["source"] = source_;
   j["format"] = format_name(format_);
   j["pu_count"] = pu_count_;
+  j["core_count"] = core_count_;
   j["cpu"] = {{"vendor", cpu_.vendor}, {"model", cpu_.model}, {"arch", cpu_.arch},
               {"family", cpu_.family}, {"model_id", cpu_.model_id}};
   j["packages"] = json::array();
   for (const auto& p : packages_)
     j["packages"].push_back({{"index", p.index}, {"os_index", p.os_index}, {"cpu_model", p.cpu_model},
-                             {"cpus", p.cpus.to_string()}, {"numa_nodes", p.numa_nodes}});
+                             {"cpus", p.cpus.to_string()}, {"core_count", p.core_count},
+                             {"numa_nodes", p.numa_nodes}});
   j["numa_nodes"] = json::array();
   for (const auto& n : numa_)
     j["numa_nodes"].push_back({{"index", n.index},

@@ -42,6 +42,7 @@ struct Package {
   int cpu_model_id = -1;     // CPUID model (x86), -1 if unknown
   std::string arch;          // "x86_64", "ppc64", "aarch64", ... ("" if unknown)
   CpuSet cpus;
+  int core_count = 0;           // physical cores (0 if the source does not say)
   std::vector<int> numa_nodes;  // positions in Topology::numa_nodes()
 };
 
@@ -178,6 +179,8 @@ class Topology {
   [[nodiscard]] const std::vector<NvSwitch>& nvswitches() const noexcept { return nvswitches_; }
   [[nodiscard]] const std::vector<NvLink>& nvlinks() const noexcept { return nvlinks_; }
   [[nodiscard]] int pu_count() const noexcept { return pu_count_; }
+  /// Physical cores (0 where the source does not say: NCCL XML).
+  [[nodiscard]] int core_count() const noexcept { return core_count_; }
   [[nodiscard]] const CpuModel& cpu() const noexcept { return cpu_; }
   /// Position of the GPU / NIC with this PCI bus id, -1 if none.
   [[nodiscard]] int gpu_by_bus_id(const std::string& bus_id) const;
@@ -219,6 +222,7 @@ class Topology {
   std::vector<std::string> notes_;
   CpuModel cpu_;
   int pu_count_ = 0;
+  int core_count_ = 0;
 };
 
 }  // namespace stepgraph::topology
