@@ -301,6 +301,13 @@ std::string read_file(const std::filesystem::path& file) {
                                       file.string()));
   if (std::filesystem::is_directory(file, ec))
     throw InvalidArgument(fmt::format("topology file {} is a directory; give the XML file inside it", file.string()));
+  if (!std::filesystem::is_regular_file(file, ec))
+    throw InvalidArgument(fmt::format("topology file {} is not a regular file (a device or a pipe?); give an XML file",
+                                      file.string()));
+  // The largest real topology files are a few MB (hwloc XML of big NUMA machines).
+  constexpr std::uintmax_t kMaxBytes = 256u << 20;
+  if (std::filesystem::file_size(file, ec) > kMaxBytes)
+    throw InvalidArgument(fmt::format("topology file {} is larger than 256 MiB; not a topology", file.string()));
   std::ifstream in(file, std::ios::binary);
   if (!in) throw InvalidArgument(fmt::format("cannot open topology file {}; check its permissions", file.string()));
   std::ostringstream ss;
