@@ -43,7 +43,10 @@ void check_placeable(const StepGraph& g, const Platform& platform, const CostMod
   }
 }
 
-// Arrival time at device p of the data of edge (pred -> *) carrying bytes.
+// Arrival time at device p of the data of edge (pred -> succ) carrying bytes.
+// Into a gang node only the dependency crosses devices (the collective's own
+// cost moves its bytes); out of a gang node the data is everywhere.
+// Callers pass bytes = 0 for an edge into a gang node.
 double arrival(const CostModel& model, const Node& pred, const ScheduledNode& ps, std::size_t p,
                std::uint64_t bytes) {
   if (is_gang(pred)) return ps.finish_us;
@@ -95,7 +98,7 @@ Placement schedule_assignment_impl(const StepGraph& g, const CostModel& model, c
       double start = *std::max_element(free_at.begin(), free_at.end());
       for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a)
         for (std::size_t d = 0; d < p; ++d)
-          start = std::max(start, arrival(model, g.nodes()[a->node], out.nodes[a->node], d, a->bytes));
+          start = std::max(start, arrival(model, g.nodes()[a->node], out.nodes[a->node], d, 0));
       s = ScheduledNode{kAllDevices, start, start + model.node_us(n, 0)};
       std::fill(free_at.begin(), free_at.end(), s.finish_us);
       continue;
@@ -140,7 +143,9 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
     double best = 0;
     const bool gang = is_gang(g.nodes()[u]);
     for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a)
-      best = std::max(best, (gang ? 0.0 : model.mean_transfer_us(a->bytes)) + rank[a->node]);
+      best = std::max(best, (gang ? 0.0
+                                  : model.mean_transfer_us(is_gang(g.nodes()[a->node]) ? 0 : a->bytes)) +
+                                rank[a->node]);
     rank[u] = wbar[u] + best;
   }
   // Decreasing upward rank; ties by topological position (a valid
@@ -201,8 +206,8 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
     preds.clear();
     for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a) {
       const auto& ps = out.nodes[a->node];
-      preds.push_back(PredInfo{ps.finish_us, static_cast<std::size_t>(std::max(ps.device, 0)), a->bytes,
-                               ps.device == kAllDevices});
+      preds.push_back(PredInfo{ps.finish_us, static_cast<std::size_t>(std::max(ps.device, 0)),
+                               is_gang(node) ? 0 : a->bytes, ps.device == kAllDevices});
     }
     std::sort(preds.begin(), preds.end(), [](const PredInfo& x, const PredInfo& y) { return x.finish < y.finish; });
     if (is_gang(node)) {

@@ -136,7 +136,13 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
     return it->second;
   };
   using Ready = std::pair<std::uint32_t, NodeId>;
-  std::vector<std::priority_queue<Ready, std::vector<Ready>, std::greater<>>> ready(p);
+  using ReadyQueue = std::priority_queue<Ready, std::vector<Ready>, std::greater<>>;
+  std::vector<ReadyQueue> ready(p);       // non-gang nodes whose inputs arrived
+  std::vector<ReadyQueue> ready_gang(p);  // gang nodes whose inputs arrived
+  // A gang node is a barrier in list order: a device takes it only once
+  // every node listed before it there has started (else a device could sit
+  // in a collective while work it owes the others waits behind it).
+  std::vector<std::size_t> first_unstarted(p, 0);
   std::vector<NodeId> waiting(p, kNoNode);  // gang node a device has taken
   std::vector<std::size_t> gang_takers(n, 0);
 
@@ -154,9 +160,17 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
       u = pl.device_order[d][head[d]];
       if (started[u] || pending[u] != 0) return;
     } else {
-      if (ready[d].empty()) return;
-      u = ready[d].top().second;
-      ready[d].pop();
+      auto& list = pl.device_order[d];
+      while (first_unstarted[d] < list.size() && started[list[first_unstarted[d]]]) ++first_unstarted[d];
+      if (!ready_gang[d].empty() && ready_gang[d].top().first == first_unstarted[d]) {
+        u = ready_gang[d].top().second;
+        ready_gang[d].pop();
+      } else if (!ready[d].empty()) {
+        u = ready[d].top().second;
+        ready[d].pop();
+      } else {
+        return;
+      }
     }
     if (!gang(u)) {
       busy[d] = true;
@@ -181,7 +195,7 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   auto make_ready = [&](NodeId u) {
     if (!strict) {
       if (gang(u)) {
-        for (std::size_t e = 0; e < p; ++e) ready[e].emplace(rank_of(e, u), u);
+        for (std::size_t e = 0; e < p; ++e) ready_gang[e].emplace(rank_of(e, u), u);
       } else {
         const auto d = static_cast<std::size_t>(pl.nodes[u].device);
         ready[d].emplace(rank_on[u], u);
@@ -247,11 +261,14 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
               return;
             }
             const auto from = static_cast<std::size_t>(pl.nodes[u].device);
+            // Into a gang node only the dependency crosses devices: the
+            // collective's own cost moves its bytes.
+            const std::uint64_t bytes = gang(v) ? 0 : a->bytes;
             const double delay =
-                model.options().sync_latency_us + (a->bytes > 0 ? platform.link(from, to).latency_us : 0.0);
-            transfers.push_back(Transfer{from, to, v, static_cast<double>(a->bytes)});
+                model.options().sync_latency_us + (bytes > 0 ? platform.link(from, to).latency_us : 0.0);
+            transfers.push_back(Transfer{from, to, v, static_cast<double>(bytes)});
             ++res.transfers;
-            res.transfer_bytes += static_cast<double>(a->bytes);
+            res.transfer_bytes += static_cast<double>(bytes);
             push(now + delay, EventType::kDelayDone, static_cast<std::uint32_t>(transfers.size() - 1));
           };
           if (gang(v)) {

@@ -171,3 +171,28 @@ TEST(Simulator, ReadyFirstDispatchRunsAReadyNodeAheadOfALateOne) {
   EXPECT_DOUBLE_EQ(r.nodes[c].start_us, 0);
   EXPECT_DOUBLE_EQ(r.makespan_us, 70);
 }
+
+TEST(Simulator, GangNodeIsABarrierInEachDevicesOrder) {
+  // dev0: X(10) -> Y(10); dev1: S(1), V(5) after X; AR (0 bytes: 0 us in
+  // the ideal model) after S only. Plan: dev0 [X, Y, AR], dev1 [S, V, AR].
+  // AR is ready at t = 1, but dev1 must not sit in it while V (listed
+  // before it) waits for X: V [10,15], AR at 20 once dev0 is through Y.
+  // (Taking AR at t = 1 would hold dev1 until 20 and push V to [20,25].)
+  sg::StepGraph g;
+  auto x = g.add_kernel("X", sg::DeviceCosts::uniform(10));
+  auto y = g.add_kernel("Y", sg::DeviceCosts::uniform(10));
+  auto s = g.add_kernel("S", sg::DeviceCosts::uniform(1));
+  auto v = g.add_kernel("V", sg::DeviceCosts::uniform(5));
+  auto ar = g.add_collective("AR", {sg::CollectiveOp::kAllReduce, 0});
+  g.connect(x, y, 0);
+  g.connect(x, v, 0);
+  g.connect(s, ar, 0);
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  sg::Placement pl;
+  pl.nodes = {{0, 0, 10}, {0, 10, 20}, {1, 0, 1}, {1, 10, 15}, {sg::kAllDevices, 20, 20}};
+  pl.device_order = {{x, y, ar}, {s, v, ar}};
+  auto r = sg::simulate(g, p, pl, ideal());
+  EXPECT_DOUBLE_EQ(r.nodes[v].start_us, 10);
+  EXPECT_DOUBLE_EQ(r.nodes[ar].start_us, 20);
+  EXPECT_DOUBLE_EQ(r.makespan_us, 20);
+}

@@ -11,8 +11,9 @@
 //   the bytes flow at the link's bandwidth shared equally among the
 //   transfers on that link at that moment (fluid fair sharing), so transfers
 //   that cross one link at the same time slow each other down. Edges into a
-//   gang node transfer to every device; edges out of a gang node are free
-//   (its result is on every device).
+//   gang node are a synchronisation to every other device (the collective's
+//   own cost moves its bytes); edges out of a gang node are free (its
+//   result is on every device).
 // The placement's own start times are ignored: only device and order count.
 // The makespan is deterministic for a given input.
 //
