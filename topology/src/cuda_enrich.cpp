@@ -90,7 +90,9 @@ void enrich_cuda(TopologyBuilder& b) {
 #endif
 
 // ---- NVML through dlopen: only the few entry points we need, declared
-// here (nvml.h is not required at build time). Layouts from nvml.h (CUDA 12).
+// here (nvml.h is not required at build time). nvmlPciInfo_t as the _v2
+// entry points fill it (nvml.h: busIdLegacy[16], domain, bus, device,
+// pciDeviceId, pciSubSystemId, busId[32]).
 using NvmlReturn = int;
 using NvmlDevice = void*;
 struct NvmlPciInfo {
