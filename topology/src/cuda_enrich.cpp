@@ -20,6 +20,7 @@
 namespace stepgraph::topology {
 namespace {
 
+#if defined(STEPGRAPH_WITH_CUDA)
 /// sysfs locality of a PCI device (Linux): NUMA node and local CPUs.
 void sysfs_locality(const std::string& bus_id, int& numa_os, CpuSet& cpus) {
   const std::string dir = "/sys/bus/pci/devices/" + bus_id + "/";
@@ -32,7 +33,6 @@ void sysfs_locality(const std::string& bus_id, int& numa_os, CpuSet& cpus) {
   }
 }
 
-#if defined(STEPGRAPH_WITH_CUDA)
 void enrich_cuda(TopologyBuilder& b) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -105,6 +105,15 @@ struct NvmlPciInfo {
   char bus_id[32];
 };
 constexpr int kNvmlMaxLinks = 18;  // NVML_NVLINK_MAX_LINKS (Hopper)
+// nvmlIntNvLinkDeviceType_t: what is at the far end of a link.
+constexpr int kNvmlRemoteGpu = 0x00;
+constexpr int kNvmlRemoteIbmNpu = 0x01;  // a POWER CPU
+constexpr int kNvmlRemoteUnknown = -1;   // the query is absent from this driver
+
+struct RemoteEnd {
+  std::string bus_id;
+  int type = kNvmlRemoteUnknown;
+};
 
 /// Owns the dlopen handle and the NVML session (RAII; not copyable).
 class Nvml {
@@ -117,6 +126,7 @@ class Nvml {
     by_bus_ = sym<NvmlReturn (*)(const char*, NvmlDevice*)>("nvmlDeviceGetHandleByPciBusId_v2");
     link_state_ = sym<NvmlReturn (*)(NvmlDevice, unsigned, int*)>("nvmlDeviceGetNvLinkState");
     remote_pci_ = sym<NvmlReturn (*)(NvmlDevice, unsigned, NvmlPciInfo*)>("nvmlDeviceGetNvLinkRemotePciInfo_v2");
+    remote_type_ = sym<NvmlReturn (*)(NvmlDevice, unsigned, int*)>("nvmlDeviceGetNvLinkRemoteDeviceType");  // optional
     if (init_ == nullptr || by_bus_ == nullptr || link_state_ == nullptr || remote_pci_ == nullptr) return;
     ok_ = init_() == 0;
   }
@@ -128,9 +138,9 @@ class Nvml {
   }
   [[nodiscard]] bool ok() const noexcept { return ok_; }
 
-  /// Remote bus ids of the active NVLinks of the GPU at `bus`, one per link.
-  std::vector<std::string> links(const std::string& bus) const {
-    std::vector<std::string> out;
+  /// The far ends of the active NVLinks of the GPU at `bus`, one per link.
+  std::vector<RemoteEnd> links(const std::string& bus) const {
+    std::vector<RemoteEnd> out;
     NvmlDevice dev = nullptr;
     if (by_bus_(bus.c_str(), &dev) != 0) return out;
     for (unsigned l = 0; l < kNvmlMaxLinks; ++l) {
@@ -138,7 +148,11 @@ class Nvml {
       if (link_state_(dev, l, &active) != 0 || active == 0) continue;
       NvmlPciInfo info{};
       if (remote_pci_(dev, l, &info) != 0) continue;
-      out.push_back(canonical_bus_id(info.bus_id));
+      info.bus_id[sizeof info.bus_id - 1] = '\0';
+      RemoteEnd end{canonical_bus_id(info.bus_id), kNvmlRemoteUnknown};
+      int type = 0;
+      if (remote_type_ != nullptr && remote_type_(dev, l, &type) == 0) end.type = type;
+      out.push_back(std::move(end));
     }
     return out;
   }
@@ -155,6 +169,7 @@ class Nvml {
   NvmlReturn (*by_bus_)(const char*, NvmlDevice*) = nullptr;
   NvmlReturn (*link_state_)(NvmlDevice, unsigned, int*) = nullptr;
   NvmlReturn (*remote_pci_)(NvmlDevice, unsigned, NvmlPciInfo*) = nullptr;
+  NvmlReturn (*remote_type_)(NvmlDevice, unsigned, int*) = nullptr;
 };
 
 void enrich_nvml(TopologyBuilder& b) {
@@ -169,17 +184,38 @@ void enrich_nvml(TopologyBuilder& b) {
     const std::string bus = b.gpus()[gi].bus_id;
     if (bus.empty()) continue;
     std::map<std::string, int> per_peer;
-    for (const auto& remote : nvml.links(bus)) per_peer[remote]++;
+    std::map<std::string, int> type_of;
+    for (const auto& end : nvml.links(bus)) {
+      per_peer[end.bus_id]++;
+      type_of[end.bus_id] = end.type;
+    }
     for (const auto& [remote, count] : per_peer) {
       int peer_gpu = -1;
       for (const auto& g : b.gpus())
         if (g.bus_id == remote) peer_gpu = g.index;
+      if (type_of[remote] == kNvmlRemoteIbmNpu) {
+        // NVLink to a POWER CPU: the package of the GPU's NUMA node.
+        const Gpu& g = b.gpus()[gi];
+        int package = -1;
+        if (g.pci >= 0) {
+          const auto& numa = b.pci()[static_cast<std::size_t>(g.pci)].numa_nodes;
+          if (numa.size() == 1) package = b.numa()[static_cast<std::size_t>(numa.front())].package;
+        }
+        if (package >= 0) b.add_nvlink(static_cast<int>(gi), LinkPeer{LinkPeerKind::kCpu, package}, count);
+        else b.note(fmt::format("GPU{}: {} NVLink(s) to a CPU whose package is unknown; ignored", gi, count));
+        continue;
+      }
+      if (type_of[remote] == kNvmlRemoteGpu && peer_gpu < 0) {
+        b.note(fmt::format("GPU{}: NVML reports an NVLink to GPU {} which is not in the model; ignored", gi, remote));
+        continue;
+      }
       if (peer_gpu == static_cast<int>(gi)) {
         b.note(fmt::format("NVML reports GPU{} NVLinked to itself; ignored", gi));
       } else if (peer_gpu >= 0) {
         b.add_nvlink(static_cast<int>(gi), LinkPeer{LinkPeerKind::kGpu, peer_gpu}, count);
       } else {
-        // Not a GPU: an NVSwitch (or, on POWER, the CPU; not told apart here).
+        // Not a GPU: an NVSwitch (NVML_NVLINK_DEVICE_TYPE_SWITCH, or an older
+        // driver without the remote-type query).
         auto it = switch_by_bus.find(remote);
         if (it == switch_by_bus.end()) {
           NvSwitch s{static_cast<int>(b.nvswitches().size()), -1, remote};
