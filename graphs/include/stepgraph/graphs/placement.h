@@ -18,7 +18,9 @@
 //                 beaten.
 // Collective nodes are gang nodes: they occupy every device at once
 // (`ScheduledNode::device == kAllDevices`) and start when every device is
-// free and every input has arrived at every device.
+// free and every predecessor has signalled every device. An edge into a gang
+// node costs a synchronisation only (the collective's α–β cost moves its
+// bytes); an edge out of one is free (its result is on every device).
 //
 // Ownership: Placement is a value type. Thread-safety: place() is reentrant.
 // Capture: no CUDA calls.
