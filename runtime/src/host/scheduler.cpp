@@ -218,18 +218,28 @@ void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
 
 void Scheduler::finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node,
                             std::vector<std::uint32_t>& ready_nodes, std::vector<WorkItem>& ready) {
-  const ExecNode& n = run->payload->nodes[node];
+  const auto& nodes = run->payload->nodes;
+  const ExecNode& n = nodes[node];
   for (std::uint32_t s : n.successors) {
-    if (run->pending[s].fetch_sub(1, std::memory_order_acq_rel) == 1) ready_nodes.push_back(s);
+    // A node with one in-edge is made ready by its only predecessor: no
+    // atomic needed (a chain replays without read-modify-writes).
+    if (nodes[s].in_degree == 1 || run->pending[s].fetch_sub(1, std::memory_order_acq_rel) == 1)
+      ready_nodes.push_back(s);
   }
-  if (run->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) finish_task(run->launch_task, ready);
+  // Only sinks count towards the end of the run.
+  if (n.successors.empty() && run->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    finish_task(run->launch_task, ready);
 }
 
 void Scheduler::start_run(const std::shared_ptr<GraphRun>& run) {
   const auto& nodes = run->payload->nodes;
   run->pending = std::make_unique<std::atomic<std::uint32_t>[]>(nodes.size());
-  for (std::size_t i = 0; i < nodes.size(); ++i) run->pending[i].store(nodes[i].in_degree, std::memory_order_relaxed);
-  run->remaining.store(nodes.size(), std::memory_order_release);
+  std::size_t sinks = 0;
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    run->pending[i].store(nodes[i].in_degree, std::memory_order_relaxed);
+    if (nodes[i].successors.empty()) ++sinks;
+  }
+  run->remaining.store(sinks, std::memory_order_release);
   std::vector<WorkItem> roots;
   roots.reserve(run->payload->roots.size());
   for (std::uint32_t r : run->payload->roots) roots.push_back(WorkItem{nullptr, run, r, nodes[r].priority});

@@ -79,7 +79,7 @@ struct ExecPayload {
 struct GraphRun {
   std::shared_ptr<const ExecPayload> payload;
   std::unique_ptr<std::atomic<std::uint32_t>[]> pending;
-  std::atomic<std::size_t> remaining{0};
+  std::atomic<std::size_t> remaining{0};  // sinks not yet run
   std::shared_ptr<Task> launch_task;  // completes when every node has run
 };
 
