@@ -179,7 +179,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
   state.counters["devices"] = static_cast<double>(p.size());
 }
 
-void BM_Placement_Scale(benchmark::State& state, sg::Algorithm algo) {
+void BM_Placement_Scale(benchmark::State& state, sg::PlaceOptions opts) {
   const auto n = static_cast<std::size_t>(state.range(0));
   const sg::Platform& p = platform("dgx1", sg::EndpointSelection::kGpus);
   sg::RandomDagSpec spec;
@@ -189,8 +189,6 @@ void BM_Placement_Scale(benchmark::State& state, sg::Algorithm algo) {
   spec.reference_bandwidth_gbps = 1.0 / (p.mean_us_per_byte() * 1e3);
   spec.seed = 3;
   const sg::StepGraph g = sg::make_random_dag(spec);
-  sg::PlaceOptions opts;
-  opts.algorithm = algo;
   std::int64_t peak = 0;
   double makespan = 0;
   for (auto _ : state) {
@@ -244,9 +242,21 @@ void register_all() {
             }
     }
   }
-  for (auto algo : {sg::Algorithm::kHeft, sg::Algorithm::kRoundRobin}) {
-    const auto name = fmt::format("BM_Placement_Scale/{}", sg::to_string(algo));
-    benchmark::RegisterBenchmark(name.c_str(), [algo](benchmark::State& s) { BM_Placement_Scale(s, algo); })
+  // heft: the default (lookahead portfolio + simulated fallback);
+  // heft-classic: the plain list schedule (Lookahead::kOff), still with the
+  // link model and the simulated fallback; rr: the baseline.
+  std::vector<std::pair<std::string, sg::PlaceOptions>> scale_cases;
+  scale_cases.emplace_back("heft", sg::PlaceOptions{});
+  sg::PlaceOptions classic;
+  classic.lookahead = sg::Lookahead::kOff;
+  scale_cases.emplace_back("heft-classic", classic);
+  sg::PlaceOptions rr;
+  rr.algorithm = sg::Algorithm::kRoundRobin;
+  scale_cases.emplace_back("rr", rr);
+  for (const auto& [label, opts] : scale_cases) {
+    const auto name = fmt::format("BM_Placement_Scale/{}", label);
+    const sg::PlaceOptions o = opts;
+    benchmark::RegisterBenchmark(name.c_str(), [o](benchmark::State& s) { BM_Placement_Scale(s, o); })
         ->Arg(1000)
         ->Arg(10000)
         ->Arg(100000)

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <queue>
 
 #include <fmt/format.h>
 #include <stepgraph/core/error.h>
@@ -116,8 +117,16 @@ Placement schedule_assignment_impl(const StepGraph& g, const CostModel& model, c
   return out;
 }
 
+// Note [Optimistic cost table]
+// With Lookahead::kOptimisticCostTable the list order and the device choice
+// follow PEFT (Arabnejad & Barbosa, IEEE TPDS 25(3), 2014): OCT(i, d) is the
+// longest remaining path from node i's successors to an exit when i runs on
+// d and every later node gets its best device (mean transfer cost when the
+// device changes); nodes go by decreasing mean OCT and each to the device
+// minimising EFT + OCT, so a node is not put where it finishes early but
+// strands its successors.
 Placement heft(const StepGraph& g, const CostModel& model, const std::vector<NodeId>& topo, const Adjacency& adj,
-               LinkContention links_mode) {
+               LinkContention links_mode, Lookahead lookahead) {
   const std::size_t p = model.platform().size();
   const std::size_t n = g.node_count();
   // Mean costs (HEFT's w̄ and c̄) and upward ranks.
@@ -148,14 +157,60 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
                                 rank[a->node]);
     rank[u] = wbar[u] + best;
   }
-  // Decreasing upward rank; ties by topological position (a valid
-  // topological order even with zero-cost nodes and edges).
+  std::vector<double> oct;
+  if (lookahead == Lookahead::kOptimisticCostTable) {
+    oct.assign(n * p, 0.0);
+    std::vector<double> wdev(p);
+    for (auto it = topo.rbegin(); it != topo.rend(); ++it) {
+      const NodeId u = *it;
+      double* row = &oct[static_cast<std::size_t>(u) * p];
+      for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a) {
+        const NodeId v = a->node;
+        const Node& nv = g.nodes()[v];
+        const double c = is_gang(g.nodes()[u]) ? 0.0 : model.mean_transfer_us(is_gang(nv) ? 0 : a->bytes);
+        // best_same[d] = OCT(v,d) + w(v,d); best_any = min over devices + c.
+        double best_any = kInf;
+        for (std::size_t d = 0; d < p; ++d) {
+          wdev[d] = model.can_run(nv, d) ? oct[static_cast<std::size_t>(v) * p + d] + model.node_us(nv, d) : kInf;
+          best_any = std::min(best_any, wdev[d] + c);
+        }
+        for (std::size_t d = 0; d < p; ++d) row[d] = std::max(row[d], std::min(wdev[d], best_any));
+      }
+      double sum = 0;
+      for (std::size_t d = 0; d < p; ++d) sum += row[d];
+      rank[u] = sum / static_cast<double>(p);
+    }
+  }
+  // Decreasing rank (upward rank, or mean OCT); ties by topological position.
+  // Upward rank is a topological order even with zero costs; mean OCT is not
+  // always one, so the OCT order is repaired below.
   std::vector<std::pair<double, std::size_t>> keyed(n);
   for (std::size_t i = 0; i < n; ++i) keyed[i] = {-rank[topo[i]], i};
   std::sort(keyed.begin(), keyed.end());
   std::vector<NodeId> order(n);
   for (std::size_t i = 0; i < n; ++i) order[i] = topo[keyed[i].second];
   std::vector<std::pair<double, std::size_t>>().swap(keyed);
+  if (lookahead == Lookahead::kOptimisticCostTable) {
+    // Emit in rank order, but never a node before its predecessors: a
+    // priority queue of ready nodes keyed by position in the rank order.
+    std::vector<std::size_t> at(n), indeg(n);
+    for (std::size_t i = 0; i < n; ++i) at[order[i]] = i;
+    std::priority_queue<std::size_t, std::vector<std::size_t>, std::greater<>> ready_q;
+    for (NodeId u = 0; u < n; ++u) {
+      indeg[u] = adj.in_degree(u);
+      if (indeg[u] == 0) ready_q.push(at[u]);
+    }
+    std::vector<NodeId> fixed;
+    fixed.reserve(n);
+    while (!ready_q.empty()) {
+      const NodeId u = order[ready_q.top()];
+      ready_q.pop();
+      fixed.push_back(u);
+      for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a)
+        if (--indeg[a->node] == 0) ready_q.push(at[a->node]);
+    }
+    order.swap(fixed);
+  }
 
   Placement out;
   out.nodes.assign(n, {});
@@ -231,8 +286,9 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       if (!model.can_run(node, d)) continue;
       const double dur = model.node_us(node, d);
       const double s = gaps[d].earliest_start(ready_at(d, false), dur);
-      if (s + dur < best_finish) {
-        best_finish = s + dur;
+      const double score = s + dur + (oct.empty() ? 0.0 : oct[static_cast<std::size_t>(u) * p + d]);
+      if (score < best_finish) {
+        best_finish = score;
         best_dev = d;
       }
     }
@@ -296,7 +352,23 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
         blind_model.emplace(blind, options.cost);
         m = &*blind_model;
       }
-      out = heft(g, *m, topo, adj, options.links);
+      out = heft(g, *m, topo, adj, options.links, Lookahead::kOff);
+      SimulateOptions so;
+      so.cost = options.cost;
+      auto judge = [&](const Placement& pl) {
+        return options.fallback == SerialFallback::kSimulated ? simulate(g, m->platform(), pl, so).makespan_us
+                                                              : pl.estimated_makespan_us;
+      };
+      double out_makespan = -1;
+      if (options.lookahead == Lookahead::kOptimisticCostTable && p > 1) {
+        auto peft = heft(g, *m, topo, adj, options.links, Lookahead::kOptimisticCostTable);
+        out_makespan = judge(out);
+        const double peft_makespan = judge(peft);
+        if (peft_makespan < out_makespan) {
+          out = std::move(peft);
+          out_makespan = peft_makespan;
+        }
+      }
       if (options.fallback != SerialFallback::kOff && p > 1) {
         // The single device with the least total work that can run every
         // node and matches every pin.
@@ -314,12 +386,7 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
         if (best < p) {
           auto serial = schedule_assignment_impl(g, *m, std::vector<int>(g.node_count(), static_cast<int>(best)),
                                                  topo, adj);
-          double list_makespan = out.estimated_makespan_us;
-          if (options.fallback == SerialFallback::kSimulated) {
-            SimulateOptions so;
-            so.cost = options.cost;
-            list_makespan = simulate(g, m->platform(), out, so).makespan_us;
-          }
+          const double list_makespan = out_makespan >= 0 ? out_makespan : judge(out);
           // No transfers in the serial schedule: its estimate is exact.
           if (serial.estimated_makespan_us < list_makespan) {
             out = std::move(serial);

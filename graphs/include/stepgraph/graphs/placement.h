@@ -56,11 +56,18 @@ enum class SerialFallback : std::uint8_t { kSimulated, kEstimated, kOff };
 /// original paper).
 enum class LinkContention : std::uint8_t { kModel, kIgnore };
 
+/// kOptimisticCostTable: HEFT also builds the PEFT-style schedule (list
+/// order by mean optimistic cost table, device by EFT + OCT; Arabnejad &
+/// Barbosa 2014) and keeps whichever of the two is shorter, judged as the
+/// serial fallback is (simulated by default). kOff: the classic list only.
+enum class Lookahead : std::uint8_t { kOptimisticCostTable, kOff };
+
 struct PlaceOptions {
   Algorithm algorithm = Algorithm::kHeft;
   CostModelOptions cost{};
   SerialFallback fallback = SerialFallback::kSimulated;
   LinkContention links = LinkContention::kModel;
+  Lookahead lookahead = Lookahead::kOptimisticCostTable;
 };
 
 struct ScheduledNode {
