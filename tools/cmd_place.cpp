@@ -85,7 +85,7 @@ int run_place(const PlaceCliOptions& o) {
     for (auto u : pl.device_order[d]) own += pl.nodes[u].device == static_cast<int>(d);
     std::printf("%-12s %8zu %9.1f%%\n", platform.device(d).name.c_str(), own, 100 * sim.utilization[d]);
   }
-  std::printf("estimated makespan (no contention): %.1f us\n", pl.estimated_makespan_us);
+  std::printf("estimated makespan (scheduler's own model): %.1f us\n", pl.estimated_makespan_us);
   std::printf("simulated makespan: %.1f us  (lower bound %.1f us, ratio %.3f; SLR %.3f)\n", sim.makespan_us,
               b.lower_bound_us, sim.makespan_us / b.lower_bound_us, sim.makespan_us / b.critical_path_us);
   std::printf("transfers: %zu, %.3f MB\n", sim.transfers, sim.transfer_bytes / 1e6);

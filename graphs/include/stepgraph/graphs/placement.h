@@ -84,8 +84,9 @@ struct Placement {
   /// Per device, the nodes it runs in execution order (gang nodes appear in
   /// every device's list). The order is consistent with the edges.
   std::vector<std::vector<NodeId>> device_order;
-  /// The algorithm's own estimate (no link contention); the simulator gives
-  /// the makespan to compare algorithms by.
+  /// The algorithm's own estimate (HEFT: with its link-occupancy model;
+  /// baselines: without link sharing); the simulator gives the makespan to
+  /// compare algorithms by.
   double estimated_makespan_us = 0;
   /// Whether HEFT fell back to the serial schedule.
   bool serial_fallback = false;
