@@ -118,7 +118,7 @@ struct Slot {
   std::vector<Buffer> outputs;        // pinned
   std::vector<Buffer> scratch;        // device
   Buffer scalars;                     // pinned StepScalars
-  Event done;
+  std::shared_ptr<Event> done;  // shared with the replays that record it
 };
 
 struct Bucket {
@@ -141,6 +141,8 @@ struct ReplayState {
   std::weak_ptr<ExecutorCore> core;
   std::chrono::steady_clock::time_point launched_at;
   StepScalars scalars;  // fixed when the replay was asked for
+  std::shared_ptr<Event> done;  // recorded after the step (set at launch)
+  std::vector<Buffer> outputs;  // views of the slot's outputs: valid for the handle's life
 };
 
 struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
@@ -179,7 +181,7 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   std::deque<std::function<void()>> posted;           // to run on the executor thread
   bool stop = false;
   std::thread thread;
-  std::thread::id thread_id;
+  std::atomic<std::thread::id> thread_id{};  // read without the mutex
 
   // --- helpers
   void allocate_memory();
@@ -190,11 +192,15 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   void launch(const std::shared_ptr<ReplayState>& r);  // launch_mutex held
   void thread_main();
   void finish(const std::shared_ptr<ReplayState>& r, ReplayStatus status, std::optional<StepError> error);
+  /// The waiter's fast path: completes a replay whose event the caller saw
+  /// complete, unless it has callbacks (those run on the executor's thread).
+  bool finish_from_waiter(const std::shared_ptr<ReplayState>& r);
   void fail(const StepError& e);
   void report(const StepError& e);
   void check_usable(std::string_view what) const;  // mutex held
   std::size_t index_of(const std::vector<BufferSpec>& specs, std::string_view name, std::string_view what) const;
   void post(std::function<void()> fn);
+  StepError fault_error(std::int64_t step, const std::string& what) const;
   void close();
 };
 
@@ -264,10 +270,11 @@ void ExecutorCore::allocate_memory() {
     for (const auto& b : spec.scratch) s.scratch.push_back(arena->allocate(b.bytes, b.name));
     s.scalars = backend->allocate_pinned(sizeof(StepScalars), numa);
     std::memcpy(s.scalars.host_data(), &next_scalars, sizeof(StepScalars));
-    s.done = backend->create_event(device);
+    s.done = std::make_shared<Event>(backend->create_event(device));
   }
   allocated = true;
   thread = std::thread([this] { thread_main(); });
+  thread_id = thread.get_id();
   STEPGRAPH_INFO(kExecutor, "executor on {} device {}: arena {} bytes, {} slot(s)", backend->name(), device, bytes,
                  slots.size());
 }
@@ -350,6 +357,8 @@ void ExecutorCore::capture_bucket(Bucket& b) {
 
 void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
   auto& s = slots[static_cast<std::size_t>(r->slot)];
+  if (r->outputs.empty())
+    for (const auto& o : s.outputs) r->outputs.push_back(sub_buffer(o, 0, o.size()));
   std::memcpy(s.scalars.host_data(), &r->scalars, sizeof(StepScalars));  // the slot is not in flight
   const bool warmup = warmups_done < options.warmup && options.mode == ExecutionMode::kGraph;
   if (options.mode == ExecutionMode::kEager || warmup) {
@@ -367,17 +376,35 @@ void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
     }
     b.execs[static_cast<std::size_t>(r->slot)].launch(stream);
   }
-  stream.record(s.done);
+  stream.record(*s.done);
   {
     std::lock_guard lock(r->mutex);
     r->status = ReplayStatus::kRunning;
     r->launched_at = std::chrono::steady_clock::now();
+    r->done = s.done;
   }
   {
     std::lock_guard lock(mutex);
     launched.push_back(r);
   }
   cv.notify_all();
+}
+
+StepError ExecutorCore::fault_error(std::int64_t step, const std::string& what) const {
+  // The host backend names the faulting node; on CUDA a fault is
+  // asynchronous and names none (DESIGN 1.6).
+  std::optional<std::string> node;
+  if (auto a = what.find("graph node '"); a != std::string::npos) {
+    auto b = what.find('\'', a + 12);
+    if (b != std::string::npos) node = what.substr(a + 12, b - a - 12);
+  } else if (auto a2 = what.find('\''); a2 != std::string::npos && backend->kind() == BackendKind::kHost) {
+    auto b2 = what.find('\'', a2 + 1);
+    if (b2 != std::string::npos) node = what.substr(a2 + 1, b2 - a2 - 1);
+  }
+  return StepError{StepErrorKind::kDeviceFault, step, node,
+                   backend->kind() == BackendKind::kCuda
+                       ? fmt::format("device fault during step {} (asynchronous: CUDA names no node): {}", step, what)
+                       : fmt::format("device fault during step {}: {}", step, what)};
 }
 
 void ExecutorCore::post(std::function<void()> fn) {
@@ -432,6 +459,22 @@ void ExecutorCore::finish(const std::shared_ptr<ReplayState>& r, ReplayStatus st
   }
 }
 
+bool ExecutorCore::finish_from_waiter(const std::shared_ptr<ReplayState>& r) {
+  if (collectives->async_error()) return false;  // the executor's thread reports it
+  {
+    std::lock_guard lock(r->mutex);
+    if (r->status != ReplayStatus::kRunning || !r->callbacks.empty()) return false;
+    r->status = ReplayStatus::kDone;
+  }
+  r->cv.notify_all();
+  {
+    std::lock_guard lock(mutex);
+    std::erase(launched, r);
+  }
+  cv.notify_all();
+  return true;
+}
+
 void ExecutorCore::fail(const StepError& e) {
   std::deque<std::shared_ptr<ReplayState>> dropped;
   {
@@ -452,7 +495,6 @@ void ExecutorCore::fail(const StepError& e) {
 }
 
 void ExecutorCore::thread_main() {
-  thread_id = std::this_thread::get_id();
   std::unique_lock lock(mutex);
   for (;;) {
     // Posted work (late on_complete callbacks).
@@ -488,7 +530,7 @@ void ExecutorCore::thread_main() {
       continue;
     }
     auto r = launched.front();
-    const Event& done = slots[static_cast<std::size_t>(r->slot)].done;
+    const Event& done = *slots[static_cast<std::size_t>(r->slot)].done;
     lock.unlock();
     // Wait in slices so that posted work and the deadline are served.
     auto slice = std::chrono::milliseconds(2);
@@ -499,26 +541,29 @@ void ExecutorCore::thread_main() {
     }
     bool completed = false;
     std::optional<StepError> error;
+    // Note [Attentive and lazy waiting]: with a deadline or completion
+    // callbacks the thread blocks on the event; otherwise the caller's own
+    // wait() completes the handle (Note [Waiting without a hand-off]) and
+    // the thread only polls, so that it does not spin beside the workers.
+    bool attentive = options.deadline.count() > 0;
+    {
+      std::lock_guard rl(r->mutex);
+      attentive = attentive || !r->callbacks.empty() || r->status != ReplayStatus::kRunning;
+    }
     try {
-      completed = done.wait_for(slice);
+      if (attentive) {
+        completed = done.wait_for(slice);
+      } else {
+        completed = done.query();
+        if (!completed) {
+          lock.lock();
+          cv.wait_for(lock, std::chrono::milliseconds(1));
+          continue;
+        }
+      }
     } catch (const DeviceFault& ex) {
       completed = true;
-      const std::string what = ex.what();
-      // The host backend names the faulting node; on CUDA a fault is
-      // asynchronous and names none (DESIGN 1.6).
-      std::optional<std::string> node;
-      if (auto a = what.find("graph node '"); a != std::string::npos) {
-        auto b = what.find('\'', a + 12);
-        if (b != std::string::npos) node = what.substr(a + 12, b - a - 12);
-      } else if (auto a2 = what.find("'"); a2 != std::string::npos && backend->kind() == BackendKind::kHost) {
-        auto b2 = what.find('\'', a2 + 1);
-        if (b2 != std::string::npos) node = what.substr(a2 + 1, b2 - a2 - 1);
-      }
-      error = StepError{StepErrorKind::kDeviceFault, r->step, node,
-                        backend->kind() == BackendKind::kCuda
-                            ? fmt::format("device fault during step {} (asynchronous: CUDA names no node): {}",
-                                          r->step, what)
-                            : fmt::format("device fault during step {}: {}", r->step, what)};
+      error = fault_error(r->step, ex.what());
     } catch (const std::exception& ex) {
       completed = true;
       error = StepError{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()};
@@ -532,7 +577,7 @@ void ExecutorCore::thread_main() {
       finish(r, ReplayStatus::kFailed, e);
       fail(e);
       lock.lock();
-      launched.pop_front();
+      std::erase(launched, r);
       cv.notify_all();
       continue;
     }
@@ -552,7 +597,7 @@ void ExecutorCore::thread_main() {
     }
     lock.lock();
     if (completed) {
-      launched.pop_front();
+      std::erase(launched, r);  // by identity: a waiter may have removed it already
       cv.notify_all();
     }
   }
@@ -673,14 +718,59 @@ bool final_status(ReplayStatus s) {
 }
 }  // namespace
 
+namespace {
+// Note [Waiting without a hand-off]
+// A caller that waits for a replay with no completion callbacks waits on the
+// replay's event itself and completes the handle, instead of waiting for the
+// executor's thread to notice the event and wake it: one cross-thread
+// hand-off less per step. Errors (a fault, a collective error) and callbacks
+// stay with the executor's thread.
+void wait_fast(const std::shared_ptr<detail::ReplayState>& s, std::optional<std::chrono::nanoseconds> timeout) {
+  auto core = s->core.lock();
+  if (!core || std::this_thread::get_id() == core->thread_id.load()) return;
+  std::shared_ptr<Event> done;
+  {
+    std::lock_guard lock(s->mutex);
+    if (s->status != ReplayStatus::kRunning || !s->callbacks.empty()) return;
+    done = s->done;
+  }
+  if (!done) return;
+  try {
+    const bool complete = timeout ? done->wait_for(*timeout) : (done->synchronize(), true);
+    if (complete) (void)core->finish_from_waiter(s);
+  } catch (const std::exception&) {
+    // A fault: the executor's thread reports it with the step and node.
+  }
+}
+}  // namespace
+
 std::int64_t ReplayHandle::step() const { return st(state_).step; }
 ReplayStatus ReplayHandle::status() const {
   std::lock_guard lock(st(state_).mutex);
   return state_->status;
 }
-bool ReplayHandle::poll() const { return final_status(status()); }
+bool ReplayHandle::poll() const {
+  if (final_status(status())) return true;
+  auto core = state_->core.lock();
+  std::shared_ptr<Event> done;
+  {
+    std::lock_guard lock(state_->mutex);
+    done = state_->done;
+  }
+  if (core && done && std::this_thread::get_id() != core->thread_id.load()) {
+    try {
+      if (done->query()) (void)core->finish_from_waiter(state_);
+    } catch (const std::exception&) {
+      // a fault: reported by the executor's thread
+    }
+  }
+  return final_status(status());
+}
 std::optional<ReplayStatus> ReplayHandle::wait_for(std::chrono::nanoseconds timeout) const {
   auto& s = st(state_);
+  const auto start = std::chrono::steady_clock::now();
+  wait_fast(state_, timeout);
+  timeout -= std::min(timeout, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start));
   std::unique_lock lock(s.mutex);
   if (!s.cv.wait_for(lock, timeout, [&] { return final_status(s.status); })) return std::nullopt;
   return s.status;
@@ -691,6 +781,7 @@ ReplayStatus ReplayHandle::wait() const {
     STEPGRAPH_CHECK(std::this_thread::get_id() != core->thread_id, InvalidState,
                     "ReplayHandle::wait from a callback would wait for the executor's own thread; use on_complete");
   }
+  wait_fast(state_, std::nullopt);
   std::unique_lock lock(s.mutex);
   s.cv.wait(lock, [&] { return final_status(s.status); });
   return s.status;
@@ -705,6 +796,7 @@ void ReplayHandle::on_complete(std::function<void(const ReplayHandle&)> fn) cons
     std::lock_guard lock(s.mutex);
     if (!final_status(s.status)) {
       s.callbacks.push_back(std::move(fn));
+      if (auto core = s.core.lock()) core->cv.notify_all();  // the thread now waits attentively
       return;
     }
   }
@@ -742,9 +834,13 @@ const Buffer& ReplayHandle::output(std::string_view name) const {
   STEPGRAPH_CHECK(!s.released, InvalidState,
                   "ReplayHandle::output('{}') after release(): the slot may already hold another step's outputs",
                   name);
-  STEPGRAPH_CHECK(!core->slots.empty(), InvalidState, "ReplayHandle::output: the executor is closed");
-  return core->slots[static_cast<std::size_t>(s.slot)].outputs[core->index_of(core->spec.outputs, name, "output")];
+  STEPGRAPH_CHECK(!s.outputs.empty(), InvalidState,
+                  "ReplayHandle::output('{}'): step {} never ran (it was cancelled or the executor closed)", name,
+                  s.step);
+  // A view held by the handle: it stays valid even if the executor closes.
+  return s.outputs[core->index_of(core->spec.outputs, name, "output")];
 }
+
 void ReplayHandle::release() const {
   auto& s = st(state_);
   auto core = s.core.lock();
@@ -848,7 +944,7 @@ InputSlot StepExecutor::acquire_inputs() {
         return s;
       }
     }
-    const bool own_thread = std::this_thread::get_id() == c.thread_id;
+    const bool own_thread = std::this_thread::get_id() == c.thread_id.load();
     STEPGRAPH_CHECK(c.options.on_busy == OnBusy::kBlock && !own_thread, InvalidState,
                     "StepExecutor: all {} slot(s) are in use{}; release() finished replays (or raise max_in_flight)",
                     c.slots.size(), own_thread ? " and blocking on the executor's own thread would deadlock" : "");
@@ -880,9 +976,18 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
     if (!launch_now) c.queued.push_back(r);
   }
   if (launch_now) {
-    std::lock_guard ll(c.launch_mutex);
+    std::unique_lock ll(c.launch_mutex);
     try {
       c.launch(r);
+    } catch (const DeviceFault& e) {
+      // The device faulted before or while this step was enqueued (an
+      // earlier step's fault surfacing here): the failure travels like any
+      // asynchronous one, to the handle and the error callback.
+      ll.unlock();
+      const auto err = c.fault_error(r->step, e.what());
+      c.finish(r, ReplayStatus::kFailed, err);
+      c.fail(err);
+      return ReplayHandle(r);
     } catch (...) {
       std::lock_guard lock(c.mutex);
       c.slots[static_cast<std::size_t>(r->slot)].state = detail::SlotState::kFree;
@@ -898,7 +1003,7 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
 void StepExecutor::synchronize() {
   auto& c = *core_;
   std::unique_lock lock(c.mutex);
-  STEPGRAPH_CHECK(std::this_thread::get_id() != c.thread_id, InvalidState,
+  STEPGRAPH_CHECK(std::this_thread::get_id() != c.thread_id.load(), InvalidState,
                   "StepExecutor::synchronize from a callback would wait for itself");
   c.cv.wait(lock, [&] { return (c.queued.empty() && c.launched.empty()) || c.state == ExecutorState::kClosed; });
 }

@@ -238,14 +238,23 @@ class StepExecutor {
   ~StepExecutor();
 
   /// Allocates, warms up, captures and instantiates for `shape_key` (done
-  /// on first use otherwise).
+  /// on first use otherwise). The warm-ups it runs are real steps on slot
+  /// 0's inputs *as they are* (zeros unless filled): to warm up on real
+  /// batches, skip prepare() and let the first `warmup` replay() calls be
+  /// the warm-ups (they run eagerly, then the next replay() captures).
   void prepare(std::uint64_t shape_key = 0);
 
   /// A free slot's input buffers. With none free: blocks, or throws
   /// InvalidState, as OnBusy says (and always throws on the executor's own
   /// thread, where blocking would wait for itself).
   [[nodiscard]] InputSlot acquire_inputs();
-  /// Starts one step on the slot's inputs; returns at once.
+  /// Starts one step on the slot's inputs and returns without waiting for
+  /// it. The call that captures (the first after the warm-ups, or the first
+  /// of a new shape bucket) runs the step function under capture first. A
+  /// replay queued beyond `launch_ahead` is launched later by the executor's
+  /// thread — and if it is a warm-up or a capture, the step function then
+  /// runs on that thread: keep per-thread state (a framework's current
+  /// stream) out of step functions, or keep launch_ahead ≥ max_in_flight.
   ReplayHandle replay(InputSlot slot, std::uint64_t shape_key = 0);
   /// Acquires a slot and starts a step with its inputs as they are.
   ReplayHandle replay(std::uint64_t shape_key = 0);
