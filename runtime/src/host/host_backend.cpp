@@ -11,6 +11,7 @@
 // call (a synchronize or query of captured work, a wait on an event recorded
 // outside the capture, an unsafe call that the capture mode prohibits).
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <set>
 #include <thread>
@@ -873,13 +874,69 @@ void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload, 
 
 }  // namespace
 
+namespace {
+/// Deletes backends whose last reference dropped on one of their own
+/// workers, on a thread of its own. At exit it waits (up to 5 s) for every
+/// host backend to be gone — the last reference to one may still be held by
+/// work running after main() returned — and joins its threads, all before the
+/// LiveMachine they use is destroyed (that is constructed first, so it is
+/// destroyed after this).
+class Reaper {
+ public:
+  static Reaper& get() {
+    static Reaper reaper;
+    return reaper;
+  }
+  void born() {
+    std::lock_guard lock(mutex_);
+    ++live_;
+  }
+  void reap(HostBackend* p) {
+    std::lock_guard lock(mutex_);
+    threads_.emplace_back([this, p] {
+      delete p;
+      died();
+    });
+  }
+  void died() {
+    {
+      std::lock_guard lock(mutex_);
+      --live_;
+    }
+    cv_.notify_all();
+  }
+  ~Reaper() {
+    std::unique_lock lock(mutex_);
+    cv_.wait_for(lock, std::chrono::seconds(5), [&] { return live_ == 0; });
+    std::vector<std::thread> threads;
+    threads.swap(threads_);
+    lock.unlock();
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  int live_ = 0;
+};
+}  // namespace
+
 std::shared_ptr<BackendImpl> make_host_backend(const BackendOptions& options) {
+  (void)topology::LiveMachine::get();  // constructed before the Reaper: destroyed after it
+  Reaper& reaper = Reaper::get();
   // The last reference to a backend can drop on one of its own workers (a
   // finished task held the last buffer). Its destructor joins the workers,
   // so it must then run on another thread.
-  return std::shared_ptr<HostBackend>(new HostBackend(options), [](HostBackend* p) {
-    if (host::Scheduler::on_worker_of(p)) std::thread([p] { delete p; }).detach();
-    else delete p;
+  auto* backend = new HostBackend(options);
+  reaper.born();
+  return std::shared_ptr<HostBackend>(backend, [&reaper](HostBackend* p) {
+    if (host::Scheduler::on_worker_of(p)) {
+      reaper.reap(p);
+    } else {
+      delete p;
+      reaper.died();
+    }
   });
 }
 
