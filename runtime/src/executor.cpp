@@ -167,6 +167,7 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   // lifecycle
   mutable std::mutex mutex;  // guards everything below and the slots' states
   std::condition_variable cv;
+  std::condition_variable thread_cv;  // wakes the executor's thread only (Note [Quiet executor thread])
   std::mutex launch_mutex;  // serialises work on the stream (launch, capture, warm-up)
   ExecutorState state = ExecutorState::kCreated;
   std::optional<StepError> failure;
@@ -387,7 +388,7 @@ void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
     std::lock_guard lock(mutex);
     launched.push_back(r);
   }
-  cv.notify_all();
+  if (options.deadline.count() > 0) thread_cv.notify_one();  // the watchdog must start timing
 }
 
 StepError ExecutorCore::fault_error(std::int64_t step, const std::string& what) const {
@@ -412,7 +413,7 @@ void ExecutorCore::post(std::function<void()> fn) {
     std::lock_guard lock(mutex);
     posted.push_back(std::move(fn));
   }
-  cv.notify_all();
+  thread_cv.notify_one();
 }
 
 void ExecutorCore::report(const StepError& e) {
@@ -467,11 +468,14 @@ bool ExecutorCore::finish_from_waiter(const std::shared_ptr<ReplayState>& r) {
     r->status = ReplayStatus::kDone;
   }
   r->cv.notify_all();
+  bool more = false;
   {
     std::lock_guard lock(mutex);
     std::erase(launched, r);
+    more = !queued.empty();
   }
   cv.notify_all();
+  if (more) thread_cv.notify_one();  // it launches the replays queued behind this one
   return true;
 }
 
@@ -494,8 +498,15 @@ void ExecutorCore::fail(const StepError& e) {
   cv.notify_all();
 }
 
+// Note [Quiet executor thread]
+// The executor's thread has a condition variable of its own, signalled only
+// when it must act now: posted work, queued replays, a deadline to time, a
+// completion callback, close. Otherwise it polls its launched replays every
+// millisecond. Waking it on every launch and completion cost a futex wake-up
+// and a context switch per step on a 2-core machine (docs/benchmarks.md).
 void ExecutorCore::thread_main() {
   std::unique_lock lock(mutex);
+  int idle_polls = 0;
   for (;;) {
     // Posted work (late on_complete callbacks).
     while (!posted.empty()) {
@@ -525,7 +536,13 @@ void ExecutorCore::thread_main() {
     }
     if (launched.empty()) {
       if (stop && queued.empty() && posted.empty()) return;
-      cv.wait(lock, [&] { return stop || !posted.empty() || !launched.empty() || !queued.empty(); });
+      // Idle: poll at 1 ms, backing off to 10 ms after a while, so that a
+      // replay nobody waits for is still completed (synchronize() relies on it).
+      const auto idle_poll = idle_polls < 100 ? std::chrono::milliseconds(1) : std::chrono::milliseconds(10);
+      ++idle_polls;
+      thread_cv.wait_for(lock, idle_poll,
+                         [&] { return stop || !posted.empty() || !launched.empty() || !queued.empty(); });
+      if (!launched.empty() || !queued.empty() || !posted.empty()) idle_polls = 0;
       if (stop && launched.empty() && queued.empty() && posted.empty()) return;
       continue;
     }
@@ -557,7 +574,7 @@ void ExecutorCore::thread_main() {
         completed = done.query();
         if (!completed) {
           lock.lock();
-          cv.wait_for(lock, std::chrono::milliseconds(1));
+          thread_cv.wait_for(lock, std::chrono::milliseconds(1));
           continue;
         }
       }
@@ -631,6 +648,7 @@ void ExecutorCore::close() {
     stop = true;
   }
   cv.notify_all();
+  thread_cv.notify_all();
   if (thread.joinable()) {
     STEPGRAPH_CHECK(std::this_thread::get_id() != thread.get_id(), InvalidState,
                     "StepExecutor::close must not be called from a callback (the executor's own thread)");
@@ -796,7 +814,7 @@ void ReplayHandle::on_complete(std::function<void(const ReplayHandle&)> fn) cons
     std::lock_guard lock(s.mutex);
     if (!final_status(s.status)) {
       s.callbacks.push_back(std::move(fn));
-      if (auto core = s.core.lock()) core->cv.notify_all();  // the thread now waits attentively
+      if (auto core = s.core.lock()) core->thread_cv.notify_one();  // the thread now waits attentively
       return;
     }
   }
@@ -995,7 +1013,7 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
       throw;
     }
   } else {
-    c.cv.notify_all();
+    c.thread_cv.notify_one();
   }
   return ReplayHandle(r);
 }
