@@ -214,6 +214,8 @@ class HostBackend final : public BackendImpl {
   }
 
   Scheduler& scheduler() { return *scheduler_; }
+  std::shared_ptr<BufferImpl> make_buffer(MemoryKind kind, int device, std::size_t bytes, int numa,
+                                          void* caller_memory);
   std::unique_ptr<ExecPayload> build_payload(const HostGraph& graph, const InstantiateOptions& options,
                                              std::optional<std::size_t>* failing_node, std::string* why) const;
 
@@ -290,59 +292,47 @@ void HostBackend::check_unsafe_call(std::string_view what) {
   }
 }
 
+std::shared_ptr<BufferImpl> HostBackend::make_buffer(MemoryKind kind, int device, std::size_t bytes, int numa,
+                                                     void* caller_memory) {
+  // Host memory stands for every kind: a device's memory is placed on its
+  // NUMA node, pinned memory on the node asked for; caller memory is only
+  // recorded (the caller owns it).
+  void* p = caller_memory;
+  if (p == nullptr) p = numa >= 0 ? topology::LiveMachine::get().allocate_on_node(bytes, numa) : ::operator new(bytes);
+  auto b = std::make_shared<BufferImpl>();
+  b->id = next_buffer_id();
+  b->kind = kind;
+  b->device = kind == MemoryKind::kDevice ? device : -1;
+  b->size = bytes;
+  b->device_ptr = p;
+  b->host_ptr = kind == MemoryKind::kPinnedHost ? p : nullptr;
+  b->backend = this;
+  b->keep_backend = shared_from_this();
+  if (caller_memory == nullptr) {
+    b->release = [p, bytes, numa] {
+      if (numa >= 0) topology::LiveMachine::get().free_on_node(p, bytes);
+      else ::operator delete(p);
+    };
+  }
+  return b;
+}
+
 std::shared_ptr<BufferImpl> HostBackend::allocate(int device, std::size_t bytes) {
   check_fault(device, "allocate");
   check_unsafe_call(fmt::format("Backend::allocate({} bytes, device {})", bytes, device));
-  const int numa = devices_[static_cast<std::size_t>(device)].numa_node;
-  auto b = std::make_shared<BufferImpl>();
-  void* p = numa >= 0 ? topology::LiveMachine::get().allocate_on_node(bytes, numa) : ::operator new(bytes);
-  b->id = next_buffer_id();
-  b->kind = MemoryKind::kDevice;
-  b->device = device;
-  b->size = bytes;
-  b->device_ptr = p;
-  b->backend = this;
-  b->keep_backend = shared_from_this();
-  b->release = [p, bytes, numa] {
-    if (numa >= 0) topology::LiveMachine::get().free_on_node(p, bytes);
-    else ::operator delete(p);
-  };
-  return b;
+  return make_buffer(MemoryKind::kDevice, device, bytes, devices_[static_cast<std::size_t>(device)].numa_node, nullptr);
 }
 
 std::shared_ptr<BufferImpl> HostBackend::allocate_pinned(std::size_t bytes, int numa_node) {
   check_unsafe_call(fmt::format("Backend::allocate_pinned({} bytes)", bytes));
   const auto& machine = topology::LiveMachine::get();
   const int numa = numa_node >= 0 ? numa_node : (machine.numa_nodes().empty() ? -1 : machine.numa_nodes()[0].os_index);
-  void* p = numa >= 0 ? machine.allocate_on_node(bytes, numa) : ::operator new(bytes);
-  auto b = std::make_shared<BufferImpl>();
-  b->id = next_buffer_id();
-  b->kind = MemoryKind::kPinnedHost;
-  b->device = -1;
-  b->size = bytes;
-  b->device_ptr = p;
-  b->host_ptr = p;
-  b->backend = this;
-  b->keep_backend = shared_from_this();
-  b->release = [p, bytes, numa] {
-    if (numa >= 0) topology::LiveMachine::get().free_on_node(p, bytes);
-    else ::operator delete(p);
-  };
-  return b;
+  return make_buffer(MemoryKind::kPinnedHost, -1, bytes, numa, nullptr);
 }
 
 std::shared_ptr<BufferImpl> HostBackend::register_host(void* ptr, std::size_t bytes) {
   check_unsafe_call(fmt::format("Backend::register_host({}, {} bytes)", ptr, bytes));
-  auto b = std::make_shared<BufferImpl>();
-  b->id = next_buffer_id();
-  b->kind = MemoryKind::kPinnedHost;
-  b->device = -1;
-  b->size = bytes;
-  b->device_ptr = ptr;
-  b->host_ptr = ptr;
-  b->backend = this;
-  b->keep_backend = shared_from_this();
-  return b;  // the caller owns the memory: nothing to release
+  return make_buffer(MemoryKind::kPinnedHost, -1, bytes, -1, ptr);
 }
 
 void HostBackend::synchronize_device(int device) {
