@@ -201,7 +201,7 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   void check_usable(std::string_view what) const;  // mutex held
   std::size_t index_of(const std::vector<BufferSpec>& specs, std::string_view name, std::string_view what) const;
   void post(std::function<void()> fn);
-  StepError fault_error(std::int64_t step, const std::string& what) const;
+  StepError fault_error(std::int64_t step, const DeviceFault& fault) const;
   void close();
 };
 
@@ -391,21 +391,16 @@ void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
   if (options.deadline.count() > 0) thread_cv.notify_one();  // the watchdog must start timing
 }
 
-StepError ExecutorCore::fault_error(std::int64_t step, const std::string& what) const {
+StepError ExecutorCore::fault_error(std::int64_t step, const DeviceFault& fault) const {
   // The host backend names the faulting node; on CUDA a fault is
   // asynchronous and names none (DESIGN 1.6).
   std::optional<std::string> node;
-  if (auto a = what.find("graph node '"); a != std::string::npos) {
-    auto b = what.find('\'', a + 12);
-    if (b != std::string::npos) node = what.substr(a + 12, b - a - 12);
-  } else if (auto a2 = what.find('\''); a2 != std::string::npos && backend->kind() == BackendKind::kHost) {
-    auto b2 = what.find('\'', a2 + 1);
-    if (b2 != std::string::npos) node = what.substr(a2 + 1, b2 - a2 - 1);
-  }
+  if (!fault.node().empty()) node = fault.node();
   return StepError{StepErrorKind::kDeviceFault, step, node,
                    backend->kind() == BackendKind::kCuda
-                       ? fmt::format("device fault during step {} (asynchronous: CUDA names no node): {}", step, what)
-                       : fmt::format("device fault during step {}: {}", step, what)};
+                       ? fmt::format("device fault during step {} (asynchronous: CUDA names no node): {}", step,
+                                     fault.what())
+                       : fmt::format("device fault during step {}: {}", step, fault.what())};
 }
 
 void ExecutorCore::post(std::function<void()> fn) {
@@ -580,7 +575,7 @@ void ExecutorCore::thread_main() {
       }
     } catch (const DeviceFault& ex) {
       completed = true;
-      error = fault_error(r->step, ex.what());
+      error = fault_error(r->step, ex);
     } catch (const std::exception& ex) {
       completed = true;
       error = StepError{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()};
@@ -1002,7 +997,7 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
       // earlier step's fault surfacing here): the failure travels like any
       // asynchronous one, to the handle and the error callback.
       ll.unlock();
-      const auto err = c.fault_error(r->step, e.what());
+      const auto err = c.fault_error(r->step, e);
       c.finish(r, ReplayStatus::kFailed, err);
       c.fail(err);
       return ReplayHandle(r);

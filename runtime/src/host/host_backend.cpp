@@ -189,17 +189,22 @@ class HostBackend final : public BackendImpl {
   }
   StreamImpl* legacy_default_stream(int device) override { return legacy_[static_cast<std::size_t>(device)].get(); }
   void synchronize_device(int device) override;
-  std::optional<std::string> device_fault(int device) const override { return scheduler_->fault(device); }
+  std::optional<std::string> device_fault(int device) const override {
+    auto f = scheduler_->fault(device);
+    return f ? std::optional<std::string>(f->message) : std::nullopt;
+  }
   CaptureMode exchange_thread_capture_mode(CaptureMode mode) override {
     return std::exchange(tls_capture_mode, mode);
   }
 
   /// Throws DeviceFault if `device` has faulted (sticky).
   void check_fault(int device, std::string_view what) const {
-    if (scheduler_->faulted(device))
-      throw DeviceFault(fmt::format("{} on host device {}: the device has faulted earlier and every later "
-                                    "operation fails (as on CUDA): {}",
-                                    what, device, scheduler_->fault(device).value_or("?")));
+    if (!scheduler_->faulted(device)) return;
+    const auto f = scheduler_->fault(device).value_or(host::Scheduler::Fault{"?", ""});
+    throw DeviceFault(fmt::format("{} on host device {}: the device has faulted earlier and every later "
+                                  "operation fails (as on CUDA): {}",
+                                  what, device, f.message),
+                      f.node);
   }
   /// An unsafe call (allocation, device synchronize, ...) made while a
   /// capture is running: prohibited according to CUDA's capture modes.

@@ -18,7 +18,7 @@ struct DeviceQueue {
   std::mt19937_64 rng;
   bool shuffle = false;
   mutable std::mutex fault_mutex;
-  std::optional<std::string> fault;
+  std::optional<Scheduler::Fault> fault;
   std::atomic<bool> faulted{false};
 };
 
@@ -186,11 +186,11 @@ void Scheduler::execute(WorkItem item, int device) {
           tls_ready = nullptr;
         } catch (const std::exception& e) {
           tls_ready = nullptr;
-          set_fault(item.task->device, fmt::format("'{}' on host device {} faulted: {}", item.task->name,
+          set_fault(item.task->device, item.task->name, fmt::format("'{}' on host device {} faulted: {}", item.task->name,
                                                    item.task->device, e.what()));
         } catch (...) {
           tls_ready = nullptr;
-          set_fault(item.task->device,
+          set_fault(item.task->device, item.task->name,
                     fmt::format("'{}' on host device {} faulted (unknown exception)", item.task->name, item.task->device));
         }
       }
@@ -225,9 +225,10 @@ void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
   try {
     n.fn();
   } catch (const std::exception& e) {
-    set_fault(n.device, fmt::format("graph node '{}' on host device {} faulted: {}", n.name, n.device, e.what()));
+    set_fault(n.device, n.name, fmt::format("graph node '{}' on host device {} faulted: {}", n.name, n.device, e.what()));
   } catch (...) {
-    set_fault(n.device, fmt::format("graph node '{}' on host device {} faulted (unknown exception)", n.name, n.device));
+    set_fault(n.device, n.name,
+              fmt::format("graph node '{}' on host device {} faulted (unknown exception)", n.name, n.device));
   }
 }
 
@@ -318,17 +319,17 @@ void Scheduler::wait_idle(int device) {
   waiters_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
-std::optional<std::string> Scheduler::fault(int device) const {
+std::optional<Scheduler::Fault> Scheduler::fault(int device) const {
   auto& q = *queues_[static_cast<std::size_t>(device)];
   std::lock_guard lock(q.fault_mutex);
   return q.fault;
 }
 
-void Scheduler::set_fault(int device, const std::string& message) {
+void Scheduler::set_fault(int device, const std::string& node, const std::string& message) {
   auto& q = *queues_[static_cast<std::size_t>(device)];
   std::lock_guard lock(q.fault_mutex);
   if (!q.fault) {
-    q.fault = message;  // first error wins
+    q.fault = Fault{message, node};  // first error wins
     q.faulted.store(true, std::memory_order_release);
     STEPGRAPH_DEBUG(kRuntime, "host device {} faulted: {}", device, message);
   }

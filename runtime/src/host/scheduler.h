@@ -116,8 +116,12 @@ class Scheduler {
   void wait_idle(int device);
 
   /// The sticky fault of a device (first error wins).
-  std::optional<std::string> fault(int device) const;
-  void set_fault(int device, const std::string& message);
+  struct Fault {
+    std::string message;
+    std::string node;  // the faulting node or operation
+  };
+  std::optional<Fault> fault(int device) const;
+  void set_fault(int device, const std::string& node, const std::string& message);
   [[nodiscard]] bool faulted(int device) const noexcept;
 
   [[nodiscard]] int device_count() const noexcept { return static_cast<int>(queues_.size()); }

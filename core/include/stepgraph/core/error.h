@@ -37,7 +37,14 @@ class InvalidState : public Error {
 /// device throws DeviceFault too.
 class DeviceFault : public Error {
  public:
-  using Error::Error;
+  explicit DeviceFault(const std::string& what, std::string node = {}) : Error(what), node_(std::move(node)) {}
+  /// The graph node or operation that faulted, where the backend can know
+  /// it (always on the host backend; never on CUDA, whose faults are
+  /// asynchronous). Empty if unknown.
+  [[nodiscard]] const std::string& node() const noexcept { return node_; }
+
+ private:
+  std::string node_;
 };
 
 /// A CUDA runtime call failed; `code()` is the cudaError_t value.
