@@ -111,15 +111,16 @@ bool available(rt::BackendKind kind, benchmark::State& state) {
   return true;
 }
 
-void stream_launch(benchmark::State& state, rt::BackendKind kind) {
-  if (!available(kind, state)) return;
-  Fixture f(kind);
-  const auto n = state.range(0);
+/// The steady-state loop both sides share: `submit` enqueues one step's work
+/// (N launches, or one graph launch); its CPU time on this thread and the
+/// event-timed span of the work are reported per iteration.
+template <class Submit>
+void timed_steps(benchmark::State& state, Fixture& f, Submit submit) {
   double submit_us = 0, gpu_us = 0;
   for (auto _ : state) {
     f.stream.record(f.start);
     const double c0 = thread_cpu_us();
-    f.enqueue(n);
+    submit();
     submit_us += thread_cpu_us() - c0;
     f.stream.record(f.stop);
     f.stream.synchronize();
@@ -127,29 +128,23 @@ void stream_launch(benchmark::State& state, rt::BackendKind kind) {
   }
   state.counters["submit_cpu_us"] = benchmark::Counter(submit_us, benchmark::Counter::kAvgIterations);
   state.counters["gpu_us"] = benchmark::Counter(gpu_us, benchmark::Counter::kAvgIterations);
-  state.counters["kernels"] = static_cast<double>(n);
+  state.counters["kernels"] = static_cast<double>(state.range(0));
+}
+
+void stream_launch(benchmark::State& state, rt::BackendKind kind) {
+  if (!available(kind, state)) return;
+  Fixture f(kind);
+  const auto n = state.range(0);
+  timed_steps(state, f, [&] { f.enqueue(n); });
 }
 
 void graph_replay(benchmark::State& state, rt::BackendKind kind) {
   if (!available(kind, state)) return;
   Fixture f(kind);
-  const auto n = state.range(0);
-  auto exec = f.capture(n);
+  auto exec = f.capture(state.range(0));
   exec.launch(f.stream);  // first replay (uploads) is a one-off cost
   f.stream.synchronize();
-  double submit_us = 0, gpu_us = 0;
-  for (auto _ : state) {
-    f.stream.record(f.start);
-    const double c0 = thread_cpu_us();
-    exec.launch(f.stream);
-    submit_us += thread_cpu_us() - c0;
-    f.stream.record(f.stop);
-    f.stream.synchronize();
-    gpu_us += 1000.0 * rt::Event::elapsed_ms(f.start, f.stop);
-  }
-  state.counters["submit_cpu_us"] = benchmark::Counter(submit_us, benchmark::Counter::kAvgIterations);
-  state.counters["gpu_us"] = benchmark::Counter(gpu_us, benchmark::Counter::kAvgIterations);
-  state.counters["kernels"] = static_cast<double>(n);
+  timed_steps(state, f, [&] { exec.launch(f.stream); });
 }
 
 void capture_instantiate(benchmark::State& state, rt::BackendKind kind) {

@@ -14,6 +14,7 @@
 
 #include <stepgraph/runtime/backend.h>
 
+#include "backend_tags.h"
 #include "test_kernels.h"
 
 namespace sg = stepgraph;
@@ -21,12 +22,6 @@ namespace rt = stepgraph::runtime;
 
 namespace {
 
-struct HostTag {
-  static constexpr rt::BackendKind kKind = rt::BackendKind::kHost;
-};
-struct CudaTag {
-  static constexpr rt::BackendKind kKind = rt::BackendKind::kCuda;
-};
 
 template <class Tag>
 class Conformance : public ::testing::Test {
@@ -68,11 +63,7 @@ class Conformance : public ::testing::Test {
   std::shared_ptr<rt::Backend> be_;
 };
 
-#if defined(STEPGRAPH_TEST_BACKEND_CUDA)
-using Backends = ::testing::Types<CudaTag>;
-#else
-using Backends = ::testing::Types<HostTag>;
-#endif
+using sgtest::Backends;
 TYPED_TEST_SUITE(Conformance, Backends);
 
 constexpr std::size_t kN = 1024;

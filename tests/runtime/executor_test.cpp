@@ -13,6 +13,7 @@
 #include <stepgraph/runtime/executor.h>
 
 #include "executor_kernels.h"
+#include "backend_tags.h"
 #include "test_kernels.h"
 
 namespace sg = stepgraph;
@@ -20,12 +21,6 @@ namespace rt = stepgraph::runtime;
 
 namespace {
 
-struct HostTag {
-  static constexpr rt::BackendKind kKind = rt::BackendKind::kHost;
-};
-struct CudaTag {
-  static constexpr rt::BackendKind kKind = rt::BackendKind::kCuda;
-};
 
 constexpr std::size_t kN = 256;
 
@@ -55,11 +50,7 @@ class Executor : public ::testing::Test {
   }
 };
 
-#if defined(STEPGRAPH_TEST_BACKEND_CUDA)
-using Backends = ::testing::Types<CudaTag>;
-#else
-using Backends = ::testing::Types<HostTag>;
-#endif
+using sgtest::Backends;
 TYPED_TEST_SUITE(Executor, Backends);
 
 // y = x + w (through scratch), w -= lr * x; seen = scalars.
