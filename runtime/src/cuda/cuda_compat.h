@@ -149,6 +149,33 @@ inline cudaError_t graph_get_edges(cudaGraph_t graph, cudaGraphNode_t* from, cud
 #endif
 }
 
+/// The name of a device entry function (cudaFuncGetName, CUDA 12.3+; may be
+/// mangled), or null where CUDA cannot name it or the runtime is older. A
+/// failure is cleared from the thread's last error (it is not sticky).
+inline const char* func_name(const void* func) {
+#if CUDART_VERSION >= 12030
+  const char* name = nullptr;
+  if (cudaFuncGetName(&name, func) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return name;
+#else
+  (void)func;
+  return nullptr;
+#endif
+}
+
+/// cudaGraphNodeTypeConditional exists from CUDA 12.3.
+[[nodiscard]] constexpr bool is_conditional_node(cudaGraphNodeType type) noexcept {
+#if CUDART_VERSION >= 12030
+  return type == cudaGraphNodeTypeConditional;
+#else
+  (void)type;
+  return false;
+#endif
+}
+
 /// The host NUMA node closest to `device`, or -1: cudaDevAttrHostNumaId
 /// exists from CUDA 12.2.
 inline int host_numa_node(int device) {
