@@ -133,6 +133,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
   std::map<sg::Algorithm, double> makespan, slr, ratio;
   double heft_seconds = 0;
   int heft_fallbacks = 0;
+  int heft_uniform = 0;  // seeds where HEFT kept a list built on the uniform view
   for (auto _ : state) {
     for (int seed = 1; seed <= kSeeds; ++seed) {
       sg::RandomDagSpec spec;
@@ -156,6 +157,8 @@ void run_cell(benchmark::State& state, const Cell& c) {
         if (algo == sg::Algorithm::kHeft) {
           heft_seconds += secs;
           heft_fallbacks += pl.serial_fallback;
+          heft_uniform += pl.source == sg::ScheduleSource::kUniformList ||
+                          pl.source == sg::ScheduleSource::kUniformLookahead;
         }
         const double ms = sg::simulate(g, p, pl, {opts.cost}).makespan_us;
         makespan[algo] += ms / kSeeds;
@@ -176,6 +179,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
   state.counters["heft_over_best_baseline"] = makespan[sg::Algorithm::kHeft] / best_baseline;
   state.counters["heft_over_blind"] = makespan[sg::Algorithm::kHeft] / makespan[sg::Algorithm::kHeftBlind];
   state.counters["heft_fallbacks"] = heft_fallbacks;
+  state.counters["heft_uniform_view"] = heft_uniform;
   state.counters["devices"] = static_cast<double>(p.size());
 }
 

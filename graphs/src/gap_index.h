@@ -44,6 +44,32 @@ class GapIndex {
 
   [[nodiscard]] std::size_t gap_count() const { return size_(root_); }
 
+  /// Drops every gap that ends at or before `t`. Sound when no later query
+  /// has ready < t (Note [Forgetting the past]): such a gap can never hold
+  /// [s, s + d) with s >= ready. Keeps the trees -- and HEFT's working set --
+  /// the size of the schedule's live window instead of the whole schedule.
+  void forget_before(double t) {
+    if (root_ == kNil || t <= forgotten_) return;
+    forgotten_ = t;
+    const int g = floor_gap(t);
+    // Gaps are disjoint, so those ending by t are exactly those starting
+    // before t, except the one containing t (if any).
+    const double key = (g != kNil && at(g).end > t) ? at(g).start : t;
+    int l, r;
+    split(root_, key, l, r);
+    root_ = r;
+    // Free the dropped subtree (each node once over the index's life).
+    stack_.clear();
+    if (l != kNil) stack_.push_back(l);
+    while (!stack_.empty()) {
+      const int x = stack_.back();
+      stack_.pop_back();
+      if (at(x).left != kNil) stack_.push_back(at(x).left);
+      if (at(x).right != kNil) stack_.push_back(at(x).right);
+      free_.push_back(x);
+    }
+  }
+
  private:
   static constexpr int kNil = -1;
   static constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -60,6 +86,8 @@ class GapIndex {
   std::vector<int> free_;
   int root_ = kNil;
   double tail_start_ = 0;  // start of the open-ended last gap
+  double forgotten_ = 0;   // forget_before's last bound
+  std::vector<int> stack_;
   std::uint64_t rng_ = 0x9E3779B97F4A7C15ull;
 
   int make(double s, double e) {

@@ -126,7 +126,7 @@ Placement schedule_assignment_impl(const StepGraph& g, const CostModel& model, c
 // minimising EFT + OCT, so a node is not put where it finishes early but
 // strands its successors.
 Placement heft(const StepGraph& g, const CostModel& model, const std::vector<NodeId>& topo, const Adjacency& adj,
-               LinkContention links_mode, Lookahead lookahead) {
+               LinkContention links_mode, SharedLinkPenalty link_penalty, Lookahead lookahead) {
   const std::size_t p = model.platform().size();
   const std::size_t n = g.node_count();
   // Mean costs (HEFT's w̄ and c̄) and upward ranks.
@@ -224,6 +224,18 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
   // TPDS 16(6), 2005). Candidates are evaluated against the committed link
   // state; the chosen device's transfers are then committed in order of
   // their source's finish time and the node's start recomputed.
+  //
+  // Note [Shared-link penalty]
+  // Queueing is HEFT's view; on the machine (and in the simulator) a
+  // transfer starts when its source finishes and shares the link with every
+  // transfer already on it. A transfer HEFT queues behind committed ones
+  // (it would start at s > f, its source's finish) therefore flows during
+  // [f, s] in fact, and delays those committed transfers -- whose consumers
+  // are already scheduled -- by up to min(its own time, s - f).
+  // SharedLinkPenalty::kCharge adds that delay to the device's score (not to
+  // the node's planned start): among devices that finish the node equally
+  // early, the one that does not slow transfers other nodes wait for wins.
+  // Measured on the benchmark grid in docs/placement.md.
   const bool model_links = links_mode == LinkContention::kModel && p > 1;
   std::vector<detail::GapIndex> links(model_links ? p * p : 0);
   const Platform& plat = model.platform();
@@ -238,8 +250,11 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
   };
   std::vector<PredInfo> preds;
   // Arrival of every input at device d; commit = reserve the links.
+  const bool charge = model_links && link_penalty == SharedLinkPenalty::kCharge;
+  double inflicted = 0;  // set by ready_at: Note [Shared-link penalty]
   auto ready_at = [&](std::size_t d, bool commit) {
     double r = 0;
+    inflicted = 0;
     for (const auto& pr : preds) {
       if (pr.local_everywhere || pr.dev == d) {
         r = std::max(r, pr.finish);
@@ -250,12 +265,44 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
         const double dt = data_us(pr.dev, d, pr.bytes);
         const double s = link.earliest_start(pr.finish, dt);
         if (commit) link.occupy(s, dt);
+        if (charge) inflicted += std::min(dt, s - pr.finish);
         r = std::max(r, s + model.transfer_us(pr.dev, d, pr.bytes));
       }
     }
     return r;
   };
-  std::vector<double> ready(p);
+  // Note [Forgetting the past]
+  // Every later query of a gap index asks from a time >= L, where L is the
+  // earliest finish among scheduled nodes that still have an unscheduled
+  // successor (a later transfer leaves such a node's device when it
+  // finishes; a later node waits for its inputs, which come from such nodes
+  // or from nodes scheduled later still, themselves bounded the same way),
+  // or 0 while an entry node is unscheduled (it may start at 0). Gaps that
+  // end by L can never be used again and are dropped every so often; the
+  // schedule is unchanged. A min-heap of (finish, node) with lazy deletion
+  // tracks L.
+  std::vector<std::uint32_t> open_succ(n);
+  std::size_t unscheduled_entries = 0;
+  for (NodeId u = 0; u < n; ++u) {
+    open_succ[u] = static_cast<std::uint32_t>(adj.out_degree(u));
+    unscheduled_entries += adj.in_degree(u) == 0;
+  }
+  using Live = std::pair<double, NodeId>;
+  std::priority_queue<Live, std::vector<Live>, std::greater<>> live;
+  constexpr std::size_t kForgetEvery = 256;
+  std::size_t since_forget = 0;
+  auto scheduled = [&](NodeId u) {
+    if (adj.in_degree(u) == 0) --unscheduled_entries;
+    for (auto* a = adj.pred_begin(u); a != adj.pred_end(u); ++a) --open_succ[a->node];
+    if (open_succ[u] > 0) live.emplace(out.nodes[u].finish_us, u);
+    if (++since_forget < kForgetEvery || unscheduled_entries > 0) return;
+    since_forget = 0;
+    while (!live.empty() && open_succ[live.top().second] == 0) live.pop();
+    if (live.empty()) return;
+    const double bound = live.top().first;
+    for (auto& gi : gaps) gi.forget_before(bound);
+    for (auto& li : links) li.forget_before(bound);
+  };
   for (NodeId u : order) {
     const Node& node = g.nodes()[u];
     preds.clear();
@@ -278,6 +325,7 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       }
       for (auto& gi : gaps) gi.occupy(t, dur);
       out.nodes[u] = ScheduledNode{kAllDevices, t, t + dur};
+      scheduled(u);
       continue;
     }
     double best_finish = kInf;
@@ -286,7 +334,8 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       if (!model.can_run(node, d)) continue;
       const double dur = model.node_us(node, d);
       const double s = gaps[d].earliest_start(ready_at(d, false), dur);
-      const double score = s + dur + (oct.empty() ? 0.0 : oct[static_cast<std::size_t>(u) * p + d]);
+      const double score =
+          s + dur + inflicted + (oct.empty() ? 0.0 : oct[static_cast<std::size_t>(u) * p + d]);
       if (score < best_finish) {
         best_finish = score;
         best_dev = d;
@@ -297,6 +346,7 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
     const double start = gaps[best_dev].earliest_start(ready_at(best_dev, true), dur);
     gaps[best_dev].occupy(start, dur);
     out.nodes[u] = ScheduledNode{static_cast<int>(best_dev), start, start + dur};
+    scheduled(u);
   }
   build_device_order(g, topo, p, out);
   return out;
@@ -314,6 +364,24 @@ std::string_view to_string(Algorithm a) noexcept {
       return "rr";
     case Algorithm::kGreedy:
       return "greedy";
+  }
+  return "?";
+}
+
+std::string_view to_string(ScheduleSource s) noexcept {
+  switch (s) {
+    case ScheduleSource::kList:
+      return "list";
+    case ScheduleSource::kLookahead:
+      return "lookahead";
+    case ScheduleSource::kUniformList:
+      return "uniform-list";
+    case ScheduleSource::kUniformLookahead:
+      return "uniform-lookahead";
+    case ScheduleSource::kSerial:
+      return "serial";
+    case ScheduleSource::kAssignment:
+      return "assignment";
   }
   return "?";
 }
@@ -344,30 +412,53 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
   switch (options.algorithm) {
     case Algorithm::kHeft:
     case Algorithm::kHeftBlind: {
-      Platform blind;
-      const CostModel* m = &model;
-      std::optional<CostModel> blind_model;
-      if (options.algorithm == Algorithm::kHeftBlind) {
-        blind = platform.without_topology();
-        blind_model.emplace(blind, options.cost);
-        m = &*blind_model;
-      }
-      out = heft(g, *m, topo, adj, options.links, Lookahead::kOff);
+      // Note [HEFT portfolio]
+      // HEFT builds list schedules on its view of the machine (the real
+      // platform; the uniform one for kHeftBlind): the classic list and, with
+      // the lookahead, the optimistic-cost-table list. kHeft with
+      // UniformView::kCandidate also builds the same two lists on the
+      // uniform view -- the schedules heft-blind would build -- and judges
+      // them on the real platform like the others. Last, the whole graph on
+      // the single device with the least work. The schedule with the
+      // shortest judged makespan (simulated by default) is returned and
+      // Placement::source says which it was. So heft <= heft-blind by
+      // construction whenever the uniform lists are judged by simulation;
+      // what topology adds is measured by how far below blind HEFT goes
+      // (docs/placement.md).
+      const bool blind_algo = options.algorithm == Algorithm::kHeftBlind;
+      const Platform uniform = p > 1 ? platform.without_topology() : Platform{};
+      std::optional<CostModel> uniform_model;
+      if (p > 1) uniform_model.emplace(uniform, options.cost);
+      const CostModel& view = blind_algo && p > 1 ? *uniform_model : model;
       SimulateOptions so;
       so.cost = options.cost;
+      const bool simulated = options.fallback == SerialFallback::kSimulated;
       auto judge = [&](const Placement& pl) {
-        return options.fallback == SerialFallback::kSimulated ? simulate(g, m->platform(), pl, so).makespan_us
-                                                              : pl.estimated_makespan_us;
+        return simulated ? simulate(g, view.platform(), pl, so).makespan_us : pl.estimated_makespan_us;
       };
+      out = heft(g, view, topo, adj, options.links, options.link_penalty, Lookahead::kOff);
+      out.source = ScheduleSource::kList;
       double out_makespan = -1;
-      if (options.lookahead == Lookahead::kOptimisticCostTable && p > 1) {
-        auto peft = heft(g, *m, topo, adj, options.links, Lookahead::kOptimisticCostTable);
-        out_makespan = judge(out);
-        const double peft_makespan = judge(peft);
-        if (peft_makespan < out_makespan) {
-          out = std::move(peft);
-          out_makespan = peft_makespan;
+      auto consider = [&](Placement candidate, ScheduleSource source) {
+        if (out_makespan < 0) out_makespan = judge(out);
+        const double m = judge(candidate);
+        if (m < out_makespan) {
+          out = std::move(candidate);
+          out.source = source;
+          out_makespan = m;
         }
+      };
+      const bool lookahead = options.lookahead == Lookahead::kOptimisticCostTable && p > 1;
+      if (lookahead)
+        consider(heft(g, view, topo, adj, options.links, options.link_penalty, Lookahead::kOptimisticCostTable),
+                 ScheduleSource::kLookahead);
+      if (!blind_algo && options.uniform_view == UniformView::kCandidate && simulated && p > 1) {
+        consider(heft(g, *uniform_model, topo, adj, options.links, options.link_penalty, Lookahead::kOff),
+                 ScheduleSource::kUniformList);
+        if (lookahead)
+          consider(heft(g, *uniform_model, topo, adj, options.links, options.link_penalty,
+                        Lookahead::kOptimisticCostTable),
+                   ScheduleSource::kUniformLookahead);
       }
       if (options.fallback != SerialFallback::kOff && p > 1) {
         // The single device with the least total work that can run every
@@ -377,19 +468,20 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
         for (std::size_t d = 0; d < p; ++d) {
           double work = 0;
           for (const auto& node : g.nodes())
-            if (!is_gang(node)) work += m->can_run(node, d) ? m->node_us(node, d) : kInf;
+            if (!is_gang(node)) work += view.can_run(node, d) ? view.node_us(node, d) : kInf;
           if (work < best_work) {
             best_work = work;
             best = d;
           }
         }
         if (best < p) {
-          auto serial = schedule_assignment_impl(g, *m, std::vector<int>(g.node_count(), static_cast<int>(best)),
+          auto serial = schedule_assignment_impl(g, view, std::vector<int>(g.node_count(), static_cast<int>(best)),
                                                  topo, adj);
           const double list_makespan = out_makespan >= 0 ? out_makespan : judge(out);
           // No transfers in the serial schedule: its estimate is exact.
           if (serial.estimated_makespan_us < list_makespan) {
             out = std::move(serial);
+            out.source = ScheduleSource::kSerial;
             out.serial_fallback = true;
           }
         }

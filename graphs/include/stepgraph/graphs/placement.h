@@ -7,6 +7,12 @@
 //                 the earliest finish time, inserted into the earliest idle
 //                 gap that fits (insertion policy). The gap search is an
 //                 augmented treap per device (O(log n) per query), not a scan.
+//                 By default it also models link occupancy and charges the
+//                 delay a queued transfer inflicts on a shared link, and
+//                 returns the best of a portfolio judged by the simulator:
+//                 classic and lookahead lists on the real and on the uniform
+//                 view, and the one-device schedule (PlaceOptions; Notes in
+//                 placement.cpp; docs/placement.md).
 // * kHeftBlind  — the same HEFT on `platform.without_topology()`: every link
 //                 equal. Its schedule is then judged on the real platform.
 // * kRoundRobin — topological order, device i mod p (skipping devices that
@@ -56,18 +62,37 @@ enum class SerialFallback : std::uint8_t { kSimulated, kEstimated, kOff };
 /// original paper).
 enum class LinkContention : std::uint8_t { kModel, kIgnore };
 
+/// With LinkContention::kModel: whether a device's score also carries the
+/// delay its queued transfers would inflict on transfers already committed
+/// to the same link, which on the machine share it rather than queue
+/// (Note [Shared-link penalty] in placement.cpp). kOff: queueing only.
+enum class SharedLinkPenalty : std::uint8_t { kCharge, kOff };
+
 /// kOptimisticCostTable: HEFT also builds the PEFT-style schedule (list
 /// order by mean optimistic cost table, device by EFT + OCT; Arabnejad &
 /// Barbosa 2014) and keeps whichever of the two is shorter, judged as the
 /// serial fallback is (simulated by default). kOff: the classic list only.
 enum class Lookahead : std::uint8_t { kOptimisticCostTable, kOff };
 
+/// kCandidate: kHeft also builds its list schedules on the uniform view of
+/// the machine (what kHeftBlind builds) and keeps one if, judged on the real
+/// platform, it is shorter (Note [HEFT portfolio]; only when judged by
+/// simulation). kOff: only the real view.
+enum class UniformView : std::uint8_t { kCandidate, kOff };
+
+/// Which of HEFT's candidate schedules was returned (Note [HEFT portfolio]);
+/// kAssignment for the baselines and schedule_assignment().
+enum class ScheduleSource : std::uint8_t { kList, kLookahead, kUniformList, kUniformLookahead, kSerial, kAssignment };
+[[nodiscard]] std::string_view to_string(ScheduleSource source) noexcept;
+
 struct PlaceOptions {
   Algorithm algorithm = Algorithm::kHeft;
   CostModelOptions cost{};
   SerialFallback fallback = SerialFallback::kSimulated;
   LinkContention links = LinkContention::kModel;
+  SharedLinkPenalty link_penalty = SharedLinkPenalty::kCharge;
   Lookahead lookahead = Lookahead::kOptimisticCostTable;
+  UniformView uniform_view = UniformView::kCandidate;
 };
 
 struct ScheduledNode {
@@ -88,8 +113,10 @@ struct Placement {
   /// baselines: without link sharing); the simulator gives the makespan to
   /// compare algorithms by.
   double estimated_makespan_us = 0;
-  /// Whether HEFT fell back to the serial schedule.
+  /// Whether HEFT fell back to the serial schedule (source == kSerial).
   bool serial_fallback = false;
+  /// Which candidate schedule this is (Note [HEFT portfolio]).
+  ScheduleSource source = ScheduleSource::kAssignment;
 
   [[nodiscard]] int device(NodeId node) const { return nodes.at(node).device; }
 };
