@@ -216,8 +216,10 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
   out.nodes.assign(n, {});
   std::vector<detail::GapIndex> gaps(p);
   // Note [Link occupancy in HEFT]
-  // With LinkContention::kModel every directed link keeps its own gap index:
-  // a transfer's bytes occupy the link for bytes / bandwidth, inserted at the
+  // With LinkContention::kModel every directed link keeps its own gap index
+  // (a pair's private link, or each shared link on its route, which the
+  // transfer then occupies in one common slot): a transfer's bytes occupy
+  // the link for bytes / bandwidth, inserted at the
   // earliest idle time after its source finishes, so transfers that would
   // cross one link at once queue instead of each assuming the whole link
   // (Sinnen & Sousa, "Communication contention in task scheduling", IEEE
@@ -237,8 +239,9 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
   // early, the one that does not slow transfers other nodes wait for wins.
   // Measured on the benchmark grid in docs/placement.md.
   const bool model_links = links_mode == LinkContention::kModel && p > 1;
-  std::vector<detail::GapIndex> links(model_links ? p * p : 0);
   const Platform& plat = model.platform();
+  // One gap index per directed private link, then one per shared link.
+  std::vector<detail::GapIndex> links(model_links ? p * p + plat.shared_links().size() : 0);
   auto data_us = [&](std::size_t a, std::size_t b, std::uint64_t bytes) {
     return static_cast<double>(bytes) / (plat.link(a, b).bandwidth_gbps * 1e3);
   };
@@ -261,10 +264,25 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       } else if (!model_links || pr.bytes == 0) {
         r = std::max(r, pr.finish + model.transfer_us(pr.dev, d, pr.bytes));
       } else {
-        auto& link = links[pr.dev * p + d];
+        // The transfer needs the same slot on every link of its route
+        // (Note [Routes] in platform.h): the earliest start all agree on.
         const double dt = data_us(pr.dev, d, pr.bytes);
-        const double s = link.earliest_start(pr.finish, dt);
-        if (commit) link.occupy(s, dt);
+        const auto& route = plat.route(pr.dev, d);
+        double s = pr.finish;
+        if (route.empty()) {
+          auto& link = links[pr.dev * p + d];
+          s = link.earliest_start(s, dt);
+          if (commit) link.occupy(s, dt);
+        } else {
+          for (;;) {
+            double next = s;
+            for (auto l : route) next = std::max(next, links[p * p + l].earliest_start(s, dt));
+            if (next == s) break;
+            s = next;
+          }
+          if (commit)
+            for (auto l : route) links[p * p + l].occupy(s, dt);
+        }
         if (charge) inflicted += std::min(dt, s - pr.finish);
         r = std::max(r, s + model.transfer_us(pr.dev, d, pr.bytes));
       }

@@ -41,6 +41,23 @@ void Platform::set_link(std::size_t a, std::size_t b, Link link) {
   links_[b * size() + a] = link;
 }
 
+std::uint32_t Platform::add_shared_link(SharedLink link) {
+  STEPGRAPH_CHECK(link.bandwidth_gbps > 0 && !std::isnan(link.bandwidth_gbps), InvalidArgument,
+                  "shared link '{}': bandwidth {} GB/s must be > 0", link.name, link.bandwidth_gbps);
+  shared_.push_back(std::move(link));
+  return static_cast<std::uint32_t>(shared_.size() - 1);
+}
+
+void Platform::set_route(std::size_t a, std::size_t b, std::vector<std::uint32_t> shared_links) {
+  STEPGRAPH_CHECK(a < size() && b < size() && a != b, InvalidArgument,
+                  "set_route({}, {}): need two distinct device indices below {}", a, b, size());
+  for (auto l : shared_links)
+    STEPGRAPH_CHECK(l < shared_.size(), InvalidArgument, "set_route({}, {}): shared link {} does not exist ({} links)",
+                    a, b, l, shared_.size());
+  if (routes_.empty()) routes_.resize(size() * size());
+  routes_[a * size() + b] = std::move(shared_links);
+}
+
 void Platform::set_numa_distance(std::size_t a, std::size_t b, double d) {
   STEPGRAPH_CHECK(a < size() && b < size(), InvalidArgument, "set_numa_distance({}, {}): index out of range {}",
                   a, b, size());
@@ -83,6 +100,8 @@ Platform Platform::without_topology(LinkModel) const {
   for (std::size_t a = 0; a < size(); ++a)
     for (std::size_t b = 0; b < size(); ++b)
       if (a != b) p.links_[a * size() + b] = mean;
+  p.shared_.clear();
+  p.routes_.clear();
   return p;
 }
 
@@ -99,6 +118,11 @@ Platform Platform::subset(const std::vector<std::size_t>& indices) const {
       p.links_[a * m + b] = link(indices[a], indices[b]);
       p.numa_[a * m + b] = numa_distance(indices[a], indices[b]);
     }
+  p.shared_ = shared_;
+  if (!routes_.empty())
+    for (std::size_t a = 0; a < m; ++a)
+      for (std::size_t b = 0; b < m; ++b)
+        if (a != b && !route(indices[a], indices[b]).empty()) p.set_route(a, b, route(indices[a], indices[b]));
   return p;
 }
 

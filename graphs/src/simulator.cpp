@@ -12,28 +12,26 @@ namespace stepgraph::graphs {
 
 namespace {
 
-enum class EventType : std::uint8_t { kNodeFinish, kDelayDone, kLinkCheck };
+enum class EventType : std::uint8_t { kNodeFinish, kDelayDone, kTransferDone };
 
 struct Event {
   double time;
   std::uint64_t seq;
   EventType type;
-  std::uint32_t id;       // node, transfer or link
-  std::uint64_t version;  // link version for kLinkCheck
+  std::uint32_t id;       // node or transfer
+  std::uint64_t version;  // transfer version for kTransferDone
   bool operator>(const Event& o) const { return time != o.time ? time > o.time : seq > o.seq; }
 };
 
 struct Transfer {
   std::size_t src, dst;
   NodeId node;  // destination node
-  double remaining;
-  double begin_flow = 0;
-};
-
-struct LinkState {
+  double remaining;  // bytes, as of `last`
+  double rate = 0;   // bytes per µs since `last`
   double last = 0;
-  std::vector<std::uint32_t> active;
-  std::uint64_t version = 0;
+  double begin_flow = 0;
+  std::uint64_t version = 0;  // bumped whenever the rate changes
+  std::uint64_t stamp = 0;
 };
 
 constexpr double kByteEps = 1e-3;
@@ -87,9 +85,33 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   for (NodeId u = 0; u < n; ++u) max_transfers += adj.in_degree(u) * (gang(u) ? p : 1);
   std::vector<Transfer> transfers;
   transfers.reserve(max_transfers);
-  std::vector<LinkState> links(p * p);
+  // Note [Shared links in the simulator]
+  // A resource is a directed device pair's private link (index src * p +
+  // dst) or one of the platform's shared links (p² + index); a transfer
+  // crosses its pair's route (Platform::route) or else its private link.
+  // Each resource divides its bandwidth equally among the transfers on it;
+  // a transfer flows at its smallest share (the bottleneck share; unused
+  // share is not redistributed). Whenever a transfer starts or ends, the
+  // transfers on its resources are settled and re-timed.
+  const std::size_t private_links = p * p;
+  const auto& shared = platform.shared_links();
+  std::vector<std::vector<std::uint32_t>> on_resource(private_links + shared.size());
+  auto resource_gbps = [&](std::size_t r) {
+    return r < private_links ? platform.link(r / p, r % p).bandwidth_gbps : shared[r - private_links].bandwidth_gbps;
+  };
+  std::vector<std::size_t> route_buf;
+  auto resources_of = [&](const Transfer& t) -> const std::vector<std::size_t>& {
+    route_buf.clear();
+    const auto& route = platform.route(t.src, t.dst);
+    if (route.empty()) {
+      route_buf.push_back(t.src * p + t.dst);
+    } else {
+      for (auto l : route) route_buf.push_back(private_links + l);
+    }
+    return route_buf;
+  };
   std::vector<Event> event_storage;
-  event_storage.reserve(n + p * p + 64);
+  event_storage.reserve(n + 64);
   std::priority_queue<Event, std::vector<Event>, std::greater<>> q(std::greater<>{}, std::move(event_storage));
   std::uint64_t seq = 0;
   double now = 0;
@@ -203,26 +225,30 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
     }
     wake(u);
   };
-  auto rate = [&](std::size_t li, std::size_t count) {
-    const Link& l = platform.link(li / p, li % p);
-    return l.bandwidth_gbps * 1e3 / static_cast<double>(count);  // bytes per µs
-  };
-  auto advance = [&](std::size_t li) {
-    LinkState& ls = links[li];
-    if (!ls.active.empty()) {
-      const double moved = rate(li, ls.active.size()) * (now - ls.last);
-      for (auto t : ls.active) transfers[t].remaining -= moved;
+  std::uint64_t epoch = 0;
+  std::vector<std::uint32_t> touched;
+  // Settles and re-times every transfer on `resources` (a copy: the
+  // caller's list may be route_buf, which resources_of reuses).
+  auto retime = [&](std::vector<std::size_t> resources) {
+    ++epoch;
+    touched.clear();
+    for (auto r : resources)
+      for (auto id : on_resource[r])
+        if (transfers[id].stamp != epoch) {
+          transfers[id].stamp = epoch;
+          touched.push_back(id);
+        }
+    for (auto id : touched) {
+      Transfer& t = transfers[id];
+      t.remaining = std::max(0.0, t.remaining - t.rate * (now - t.last));
+      t.last = now;
+      double r = INFINITY;
+      for (auto res_id : resources_of(t))
+        r = std::min(r, resource_gbps(res_id) * 1e3 / static_cast<double>(on_resource[res_id].size()));
+      t.rate = r;
+      ++t.version;
+      push(now + t.remaining / r, EventType::kTransferDone, id, t.version);
     }
-    ls.last = now;
-  };
-  auto reschedule = [&](std::size_t li) {
-    LinkState& ls = links[li];
-    ++ls.version;
-    if (ls.active.empty()) return;
-    double min_rem = INFINITY;
-    for (auto t : ls.active) min_rem = std::min(min_rem, transfers[t].remaining);
-    push(now + std::max(0.0, min_rem) / rate(li, ls.active.size()), EventType::kLinkCheck,
-         static_cast<std::uint32_t>(li), ls.version);
   };
   auto arrive = [&](NodeId v) {
     --pending[v];
@@ -288,34 +314,23 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
           break;
         }
         t.begin_flow = now;
-        const std::size_t li = t.src * p + t.dst;
-        advance(li);
-        links[li].active.push_back(ev.id);
-        reschedule(li);
+        t.last = now;
+        t.rate = 0;
+        const auto resources = resources_of(t);
+        for (auto r : resources) on_resource[r].push_back(ev.id);
+        retime(resources);
         break;
       }
-      case EventType::kLinkCheck: {
-        const std::size_t li = ev.id;
-        if (links[li].version != ev.version) break;
-        advance(li);
-        auto& act = links[li].active;
-        // Finish every transfer within rounding of done.
-        const double eps = std::max(kByteEps, rate(li, act.size()) * 1e-9);
-        std::vector<std::uint32_t> done;
-        std::erase_if(act, [&](std::uint32_t id) {
-          if (transfers[id].remaining <= eps) {
-            done.push_back(id);
-            return true;
-          }
-          return false;
-        });
-        reschedule(li);
-        for (auto id : done) {
-          if (tracing)
-            flows.push_back(FlowSpan{transfers[id].src, transfers[id].dst, transfers[id].begin_flow, now,
-                                     transfers[id].node});
-          arrive(transfers[id].node);
-        }
+      case EventType::kTransferDone: {
+        Transfer& t = transfers[ev.id];
+        if (t.version != ev.version) break;  // re-timed since
+        t.remaining = 0;
+        t.rate = 0;
+        const auto resources = resources_of(t);
+        for (auto r : resources) std::erase(on_resource[r], ev.id);
+        retime(resources);
+        if (tracing) flows.push_back(FlowSpan{t.src, t.dst, t.begin_flow, now, t.node});
+        arrive(t.node);
         break;
       }
     }

@@ -476,3 +476,34 @@ TEST(Heft, PortfolioKeepsTheUniformViewScheduleOnlyWhenItIsFaster) {
   }
   RecordProperty("uniform_view_chosen", uniform_chosen);
 }
+
+TEST(Heft, ReservesOneSlotOnEverySharedLinkOfARoute) {
+  // Four devices, private links 1 GB/s; routes 0->2 and 1->3 both cross one
+  // shared 1 GB/s link. A(10) pinned 0 -> B(1) pinned 2 and X(10) pinned
+  // 1 -> Y(1) pinned 3, 10 kB each (10 us). HEFT reserves the shared link
+  // for A->B [10,20] (B [20,21]); X->Y must wait for it: [20,30], Y [30,31].
+  // Without the routes both transfers have their own links: Y [20,21].
+  auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {1.0, 0.0});
+  sg::StepGraph g;
+  auto pinned = [&](const char* name, double us, int dev) {
+    sg::NodeSpec s;
+    s.name = name;
+    s.cost = sg::DeviceCosts::uniform(us);
+    s.pinned_device = dev;
+    return g.add_node(s);
+  };
+  auto a = pinned("A", 10, 0), b = pinned("B", 1, 2), x = pinned("X", 10, 1), y = pinned("Y", 1, 3);
+  g.connect(a, b, 10000);
+  g.connect(x, y, 10000);
+  auto o = opts(sg::Algorithm::kHeft);
+  o.fallback = sg::SerialFallback::kOff;
+  const auto apart = sg::place(g, p, o);
+  expect_node(apart, y, 3, 20, 21);
+  const auto smp = p.add_shared_link({"smp", 1.0});
+  p.set_route(0, 2, {smp});
+  p.set_route(1, 3, {smp});
+  const auto shared = sg::place(g, p, o);
+  const bool ab_first = shared.nodes[b].start_us < shared.nodes[y].start_us;
+  expect_node(shared, ab_first ? b : y, ab_first ? 2 : 3, 20, 21);
+  expect_node(shared, ab_first ? y : b, ab_first ? 3 : 2, 30, 31);
+}

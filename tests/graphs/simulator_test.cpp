@@ -196,3 +196,75 @@ TEST(Simulator, GangNodeIsABarrierInEachDevicesOrder) {
   EXPECT_DOUBLE_EQ(r.nodes[ar].start_us, 20);
   EXPECT_DOUBLE_EQ(r.makespan_us, 20);
 }
+
+namespace {
+// Two independent pairs: A(10) on dev0 sends 10 kB to B(1) on dev2, X(10) on
+// dev1 sends 10 kB to Y(1) on dev3. Private links at 1 GB/s (1000 B/us).
+struct TwoPairs {
+  sg::StepGraph g;
+  sg::NodeId a, b, x, y;
+  TwoPairs() {
+    a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+    b = g.add_kernel("B", sg::DeviceCosts::uniform(1));
+    x = g.add_kernel("X", sg::DeviceCosts::uniform(10));
+    y = g.add_kernel("Y", sg::DeviceCosts::uniform(1));
+    g.connect(a, b, 10000);
+    g.connect(x, y, 10000);
+  }
+};
+}  // namespace
+
+TEST(Simulator, PairsWhoseRoutesCrossOneSharedLinkShareIt) {
+  // Without routes each transfer has its private link: both take 10 us,
+  // B and Y run [20,21]. With routes 0->2 and 1->3 both over one shared
+  // 1 GB/s link ("smp"), the transfers flow together at 500 B/us: 20 us,
+  // B and Y [30,31].
+  TwoPairs t;
+  auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {1.0, 0.0});
+  const auto pl = assign(t.g, p, {0, 2, 1, 3});
+  EXPECT_DOUBLE_EQ(sg::simulate(t.g, p, pl, ideal()).makespan_us, 21);
+  const auto smp = p.add_shared_link({"smp", 1.0});
+  p.set_route(0, 2, {smp});
+  p.set_route(1, 3, {smp});
+  const auto r = sg::simulate(t.g, p, pl, ideal());
+  EXPECT_DOUBLE_EQ(r.nodes[t.b].start_us, 30);
+  EXPECT_DOUBLE_EQ(r.nodes[t.y].start_us, 30);
+  EXPECT_DOUBLE_EQ(r.makespan_us, 31);
+  // Routes are directed: 2 -> 0 still has its private link.
+  EXPECT_TRUE(p.route(2, 0).empty());
+}
+
+TEST(Simulator, ATransferFlowsAtItsSmallestShareAlongItsRoute) {
+  // Route 0->2 = {smp, slow} (slow: 0.25 GB/s), route 1->3 = {smp}. While
+  // both flow: A->B gets min(1000/2, 250/1) = 250 B/us, X->Y min(1000/2) =
+  // 500 B/us (the unused share is not redistributed). X->Y is done after
+  // 20 us (t = 30): Y [30,31]. A->B has moved 5 kB by then and keeps 250 B/us
+  // (its bottleneck is `slow`): 20 us more, B [50,51].
+  TwoPairs t;
+  auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {1.0, 0.0});
+  const auto smp = p.add_shared_link({"smp", 1.0});
+  const auto slow = p.add_shared_link({"pcie up", 0.25});
+  p.set_route(0, 2, {slow, smp});
+  p.set_route(1, 3, {smp});
+  const auto r = sg::simulate(t.g, p, assign(t.g, p, {0, 2, 1, 3}), ideal());
+  EXPECT_DOUBLE_EQ(r.nodes[t.y].start_us, 30);
+  EXPECT_DOUBLE_EQ(r.nodes[t.b].start_us, 50);
+  EXPECT_DOUBLE_EQ(r.makespan_us, 51);
+}
+
+TEST(Platform, RoutesAreCheckedKeptBySubsetAndDroppedWhenBlind) {
+  auto p = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {1.0, 0.0});
+  EXPECT_THROW(p.add_shared_link({"zero", 0.0}), stepgraph::InvalidArgument);
+  const auto l = p.add_shared_link({"smp", 2.0});
+  EXPECT_THROW(p.set_route(0, 0, {l}), stepgraph::InvalidArgument);
+  EXPECT_THROW(p.set_route(0, 3, {l}), stepgraph::InvalidArgument);
+  EXPECT_THROW(p.set_route(0, 1, {l + 1}), stepgraph::InvalidArgument);
+  p.set_route(1, 2, {l});
+  const auto sub = p.subset({2, 1});
+  ASSERT_EQ(sub.shared_links().size(), 1u);
+  EXPECT_EQ(sub.route(1, 0), std::vector<std::uint32_t>{l});
+  EXPECT_TRUE(sub.route(0, 1).empty());
+  const auto blind = p.without_topology();
+  EXPECT_TRUE(blind.shared_links().empty());
+  EXPECT_TRUE(blind.route(1, 2).empty());
+}

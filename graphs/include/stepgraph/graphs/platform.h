@@ -44,6 +44,15 @@ struct Link {
 };
 
 /// How a Platform without topology is derived from one with it.
+/// One direction of a physical link that the transfers of several device
+/// pairs cross (a PCIe switch's uplink, the inter-socket link, a GPU's
+/// links into an NVSwitch fabric). Transfers crossing it at the same time
+/// share its bandwidth.
+struct SharedLink {
+  std::string name;
+  double bandwidth_gbps = 0;  ///< one direction, GB/s
+};
+
 enum class LinkModel : std::uint8_t {
   /// Every device pair gets the same link: the harmonic-mean bandwidth (so a
   /// byte takes the mean time over the platform's distinct pairs) and the
@@ -72,6 +81,25 @@ class Platform {
   /// Sets a->b and b->a. Throws InvalidArgument for a bad index or a
   /// bandwidth <= 0 / latency < 0 / NaN.
   void set_link(std::size_t a, std::size_t b, Link link);
+
+  /// Note [Routes]
+  /// By default every ordered device pair has a private link (`link(a, b)`):
+  /// only transfers between the same two devices share it. A route says that
+  /// transfers a -> b cross these shared links instead, each shared with
+  /// every other transfer crossing it at the same time; link(a, b) stays the
+  /// pair's summary (its bandwidth should be the route's narrowest link,
+  /// its latency the whole path's). from_cost_matrix() sets the routes of
+  /// the recorded machine; without_topology() drops them.
+  /// add_shared_link returns the new link's index. InvalidArgument for a
+  /// bandwidth <= 0 or NaN.
+  std::uint32_t add_shared_link(SharedLink link);
+  /// InvalidArgument for a bad device index, a == b, or an unknown link.
+  void set_route(std::size_t a, std::size_t b, std::vector<std::uint32_t> shared_links);
+  /// The shared links transfers a -> b cross; empty: the pair's private link.
+  [[nodiscard]] const std::vector<std::uint32_t>& route(std::size_t a, std::size_t b) const noexcept {
+    return routes_.empty() ? kNoRoute : routes_[a * size() + b];
+  }
+  [[nodiscard]] const std::vector<SharedLink>& shared_links() const noexcept { return shared_; }
   void set_numa_distance(std::size_t a, std::size_t b, double distance);
 
   [[nodiscard]] std::size_t size() const noexcept { return devices_.size(); }
@@ -87,15 +115,20 @@ class Platform {
   /// Mean over ordered pairs a != b of 1 / bandwidth, in µs per byte.
   [[nodiscard]] double mean_us_per_byte() const noexcept;
 
-  /// The same devices with every link replaced (see LinkModel).
+  /// The same devices with every link replaced (see LinkModel) and no
+  /// routes: every pair has a private link.
   [[nodiscard]] Platform without_topology(LinkModel model = LinkModel::kUniformMean) const;
-  /// The devices `indices` (in that order), their links and distances.
+  /// The devices `indices` (in that order), their links, routes and
+  /// distances.
   [[nodiscard]] Platform subset(const std::vector<std::size_t>& indices) const;
 
  private:
   std::vector<Device> devices_;
   std::vector<Link> links_;
   std::vector<double> numa_;
+  std::vector<SharedLink> shared_;
+  std::vector<std::vector<std::uint32_t>> routes_;  // size()² when any route is set
+  static inline const std::vector<std::uint32_t> kNoRoute{};
 };
 
 }  // namespace stepgraph::graphs
