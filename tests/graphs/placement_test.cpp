@@ -54,6 +54,14 @@ struct LinearScanGaps {
   }
 };
 
+sg::NodeId add_pinned(sg::StepGraph& g, const char* name, double us, int dev) {
+  sg::NodeSpec s;
+  s.name = name;
+  s.cost = sg::DeviceCosts::uniform(us);
+  s.pinned_device = dev;
+  return g.add_node(s);
+}
+
 void expect_node(const sg::Placement& p, sg::NodeId n, int dev, double start, double finish) {
   SCOPED_TRACE("node " + std::to_string(n));
   EXPECT_EQ(p.nodes[n].device, dev);
@@ -322,13 +330,7 @@ TEST(Heft, QueuesTransfersThatShareALink) {
   // 1 GB/s). Ignoring contention both arrive at 20: B [20,21], C [21,22].
   // Modelling the link, A->C waits for A->B: link [20,30], C [30,31].
   sg::StepGraph g;
-  auto pinned = [&](const char* name, double us, int dev) {
-    sg::NodeSpec s;
-    s.name = name;
-    s.cost = sg::DeviceCosts::uniform(us);
-    s.pinned_device = dev;
-    return g.add_node(s);
-  };
+  auto pinned = [&](const char* name, double us, int dev) { return add_pinned(g, name, us, dev); };
   auto a = pinned("A", 10, 0);
   auto b = pinned("B", 1, 1);
   auto c = pinned("C", 1, 1);
@@ -485,13 +487,7 @@ TEST(Heft, ReservesOneSlotOnEverySharedLinkOfARoute) {
   // Without the routes both transfers have their own links: Y [20,21].
   auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {1.0, 0.0});
   sg::StepGraph g;
-  auto pinned = [&](const char* name, double us, int dev) {
-    sg::NodeSpec s;
-    s.name = name;
-    s.cost = sg::DeviceCosts::uniform(us);
-    s.pinned_device = dev;
-    return g.add_node(s);
-  };
+  auto pinned = [&](const char* name, double us, int dev) { return add_pinned(g, name, us, dev); };
   auto a = pinned("A", 10, 0), b = pinned("B", 1, 2), x = pinned("X", 10, 1), y = pinned("Y", 1, 3);
   g.connect(a, b, 10000);
   g.connect(x, y, 10000);
