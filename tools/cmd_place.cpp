@@ -61,6 +61,15 @@ int run_place(const PlaceCliOptions& o) {
                     platform.link(a, b).latency_us);
       std::printf("\n");
     }
+    // Shared links (Note [Routes]) and how many ordered pairs cross each.
+    std::vector<std::size_t> crossing(platform.shared_links().size(), 0);
+    for (std::size_t a = 0; a < platform.size(); ++a)
+      for (std::size_t b = 0; b < platform.size(); ++b)
+        for (auto l : platform.route(a, b)) ++crossing[l];
+    std::printf("  shared links: %zu\n", crossing.size());
+    for (std::size_t l = 0; l < crossing.size(); ++l)
+      std::printf("  %-32s %7.1f GB/s, crossed by %zu device pairs\n", platform.shared_links()[l].name.c_str(),
+                  platform.shared_links()[l].bandwidth_gbps, crossing[l]);
   }
   STEPGRAPH_CHECK(!o.graph.empty(), InvalidArgument, "--graph G.json is required (make one with `stepgraph graph`)");
   const sg::StepGraph g = sg::load_json(o.graph);
@@ -77,8 +86,8 @@ int run_place(const PlaceCliOptions& o) {
   const sg::CostModel model(platform, po.cost);
   const sg::Bounds b = sg::bounds(g, model);
   std::printf("graph: %s, %zu nodes, %zu edges\n", o.graph.c_str(), g.node_count(), g.edge_count());
-  std::printf("algorithm: %s%s, scheduled in %.2f ms\n", o.algo.c_str(),
-              pl.serial_fallback ? " (serial fallback)" : "", sched_ms);
+  std::printf("algorithm: %s (schedule: %s), scheduled in %.2f ms\n", o.algo.c_str(),
+              std::string(sg::to_string(pl.source)).c_str(), sched_ms);
   std::printf("%-12s %8s %10s\n", "device", "nodes", "util");
   for (std::size_t d = 0; d < platform.size(); ++d) {
     std::size_t own = 0;
