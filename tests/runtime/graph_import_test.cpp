@@ -242,18 +242,17 @@ TYPED_TEST(GraphImport, ChildGraphBecomesAKernelNodeWithTheAccessesIntrospection
   const auto& child = imported.graph.node(0);
   EXPECT_EQ(child.name, info.nodes[0].name);
   EXPECT_EQ(child.kind, g::NodeKind::kKernel);
-  // The child node carries what introspection reports for it: on the cuda
-  // backend the children's accesses (the write of [0, 128)); the host
-  // backend reports none for a child graph node (docs/graph-import.md).
+  // The child node carries what introspection reports for it: on both
+  // backends a node called "graph_launch" with the children's accesses (the
+  // write of [0, 128)).
+  EXPECT_EQ(info.nodes[0].name, "graph_launch");
   ASSERT_EQ(child.accesses.size(), info.nodes[0].accesses.size());
   for (std::size_t i = 0; i < child.accesses.size(); ++i) {
     EXPECT_EQ(child.accesses[i].offset, info.nodes[0].accesses[i].offset);
     EXPECT_EQ(child.accesses[i].bytes, info.nodes[0].accesses[i].bytes);
     EXPECT_EQ(child.accesses[i].mode, g::AccessMode::kWrite);
   }
-  if (TypeParam::kKind == rt::BackendKind::kCuda) {
-    EXPECT_EQ(child.accesses.size(), 1u);
-  }
+  EXPECT_EQ(child.accesses.size(), 1u);
   ASSERT_EQ(imported.graph.edge_count(), 1u);
   EXPECT_EQ(imported.graph.edges()[0].src, 0u);
   EXPECT_EQ(imported.graph.edges()[0].dst, 1u);

@@ -374,6 +374,7 @@ std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, 
   }
   for (std::size_t i = 0; i < payload->nodes.size(); ++i)
     if (payload->nodes[i].in_degree == 0) payload->roots.push_back(static_cast<std::uint32_t>(i));
+  for (const auto& n : graph.nodes_) payload->accesses.insert(payload->accesses.end(), n.accesses.begin(), n.accesses.end());
   return payload;
 }
 
@@ -828,11 +829,14 @@ void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload, 
                              std::mutex& exec_mutex) {
   if (capture()) {
     // A launch during capture becomes one node that runs the child graph
-    // (in topological order, on this stream's device).
+    // (in topological order, on this stream's device). Like the cuda
+    // backend's, it is called "graph_launch" and declares everything the
+    // child graph touches.
     CapturedNode n;
     n.kind = NodeKind::kOther;
-    n.name = "child graph";
+    n.name = "graph_launch";
     n.device = device_;
+    n.accesses = payload->accesses;
     n.fn = [payload] {
       std::vector<std::uint32_t> indeg(payload->nodes.size());
       for (std::size_t i = 0; i < indeg.size(); ++i) indeg[i] = payload->nodes[i].in_degree;

@@ -29,6 +29,8 @@
 #include <thread>
 #include <vector>
 
+#include <stepgraph/runtime/types.h>
+
 namespace stepgraph::runtime::host {
 
 class Scheduler;
@@ -73,6 +75,10 @@ struct ExecNode {
 struct ExecPayload {
   std::vector<ExecNode> nodes;
   std::vector<std::uint32_t> roots;
+  /// Every node's declared accesses: what the graph touches when it is
+  /// launched into a capture as one child-graph node (reported like the cuda
+  /// backend's "graph_launch" node).
+  std::vector<BufferAccess> accesses;
 };
 
 /// One launch of an executable graph in flight.
