@@ -22,17 +22,17 @@
 #include <stepgraph/topology/live.h>
 #include <stepgraph/topology/topology.h>
 
+#include "topology_fixtures.h"
+
 namespace sg = stepgraph;
 using sg::topology::CostMatrix;
 using sg::topology::EndpointKind;
 using sg::topology::PathKind;
 using sg::topology::Topology;
 
-namespace {
+using namespace sg::topology::testing;  // fixture, load, gpu_pos, nic_pos, numa_pos
 
-std::filesystem::path fixture(const std::string& name) {
-  return std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fixtures" / name;
-}
+namespace {
 
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -40,12 +40,6 @@ std::string read_text(const std::filesystem::path& p) {
   ss << in.rdbuf();
   return ss.str();
 }
-
-Topology load(const std::string& name) { return Topology::load(fixture(name)); }
-
-std::size_t gpu_pos(const CostMatrix& m, int i) { return m.position(EndpointKind::kGpu, i); }
-std::size_t nic_pos(const CostMatrix& m, int i) { return m.position(EndpointKind::kNic, i); }
-std::size_t numa_pos(const CostMatrix& m, int i) { return m.position(EndpointKind::kNuma, i); }
 
 const sg::topology::Path& gpu_gpu(const CostMatrix& m, int a, int b) { return m.path(gpu_pos(m, a), gpu_pos(m, b)); }
 

@@ -4,8 +4,11 @@
 #include <stepgraph/topology/cost_matrix.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -78,9 +81,60 @@ double inter_cpu_gbps(const CpuModel& cpu) {
 namespace {
 
 struct Attach {
-  std::vector<int> chain;   // pci nodes from the device up to (excluding) the root
-  int root = -1;            // host bridge pci index; < -1 for a socket-attached device: -(numa + 2)
-  std::vector<int> numa;    // NUMA positions local to the root
+  std::vector<int> chain;        // pci nodes from the device up to (excluding) the root
+  int root = -1;                 // host bridge pci index; < -1 for a socket-attached device: -(numa + 2)
+  std::vector<int> numa;         // NUMA positions local to the root
+  bool socket_attached = false;  // no PCI node (NCCL <cpu><nic>): reached through an "attach:" link
+};
+
+/// Where two devices' chains meet in one PCI tree: the lowest common
+/// ancestor below the host bridge (-1: they meet at the host bridge) and how
+/// many links of each chain lie below it.
+struct Meet {
+  int lca = -1;
+  std::size_t ia = 0;
+  std::size_t ib = 0;
+};
+
+Meet meet(const Attach& a, const Attach& b) {
+  Meet m{-1, a.chain.size(), b.chain.size()};
+  for (std::size_t i = 0; i < a.chain.size() && m.lca < 0; ++i) {
+    auto it = std::find(b.chain.begin(), b.chain.end(), a.chain[i]);
+    if (it != b.chain.end()) {
+      m.lca = a.chain[i];
+      m.ia = i;
+      m.ib = static_cast<std::size_t>(it - b.chain.begin());
+    }
+  }
+  return m;
+}
+
+// Physical links (docs/topology.md "Physical links"). A key names one
+// direction of one link; the table hands out indices in first-use order.
+enum class LinkKind { kPcie, kAttach, kSmp, kNvLinkGpu, kNvLinkCpu, kNvSwitch };
+enum class Dir { kUp, kDown };  // PCIe/attach: up = toward the root; NVSwitch: up = out of the GPU into the fabric
+
+struct LinkKey {
+  LinkKind kind;
+  int x;  // kPcie: pci node; kAttach: endpoint position; kSmp: side code; kNvLink*/kNvSwitch: GPU
+  int y;  // kSmp: side code; kNvLinkGpu: peer GPU; kNvLinkCpu: package; else 0
+  Dir dir;
+};
+
+class LinkTable {
+ public:
+  template <class NameFn>
+  std::uint32_t intern(const LinkKey& k, double gbps, NameFn&& name) {
+    const std::array<int, 4> key{static_cast<int>(k.kind), k.x, k.y, static_cast<int>(k.dir)};
+    auto [it, inserted] = index_.try_emplace(key, static_cast<std::uint32_t>(links_.size()));
+    if (inserted) links_.push_back(PhysicalLink{name(), gbps});
+    return it->second;
+  }
+  std::vector<PhysicalLink> take() { return std::move(links_); }
+
+ private:
+  std::map<std::array<int, 4>, std::uint32_t> index_;
+  std::vector<PhysicalLink> links_;
 };
 
 class Builder {
@@ -91,6 +145,7 @@ class Builder {
     Attach a;
     const auto& nodes = t_.pci_nodes();
     if (pci < 0) {
+      a.socket_attached = true;
       // Socket-attached (NCCL <cpu><nic>): on the host bridge of its NUMA
       // node when the source has exactly one, as NCCL XML does.
       int found = -1;
@@ -132,17 +187,7 @@ class Builder {
     double bw = std::numeric_limits<double>::infinity();
     if (a.root == b.root && a.root != -1) {
       // Same tree: find the lowest common ancestor below the host bridge.
-      int lca = -1;
-      std::size_t ia = a.chain.size();
-      std::size_t ib = b.chain.size();
-      for (std::size_t i = 0; i < a.chain.size() && lca < 0; ++i) {
-        auto it = std::find(b.chain.begin(), b.chain.end(), a.chain[i]);
-        if (it != b.chain.end()) {
-          lca = a.chain[i];
-          ia = i;
-          ib = static_cast<std::size_t>(it - b.chain.begin());
-        }
-      }
+      const auto [lca, ia, ib] = meet(a, b);
       for (std::size_t i = 0; i < ia; ++i) bw = std::min(bw, link(a.chain[i]));
       for (std::size_t i = 0; i < ib; ++i) bw = std::min(bw, link(b.chain[i]));
       if (lca < 0) {
@@ -190,21 +235,30 @@ class Builder {
     return p;
   }
 
+  struct NvCounts {
+    int direct = 0;  // GPU<->GPU links of the pair
+    int sw_a = 0;    // a's links to all NVSwitches
+    int sw_b = 0;
+    [[nodiscard]] int hub() const { return std::min(sw_a, sw_b); }
+  };
+  NvCounts nv_counts(int a, int b) const {
+    NvCounts n;
+    for (const auto& l : t_.nvlinks()) {
+      if (l.peer.kind == LinkPeerKind::kGpu) {
+        if ((l.gpu == a && l.peer.index == b) || (l.gpu == b && l.peer.index == a)) n.direct += l.count;
+      } else if (l.peer.kind == LinkPeerKind::kNvSwitch) {
+        if (l.gpu == a) n.sw_a += l.count;
+        if (l.gpu == b) n.sw_b += l.count;
+      }
+    }
+    return n;
+  }
+
   /// Direct NVLinks between two GPUs, plus the switch hub: a GPU's links to
   /// all NVSwitches add up, and a pair through the hub gets the smaller sum.
   int nvlinks_between(int a, int b) const {
-    int direct = 0;
-    int sw_a = 0;
-    int sw_b = 0;
-    for (const auto& l : t_.nvlinks()) {
-      if (l.peer.kind == LinkPeerKind::kGpu) {
-        if ((l.gpu == a && l.peer.index == b) || (l.gpu == b && l.peer.index == a)) direct += l.count;
-      } else if (l.peer.kind == LinkPeerKind::kNvSwitch) {
-        if (l.gpu == a) sw_a += l.count;
-        if (l.gpu == b) sw_b += l.count;
-      }
-    }
-    return direct + std::min(sw_a, sw_b);
+    const NvCounts n = nv_counts(a, b);
+    return n.direct + n.hub();
   }
 
   int nvlinks_to_cpu(int gpu, int numa) const {
@@ -227,6 +281,174 @@ class Builder {
 
   const Topology& t_;
   double inter_cpu_;
+};
+
+/// The physical links of every ordered pair (docs/topology.md "Physical
+/// links"), following the same routes as Builder's bandwidth rules: each
+/// route crosses exactly the links whose bandwidths those rules take the
+/// minimum of.
+class Router {
+ public:
+  Router(const Builder& b, const std::vector<Endpoint>& eps, const std::vector<Attach>& attach)
+      : b_(b), t_(b.t_), eps_(eps), attach_(attach) {
+    std::map<std::string, int> bus_uses;
+    for (const auto& n : t_.pci_nodes()) ++bus_uses[n.bus_id];
+    for (const auto& n : t_.pci_nodes())
+      pci_names_.push_back(!n.bus_id.empty() && bus_uses[n.bus_id] == 1 ? n.bus_id : fmt::format("pci{}", n.index));
+    std::map<std::string, int> name_uses;
+    for (const auto& e : eps_) ++name_uses[e.name];
+    for (std::size_t i = 0; i < eps_.size(); ++i)
+      endpoint_names_.push_back(name_uses[eps_[i].name] == 1 ? eps_[i].name : fmt::format("{}#{}", eps_[i].name, i));
+  }
+
+  /// The links from endpoint i to endpoint j (i != j), whose unordered pair has path `p`.
+  std::vector<std::uint32_t> route(std::size_t i, std::size_t j, const Path& p) {
+    out_.clear();
+    const Endpoint& a = eps_[i];
+    const Endpoint& c = eps_[j];
+    if (a.kind == EndpointKind::kNuma && c.kind == EndpointKind::kNuma) {
+      smp({a.index}, {c.index});
+    } else if (c.kind == EndpointKind::kNuma) {  // device -> memory
+      if (p.kind == PathKind::kNvLink) {
+        nvlink_cpu(a.index, c.index, Dir::kUp, p.nvlinks);
+      } else {
+        up(i, attach_[i].chain.size());
+        if (p.kind == PathKind::kSys) smp(attach_[i].numa, {c.index});
+      }
+    } else if (a.kind == EndpointKind::kNuma) {  // memory -> device
+      if (p.kind == PathKind::kNvLink) {
+        nvlink_cpu(c.index, a.index, Dir::kDown, p.nvlinks);
+      } else {
+        if (p.kind == PathKind::kSys) smp({a.index}, attach_[j].numa);
+        down(j, attach_[j].chain.size());
+      }
+    } else if (p.kind == PathKind::kNvLink) {  // GPU -> GPU
+      nvlink_gpu(a.index, c.index);
+    } else {
+      const Attach& x = attach_[i];
+      const Attach& y = attach_[j];
+      if (x.root == y.root && x.root != -1) {
+        const Meet m = meet(x, y);
+        up(i, m.ia);
+        down(j, m.ib);
+      } else {
+        up(i, x.chain.size());
+        if (p.kind == PathKind::kSys) smp(x.numa, y.numa);
+        down(j, y.chain.size());
+      }
+    }
+    return out_;
+  }
+
+  std::vector<PhysicalLink> take() { return table_.take(); }
+
+ private:
+  static const char* arrow(Dir d) { return d == Dir::kUp ? "up" : "down"; }
+
+  /// Up the first `n` links of endpoint e's chain (or its socket attachment).
+  void up(std::size_t e, std::size_t n) {
+    const Attach& a = attach_[e];
+    if (a.socket_attached) {
+      attach_link(e, Dir::kUp);
+      return;
+    }
+    for (std::size_t k = 0; k < n; ++k) pcie(a.chain[k], Dir::kUp);
+  }
+  /// Down the first `n` links of endpoint e's chain, top first.
+  void down(std::size_t e, std::size_t n) {
+    const Attach& a = attach_[e];
+    if (a.socket_attached) {
+      attach_link(e, Dir::kDown);
+      return;
+    }
+    for (std::size_t k = n; k-- > 0;) pcie(a.chain[k], Dir::kDown);
+  }
+  void pcie(int node, Dir d) {
+    const LinkKey k{LinkKind::kPcie, node, 0, d};
+    out_.push_back(table_.intern(k, b_.link(node), [&] {
+      return fmt::format("pcie:{} {}", pci_names_[static_cast<std::size_t>(node)], arrow(d));
+    }));
+  }
+  // NCCL connects a <nic> directly under <cpu> with a LOC_BW link (topo.cc).
+  void attach_link(std::size_t e, Dir d) {
+    const LinkKey k{LinkKind::kAttach, static_cast<int>(e), 0, d};
+    out_.push_back(
+        table_.intern(k, kLocalBandwidth, [&] { return fmt::format("attach:{} {}", endpoint_names_[e], arrow(d)); }));
+  }
+
+  /// The SMP crossing from NUMA nodes `from` to NUMA nodes `to` (the local
+  /// NUMA nodes of each end): between their packages when both are known and
+  /// differ, else between the NUMA nodes themselves.
+  void smp(const std::vector<int>& from, const std::vector<int>& to) {
+    int x = from.empty() ? -1 : from.front();
+    int y = to.empty() ? -1 : to.front();
+    for (int n : to)
+      if (n != x) {
+        y = n;
+        break;
+      }
+    if (x == y && x >= 0)
+      for (int n : from)
+        if (n != y) {
+          x = n;
+          break;
+        }
+    const int px = x >= 0 ? t_.numa_nodes()[static_cast<std::size_t>(x)].package : -1;
+    const int py = y >= 0 ? t_.numa_nodes()[static_cast<std::size_t>(y)].package : -1;
+    const bool sockets = px >= 0 && py >= 0 && px != py;
+    const int big = static_cast<int>(t_.numa_count() + t_.package_count()) + 1;
+    auto code = [&](int numa, int pkg) { return numa < 0 ? -1 : sockets ? pkg : big + numa; };
+    auto side = [&](int numa, int pkg) {
+      if (numa < 0) return std::string("unknown");
+      if (sockets) return fmt::format("socket{}", pkg);
+      return fmt::format("numa{}", t_.numa_nodes()[static_cast<std::size_t>(numa)].os_index);
+    };
+    const LinkKey k{LinkKind::kSmp, code(x, px), code(y, py), Dir::kUp};
+    out_.push_back(
+        table_.intern(k, b_.inter_cpu_, [&] { return fmt::format("smp:{}->{}", side(x, px), side(y, py)); }));
+  }
+
+  /// GPU <-> its package over NVLink (POWER): up = GPU to CPU.
+  void nvlink_cpu(int gpu, int numa, Dir d, int count) {
+    const int pkg = t_.numa_nodes()[static_cast<std::size_t>(numa)].package;
+    const LinkKey k{LinkKind::kNvLinkCpu, gpu, pkg, d};
+    const std::string& g = t_.gpus()[static_cast<std::size_t>(gpu)].name;
+    out_.push_back(table_.intern(k, b_.nvlink_bw(gpu, -1, count), [&] {
+      return d == Dir::kUp ? fmt::format("nvlink:{}->socket{}", g, pkg) : fmt::format("nvlink:socket{}->{}", pkg, g);
+    }));
+  }
+
+  /// GPU a -> GPU b: a's egress into the NVSwitch fabric, the direct NVLinks,
+  /// b's ingress. A pair with both has two parallel routes; the direct link
+  /// is listed between the fabric links so that the reverse path is the
+  /// reversed list.
+  void nvlink_gpu(int a, int b) {
+    const Builder::NvCounts n = b_.nv_counts(a, b);
+    if (n.hub() > 0) nvswitch(a, Dir::kUp, n.sw_a);
+    if (n.direct > 0) {
+      const LinkKey k{LinkKind::kNvLinkGpu, a, b, Dir::kUp};
+      out_.push_back(table_.intern(k, b_.nvlink_bw(a, b, n.direct), [&] {
+        return fmt::format("nvlink:{}->{}", t_.gpus()[static_cast<std::size_t>(a)].name,
+                           t_.gpus()[static_cast<std::size_t>(b)].name);
+      }));
+    }
+    if (n.hub() > 0) nvswitch(b, Dir::kDown, n.sw_b);
+  }
+  void nvswitch(int gpu, Dir d, int count) {
+    const LinkKey k{LinkKind::kNvSwitch, gpu, 0, d};
+    out_.push_back(table_.intern(k, b_.nvlink_bw(gpu, -1, count), [&] {
+      return fmt::format("nvswitch:{} {}", t_.gpus()[static_cast<std::size_t>(gpu)].name, d == Dir::kUp ? "out" : "in");
+    }));
+  }
+
+  const Builder& b_;
+  const Topology& t_;
+  const std::vector<Endpoint>& eps_;
+  const std::vector<Attach>& attach_;
+  std::vector<std::string> pci_names_;
+  std::vector<std::string> endpoint_names_;
+  LinkTable table_;
+  std::vector<std::uint32_t> out_;
 };
 
 }  // namespace
@@ -252,6 +474,7 @@ CostMatrix CostMatrix::build(const Topology& topo) {
   }
   const std::size_t size = m.endpoints_.size();
   m.paths_.assign(size * size, Path{});
+  Router router(b, m.endpoints_, attach);
   for (std::size_t i = 0; i < size; ++i) {
     for (std::size_t j = i; j < size; ++j) {
       const Endpoint& a = m.endpoints_[i];
@@ -275,10 +498,16 @@ CostMatrix CostMatrix::build(const Topology& topo) {
           if (n > 0) p = Path{PathKind::kNvLink, n, b.nvlink_bw(a.index, c.index, n), kNvLinkLatency};
         }
       }
+      // Kind, bandwidth and latency are the pair's; the links run per direction.
       m.paths_[i * size + j] = p;
       m.paths_[j * size + i] = p;
+      if (i != j) {
+        m.paths_[i * size + j].links = router.route(i, j, p);
+        m.paths_[j * size + i].links = router.route(j, i, p);
+      }
     }
   }
+  m.links_ = router.take();
   m.numa_count_ = topo.numa_count();
   m.numa_distance_.resize(m.numa_count_ * m.numa_count_);
   for (std::size_t a = 0; a < m.numa_count_; ++a)
@@ -406,11 +635,14 @@ std::string CostMatrix::to_json() const {
     for (std::size_t c = 0; c < size(); ++c) {
       const Path& p = path(r, c);
       row.push_back({{"kind", p.label()}, {"nvlinks", p.nvlinks}, {"bandwidth_gbps", p.bandwidth_gbps},
-                     {"latency_us", p.latency_us}});
+                     {"latency_us", p.latency_us}, {"links", p.links}});
     }
     paths.push_back(row);
   }
   j["paths"] = paths;
+  json links = json::array();
+  for (const auto& l : links_) links.push_back({{"name", l.name}, {"bandwidth_gbps", l.bandwidth_gbps}});
+  j["links"] = links;
   json dist = json::array();
   for (std::size_t a = 0; a < numa_count_; ++a) {
     json row = json::array();

@@ -10,6 +10,12 @@
 // follow NCCL (NVLink per GPU generation, PCIe generation × width, the
 // inter-socket bandwidth by CPU family).
 //
+// Each path also lists the physical links it crosses, one direction each
+// (PCIe uplinks up or down, the inter-socket link, direct NVLinks, a GPU's
+// links into and out of the NVSwitch fabric), so that a simulator can share
+// a link between the transfers that cross it at the same time. The naming
+// and routing rules are in docs/topology.md ("Physical links").
+//
 // Ownership: CostMatrix is a value type; it keeps no reference to the
 // Topology it was built from.
 // Thread-safety: immutable after build(); const members are thread-safe.
@@ -17,6 +23,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,11 +50,30 @@ struct Endpoint {
   int numa_node;
 };
 
+/// One direction of a physical link. Several paths may cross the same one.
+/// Names (docs/topology.md "Physical links"): "pcie:<bus id> up" / "down"
+/// (a PCI node's link to its parent), "smp:socket0->socket1" (or
+/// "smp:numa0->numa1" where packages are unknown or the same),
+/// "nvlink:GPU0->GPU1", "nvlink:GPU0->socket0" (POWER), "nvswitch:GPU3 out" /
+/// "in", "attach:<endpoint> up" / "down" (a device attached to a socket
+/// without a PCI node: NCCL's `<cpu><nic>`).
+struct PhysicalLink {
+  std::string name;
+  double bandwidth_gbps = 0;  // one direction, GB/s
+};
+
 struct Path {
   PathKind kind = PathKind::kSys;
   int nvlinks = 0;            // number of NVLinks for kNvLink, else 0
   double bandwidth_gbps = 0;  // GB/s, one direction, the narrowest link of the path
   double latency_us = 0;      // one-way small-message latency estimate, µs
+  /// The physical links crossed from source to destination, as indices into
+  /// CostMatrix::links(); empty for kSelf. The path's bandwidth_gbps is the
+  /// smallest of their bandwidths, except for a GPU pair with both direct
+  /// NVLinks and the NVSwitch fabric (two parallel routes: the direct link
+  /// plus the narrower of the fabric links; docs/topology.md). path(b, a)
+  /// lists the same links in reverse order, each in the other direction.
+  std::vector<std::uint32_t> links;
   /// "X", "NV6", "PIX", ...
   [[nodiscard]] std::string label() const;
 };
@@ -65,8 +91,12 @@ class CostMatrix {
   /// Position in endpoints() of the `index`-th endpoint of `kind`;
   /// InvalidArgument if there is none.
   [[nodiscard]] std::size_t position(EndpointKind kind, int index) const;
-  /// Symmetric; path(a, a).kind == kSelf. InvalidArgument when out of range.
+  /// Kind, NVLink count, bandwidth and latency are symmetric; `links` runs
+  /// from a to b. path(a, a).kind == kSelf. InvalidArgument when out of range.
   [[nodiscard]] const Path& path(std::size_t a, std::size_t b) const;
+  /// Every physical link (one entry per direction) that some path crosses;
+  /// deduplicated, in the order paths first cross them.
+  [[nodiscard]] const std::vector<PhysicalLink>& links() const noexcept { return links_; }
 
   [[nodiscard]] std::size_t numa_count() const noexcept { return numa_count_; }
   /// hwloc NUMALatency (10 on the diagonal), by NUMA position.
@@ -88,6 +118,7 @@ class CostMatrix {
   std::vector<Endpoint> endpoints_;
   std::vector<std::string> affinity_;  // per endpoint: CPU affinity text ("" unknown)
   std::vector<Path> paths_;            // size()², row-major
+  std::vector<PhysicalLink> links_;    // indexed by Path::links
   std::size_t numa_count_ = 0;
   std::vector<double> numa_distance_;  // numa_count_², row-major
   std::vector<int> numa_os_;           // OS index per NUMA position
