@@ -1,10 +1,14 @@
 // `stepgraph topo`: the topology of this machine (or of a recorded file) as
 // `nvidia-smi topo -m` prints it, then the bandwidth, latency and NUMA
-// distance matrices; `--json` for the whole model and matrices; `--dump F`
+// distance matrices; `--json` for the whole model and matrices; `--links`
+// for the physical links and the route of every ordered pair; `--dump F`
 // writes the model as NCCL topology XML (loadable by --file and by NCCL).
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <stepgraph/core/error.h>
 #include <stepgraph/topology/cost_matrix.h>
@@ -18,7 +22,38 @@ struct TopoOptions {
   std::string file;
   std::string dump;
   bool json = false;
+  bool links = false;
 };
+
+// `--links`: every physical link (one direction each) with the number of
+// ordered pairs crossing it, then each ordered pair's route.
+void print_links(const stepgraph::topology::CostMatrix& m) {
+  const auto& links = m.links();
+  std::vector<int> crossings(links.size(), 0);
+  for (std::size_t a = 0; a < m.size(); ++a)
+    for (std::size_t b = 0; b < m.size(); ++b)
+      for (std::uint32_t l : m.path(a, b).links) ++crossings[l];
+  std::size_t w = 4;
+  for (const auto& l : links) w = std::max(w, l.name.size());
+  std::printf("Physical links (one direction each; docs/topology.md \"Physical links\"):\n");
+  std::printf("  %4s  %-*s  %9s  %s\n", "#", static_cast<int>(w), "link", "GB/s", "pairs crossing");
+  for (std::size_t i = 0; i < links.size(); ++i)
+    std::printf("  %4zu  %-*s  %9.1f  %d\n", i, static_cast<int>(w), links[i].name.c_str(), links[i].bandwidth_gbps,
+                crossings[i]);
+  std::size_t nw = 4;
+  for (const auto& e : m.endpoints()) nw = std::max(nw, e.name.size());
+  std::printf("\nRoutes (source -> destination: kind, GB/s: links crossed):\n");
+  for (std::size_t a = 0; a < m.size(); ++a)
+    for (std::size_t b = 0; b < m.size(); ++b) {
+      if (a == b) continue;
+      const auto& p = m.path(a, b);
+      std::string route;
+      for (std::uint32_t l : p.links) route += (route.empty() ? "" : ", ") + links[l].name;
+      std::printf("  %-*s -> %-*s  %-5s %8.1f: %s\n", static_cast<int>(nw), m.endpoints()[a].name.c_str(),
+                  static_cast<int>(nw), m.endpoints()[b].name.c_str(), p.label().c_str(), p.bandwidth_gbps,
+                  route.c_str());
+    }
+}
 
 int run_topo(const TopoOptions& opts) {
   using stepgraph::topology::CostMatrix;
@@ -32,6 +67,11 @@ int run_topo(const TopoOptions& opts) {
     }
     if (opts.json) {
       std::printf("{\n\"model\": %s,\n\"matrix\": %s\n}\n", topo.to_json().c_str(), m.to_json().c_str());
+      return 0;
+    }
+    if (opts.links) {
+      std::printf("Topology: %s\n\n", topo.source().c_str());
+      print_links(m);
       return 0;
     }
     const auto& cpu = topo.cpu();
@@ -67,6 +107,8 @@ stepgraph::tools::Command topo_cmd{
                      "a recorded topology: hwloc XML 2.x or NCCL topology XML (default: STEPGRAPH_TOPO_FILE, else "
                      "this machine)");
       app.add_flag("--json", opts->json, "print the model and the matrices as JSON (schema: docs/topology.md)");
+      app.add_flag("--links", opts->links,
+                   "list the physical links (one direction each) and the links every path crosses");
       app.add_option("--dump", opts->dump, "write the model to this file as NCCL topology XML");
       return [opts]() -> int { return run_topo(*opts); };
     }};
