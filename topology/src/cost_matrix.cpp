@@ -299,6 +299,19 @@ class Router {
     for (const auto& e : eps_) ++name_uses[e.name];
     for (std::size_t i = 0; i < eps_.size(); ++i)
       endpoint_names_.push_back(name_uses[eps_[i].name] == 1 ? eps_[i].name : fmt::format("{}#{}", eps_[i].name, i));
+    // NVLink counts once (Builder::nv_counts rescans the list per pair).
+    const std::size_t g = t_.gpu_count();
+    switch_links_.assign(g, 0);
+    direct_links_.assign(g * g, 0);
+    for (const auto& l : t_.nvlinks()) {
+      const auto a = static_cast<std::size_t>(l.gpu);
+      if (l.peer.kind == LinkPeerKind::kNvSwitch) switch_links_[a] += l.count;
+      if (l.peer.kind == LinkPeerKind::kGpu) {
+        const auto b = static_cast<std::size_t>(l.peer.index);
+        direct_links_[a * g + b] += l.count;
+        if (a != b) direct_links_[b * g + a] += l.count;
+      }
+    }
   }
 
   /// The links from endpoint i to endpoint j (i != j), whose unordered pair has path `p`.
@@ -423,7 +436,9 @@ class Router {
   /// is listed between the fabric links so that the reverse path is the
   /// reversed list.
   void nvlink_gpu(int a, int b) {
-    const Builder::NvCounts n = b_.nv_counts(a, b);
+    const auto ua = static_cast<std::size_t>(a);
+    const auto ub = static_cast<std::size_t>(b);
+    const Builder::NvCounts n{direct_links_[ua * t_.gpu_count() + ub], switch_links_[ua], switch_links_[ub]};
     if (n.hub() > 0) nvswitch(a, Dir::kUp, n.sw_a);
     if (n.direct > 0) {
       const LinkKey k{LinkKind::kNvLinkGpu, a, b, Dir::kUp};
@@ -447,6 +462,8 @@ class Router {
   const std::vector<Attach>& attach_;
   std::vector<std::string> pci_names_;
   std::vector<std::string> endpoint_names_;
+  std::vector<int> switch_links_;  // per GPU: its links to all NVSwitches
+  std::vector<int> direct_links_;  // gpu_count()², symmetric: direct GPU<->GPU links
   LinkTable table_;
   std::vector<std::uint32_t> out_;
 };
