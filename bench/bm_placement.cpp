@@ -134,6 +134,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
   double heft_seconds = 0;
   int heft_fallbacks = 0;
   int heft_uniform = 0;  // seeds where HEFT kept a list built on the uniform view
+  int heft_numa = 0;     // seeds where HEFT kept a list on one NUMA node's devices
   for (auto _ : state) {
     for (int seed = 1; seed <= kSeeds; ++seed) {
       sg::RandomDagSpec spec;
@@ -159,6 +160,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
           heft_fallbacks += pl.serial_fallback;
           heft_uniform += pl.source == sg::ScheduleSource::kUniformList ||
                           pl.source == sg::ScheduleSource::kUniformLookahead;
+          heft_numa += pl.source == sg::ScheduleSource::kNumaList || pl.source == sg::ScheduleSource::kNumaLookahead;
         }
         const double ms = sg::simulate(g, p, pl, {opts.cost}).makespan_us;
         makespan[algo] += ms / kSeeds;
@@ -180,6 +182,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
   state.counters["heft_over_blind"] = makespan[sg::Algorithm::kHeft] / makespan[sg::Algorithm::kHeftBlind];
   state.counters["heft_fallbacks"] = heft_fallbacks;
   state.counters["heft_uniform_view"] = heft_uniform;
+  state.counters["heft_numa_subset"] = heft_numa;
   state.counters["devices"] = static_cast<double>(p.size());
 }
 

@@ -370,6 +370,51 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
   return out;
 }
 
+// Note [NUMA subsets]
+// On a machine whose sockets are joined by one shared link (NUMA nodes),
+// the best step often stays on one socket: every transfer between sockets
+// shares that link, and a list scheduler that sees idle devices across it
+// fills them and then waits on the link. HEFT therefore also schedules on
+// the devices of each NUMA node alone -- groups of at least two devices and
+// not all of them; none when the graph has gang nodes (they span every
+// device) or pins, or for a group some node cannot run on -- and the
+// portfolio keeps such a schedule when the simulator says it is shorter on
+// the whole platform. The groups come from the devices' NUMA nodes, i.e.
+// from the topology, so heft-blind does not get them.
+std::vector<std::vector<std::size_t>> numa_groups(const StepGraph& g, const Platform& platform) {
+  std::vector<std::vector<std::size_t>> out;
+  for (const auto& n : g.nodes())
+    if (is_gang(n) || n.pinned_device) return out;
+  std::vector<int> numa;
+  for (const auto& d : platform.devices())
+    if (d.numa_node >= 0 && std::find(numa.begin(), numa.end(), d.numa_node) == numa.end()) numa.push_back(d.numa_node);
+  for (int node : numa) {
+    std::vector<std::size_t> group;
+    for (std::size_t d = 0; d < platform.size(); ++d)
+      if (platform.device(d).numa_node == node) group.push_back(d);
+    if (group.size() < 2 || group.size() == platform.size()) continue;
+    bool runs = true;
+    for (const auto& n : g.nodes()) {
+      bool any = false;
+      for (auto d : group) any = any || n.cost.runs_on(platform.device(d).kind);
+      runs = runs && any;
+    }
+    if (runs) out.push_back(std::move(group));
+  }
+  return out;
+}
+
+// A placement made on platform.subset(group) as a placement on the whole
+// platform (device indices mapped back; the other devices idle).
+Placement on_devices(Placement sub, const std::vector<std::size_t>& group, std::size_t p) {
+  for (auto& s : sub.nodes)
+    if (s.device != kAllDevices) s.device = static_cast<int>(group[static_cast<std::size_t>(s.device)]);
+  std::vector<std::vector<NodeId>> order(p);
+  for (std::size_t i = 0; i < group.size(); ++i) order[group[i]] = std::move(sub.device_order[i]);
+  sub.device_order = std::move(order);
+  return sub;
+}
+
 }  // namespace
 
 std::string_view to_string(Algorithm a) noexcept {
@@ -396,6 +441,10 @@ std::string_view to_string(ScheduleSource s) noexcept {
       return "uniform-list";
     case ScheduleSource::kUniformLookahead:
       return "uniform-lookahead";
+    case ScheduleSource::kNumaList:
+      return "numa-list";
+    case ScheduleSource::kNumaLookahead:
+      return "numa-lookahead";
     case ScheduleSource::kSerial:
       return "serial";
     case ScheduleSource::kAssignment:
@@ -436,7 +485,9 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
       // the lookahead, the optimistic-cost-table list. kHeft with
       // UniformView::kCandidate also builds the same two lists on the
       // uniform view -- the schedules heft-blind would build -- and judges
-      // them on the real platform like the others. Last, the whole graph on
+      // them on the real platform like the others. With NumaSubsets::
+      // kCandidate it also builds both lists on the devices of each NUMA
+      // node alone (Note [NUMA subsets]). Last, the whole graph on
       // the single device with the least work. The schedule with the
       // shortest judged makespan (simulated by default) is returned and
       // Placement::source says which it was. So heft <= heft-blind by
@@ -478,6 +529,20 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
                         Lookahead::kOptimisticCostTable),
                    ScheduleSource::kUniformLookahead);
       }
+      if (!blind_algo && options.numa_subsets == NumaSubsets::kCandidate && simulated && p > 2)
+        for (const auto& group : numa_groups(g, platform)) {
+          // Note [NUMA subsets]
+          const Platform sub = platform.subset(group);
+          const CostModel sub_model(sub, options.cost);
+          consider(on_devices(heft(g, sub_model, topo, adj, options.links, options.link_penalty, Lookahead::kOff),
+                              group, p),
+                   ScheduleSource::kNumaList);
+          if (lookahead)
+            consider(on_devices(heft(g, sub_model, topo, adj, options.links, options.link_penalty,
+                                     Lookahead::kOptimisticCostTable),
+                                group, p),
+                     ScheduleSource::kNumaLookahead);
+        }
       if (options.fallback != SerialFallback::kOff && p > 1) {
         // The single device with the least total work that can run every
         // node and matches every pin.

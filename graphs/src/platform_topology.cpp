@@ -46,6 +46,25 @@ Platform Platform::from_cost_matrix(const topology::CostMatrix& m, EndpointSelec
         dist = m.numa_distance(static_cast<std::size_t>(na), static_cast<std::size_t>(nb));
       p.set_numa_distance(a, b, dist);
     }
+  // Note [Routes]: each ordered pair crosses the physical links of its path;
+  // only links some selected pair crosses become shared links.
+  std::vector<std::int64_t> shared_of(m.links().size(), -1);
+  for (std::size_t a = 0; a < n; ++a)
+    for (std::size_t b = 0; b < n; ++b) {
+      if (a == b) continue;
+      const auto& path = m.path(pick[a], pick[b]);
+      if (path.links.empty()) continue;
+      std::vector<std::uint32_t> route;
+      route.reserve(path.links.size());
+      for (auto l : path.links) {
+        if (shared_of[l] < 0) {
+          const auto& phys = m.links()[l];
+          shared_of[l] = p.add_shared_link(SharedLink{phys.name, std::max(phys.bandwidth_gbps, 1.0)});
+        }
+        route.push_back(static_cast<std::uint32_t>(shared_of[l]));
+      }
+      p.set_route(a, b, std::move(route));
+    }
   return p;
 }
 

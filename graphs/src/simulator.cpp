@@ -26,12 +26,22 @@ struct Event {
 struct Transfer {
   std::size_t src, dst;
   NodeId node;  // destination node
-  double remaining;  // bytes, as of `last`
-  double rate = 0;   // bytes per µs since `last`
-  double last = 0;
+  double bytes;
   double begin_flow = 0;
-  std::uint64_t version = 0;  // bumped whenever the rate changes
-  std::uint64_t stamp = 0;
+};
+
+// All transfers between one ordered device pair cross the same links, so
+// they always flow at the same rate: a group serves them with a virtual
+// clock (bytes served per transfer so far) and finishes them in order of
+// their finishing clock value (Note [Shared links in the simulator]).
+struct PairGroup {
+  double served = 0;  // virtual bytes per active transfer, as of `last`
+  double last = 0;
+  double rate = 0;  // bytes per µs per transfer
+  std::size_t active = 0;
+  std::uint64_t version = 0;
+  using Due = std::pair<double, std::uint32_t>;  // (served value at which it is done, transfer)
+  std::priority_queue<Due, std::vector<Due>, std::greater<>> due;
 };
 
 constexpr double kByteEps = 1e-3;
@@ -91,25 +101,32 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   // crosses its pair's route (Platform::route) or else its private link.
   // Each resource divides its bandwidth equally among the transfers on it;
   // a transfer flows at its smallest share (the bottleneck share; unused
-  // share is not redistributed). Whenever a transfer starts or ends, the
-  // transfers on its resources are settled and re-timed.
+  // share is not redistributed). Transfers of one pair share their route
+  // and so their rate: each pair is a group with a virtual clock, and an
+  // event re-times only the groups that cross a resource whose count
+  // changed -- independent of how many transfers are in flight.
   const std::size_t private_links = p * p;
   const auto& shared = platform.shared_links();
-  std::vector<std::vector<std::uint32_t>> on_resource(private_links + shared.size());
+  const std::size_t resource_count = private_links + shared.size();
+  std::vector<std::vector<std::size_t>> route_of(p * p);     // pair -> resources
+  std::vector<std::vector<std::size_t>> groups_on(resource_count);  // resource -> pairs crossing it
+  for (std::size_t a = 0; a < p; ++a)
+    for (std::size_t b = 0; b < p; ++b) {
+      if (a == b) continue;
+      const std::size_t g = a * p + b;
+      const auto& route = platform.route(a, b);
+      if (route.empty()) {
+        route_of[g].push_back(g);
+      } else {
+        for (auto l : route) route_of[g].push_back(private_links + l);
+      }
+      for (auto r : route_of[g]) groups_on[r].push_back(g);
+    }
   auto resource_gbps = [&](std::size_t r) {
     return r < private_links ? platform.link(r / p, r % p).bandwidth_gbps : shared[r - private_links].bandwidth_gbps;
   };
-  std::vector<std::size_t> route_buf;
-  auto resources_of = [&](const Transfer& t) -> const std::vector<std::size_t>& {
-    route_buf.clear();
-    const auto& route = platform.route(t.src, t.dst);
-    if (route.empty()) {
-      route_buf.push_back(t.src * p + t.dst);
-    } else {
-      for (auto l : route) route_buf.push_back(private_links + l);
-    }
-    return route_buf;
-  };
+  std::vector<std::size_t> on_resource(resource_count, 0);  // active transfers per resource
+  std::vector<PairGroup> groups(p * p);
   std::vector<Event> event_storage;
   event_storage.reserve(n + 64);
   std::priority_queue<Event, std::vector<Event>, std::greater<>> q(std::greater<>{}, std::move(event_storage));
@@ -226,28 +243,43 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
     wake(u);
   };
   std::uint64_t epoch = 0;
-  std::vector<std::uint32_t> touched;
-  // Settles and re-times every transfer on `resources` (a copy: the
-  // caller's list may be route_buf, which resources_of reuses).
-  auto retime = [&](std::vector<std::size_t> resources) {
+  std::vector<std::uint64_t> stamp(p * p, 0);
+  std::vector<std::size_t> touched;
+  auto settle = [&](PairGroup& grp) {
+    grp.served += grp.rate * (now - grp.last);
+    grp.last = now;
+  };
+  // After the counts on pair `changed`'s resources changed: new rates and
+  // next-done events for every group crossing one of them (settled first by
+  // the caller, see settle_around).
+  auto collect_around = [&](std::size_t changed) {
     ++epoch;
     touched.clear();
-    for (auto r : resources)
-      for (auto id : on_resource[r])
-        if (transfers[id].stamp != epoch) {
-          transfers[id].stamp = epoch;
-          touched.push_back(id);
+    for (auto r : route_of[changed])
+      for (auto g : groups_on[r])
+        if (stamp[g] != epoch) {
+          stamp[g] = epoch;
+          touched.push_back(g);
         }
-    for (auto id : touched) {
-      Transfer& t = transfers[id];
-      t.remaining = std::max(0.0, t.remaining - t.rate * (now - t.last));
-      t.last = now;
+  };
+  auto settle_around = [&](std::size_t changed) {
+    collect_around(changed);
+    for (auto g : touched) settle(groups[g]);
+  };
+  auto retime_touched = [&] {
+    for (auto g : touched) {
+      PairGroup& grp = groups[g];
+      ++grp.version;
+      if (grp.active == 0) {
+        grp.rate = 0;
+        continue;
+      }
       double r = INFINITY;
-      for (auto res_id : resources_of(t))
-        r = std::min(r, resource_gbps(res_id) * 1e3 / static_cast<double>(on_resource[res_id].size()));
-      t.rate = r;
-      ++t.version;
-      push(now + t.remaining / r, EventType::kTransferDone, id, t.version);
+      for (auto res : route_of[g])
+        r = std::min(r, resource_gbps(res) * 1e3 / static_cast<double>(on_resource[res]));
+      grp.rate = r;
+      const double left = std::max(0.0, grp.due.top().first - grp.served);
+      push(now + left / r, EventType::kTransferDone, static_cast<std::uint32_t>(g), grp.version);
     }
   };
   auto arrive = [&](NodeId v) {
@@ -309,28 +341,40 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
       }
       case EventType::kDelayDone: {
         Transfer& t = transfers[ev.id];
-        if (t.remaining <= kByteEps) {
+        if (t.bytes <= kByteEps) {
           arrive(t.node);
           break;
         }
         t.begin_flow = now;
-        t.last = now;
-        t.rate = 0;
-        const auto resources = resources_of(t);
-        for (auto r : resources) on_resource[r].push_back(ev.id);
-        retime(resources);
+        const std::size_t g = t.src * p + t.dst;
+        settle_around(g);
+        PairGroup& grp = groups[g];
+        grp.due.emplace(grp.served + t.bytes, ev.id);
+        ++grp.active;
+        for (auto r : route_of[g]) ++on_resource[r];
+        retime_touched();
         break;
       }
       case EventType::kTransferDone: {
-        Transfer& t = transfers[ev.id];
-        if (t.version != ev.version) break;  // re-timed since
-        t.remaining = 0;
-        t.rate = 0;
-        const auto resources = resources_of(t);
-        for (auto r : resources) std::erase(on_resource[r], ev.id);
-        retime(resources);
-        if (tracing) flows.push_back(FlowSpan{t.src, t.dst, t.begin_flow, now, t.node});
-        arrive(t.node);
+        const std::size_t g = ev.id;
+        PairGroup& grp = groups[g];
+        if (grp.version != ev.version) break;  // re-timed since
+        settle_around(g);
+        // Everything due within rounding of the clock is done.
+        const double eps = std::max(kByteEps, grp.served * 1e-12);
+        std::vector<std::uint32_t> done;
+        while (!grp.due.empty() && grp.due.top().first <= grp.served + eps) {
+          done.push_back(grp.due.top().second);
+          grp.due.pop();
+        }
+        grp.active -= done.size();
+        for (auto r : route_of[g]) on_resource[r] -= done.size();
+        retime_touched();
+        for (auto id : done) {
+          const Transfer& t = transfers[id];
+          if (tracing) flows.push_back(FlowSpan{t.src, t.dst, t.begin_flow, now, t.node});
+          arrive(t.node);
+        }
         break;
       }
     }

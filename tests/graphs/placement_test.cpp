@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <set>
 
 #include <stepgraph/core/error.h>
 #include <stepgraph/graphs/placement.h>
@@ -502,4 +503,49 @@ TEST(Heft, ReservesOneSlotOnEverySharedLinkOfARoute) {
   const bool ab_first = shared.nodes[b].start_us < shared.nodes[y].start_us;
   expect_node(shared, ab_first ? b : y, ab_first ? 2 : 3, 20, 21);
   expect_node(shared, ab_first ? y : b, ab_first ? 3 : 2, 30, 31);
+}
+
+TEST(Heft, NumaSubsetsKeepAStepOnOneSocketWhenTheSocketLinkIsTheBottleneck) {
+  // Two sockets of two GPUs: 50 GB/s inside a socket, every cross-socket
+  // pair routed over one shared 2 GB/s link per direction. Judged by the
+  // simulator, the portfolio with NUMA subsets is never slower than without
+  // (Note [NUMA subsets]), keeps a one-socket schedule for some graphs, and
+  // heft-blind never gets one.
+  std::vector<sg::Device> devs;
+  for (int i = 0; i < 4; ++i) devs.push_back(sg::Device{"gpu" + std::to_string(i), sg::DeviceKind::kGpu, 1.0, i / 2});
+  sg::Platform p(devs, {50.0, 1.0});
+  const auto up = p.add_shared_link({"smp 0->1", 2.0});
+  const auto down = p.add_shared_link({"smp 1->0", 2.0});
+  for (std::size_t a = 0; a < 4; ++a)
+    for (std::size_t b = 0; b < 4; ++b)
+      if (a / 2 != b / 2) {
+        p.set_link(a, b, {2.0, 2.0});
+        p.set_route(a, b, {a < b ? up : down});
+      }
+  int kept = 0;
+  for (std::uint64_t seed = 1; seed <= 6; ++seed) {
+    sg::RandomDagSpec s;
+    s.nodes = 120;
+    s.ccr = 1.0;
+    s.reference_bandwidth_gbps = 20;
+    s.seed = seed;
+    const auto g = sg::make_random_dag(s);
+    sg::PlaceOptions with;
+    const auto a = sg::place(g, p, with);
+    kept += a.source == sg::ScheduleSource::kNumaList || a.source == sg::ScheduleSource::kNumaLookahead;
+    if (a.source == sg::ScheduleSource::kNumaList || a.source == sg::ScheduleSource::kNumaLookahead) {
+      std::set<int> sockets;
+      for (const auto& n : a.nodes) sockets.insert(n.device / 2);
+      EXPECT_EQ(sockets.size(), 1u) << seed;
+    }
+    sg::PlaceOptions without;
+    without.numa_subsets = sg::NumaSubsets::kOff;
+    EXPECT_LE(sg::simulate(g, p, a).makespan_us, sg::simulate(g, p, sg::place(g, p, without)).makespan_us + 1e-6)
+        << seed;
+    with.algorithm = sg::Algorithm::kHeftBlind;
+    const auto blind = sg::place(g, p, with);
+    EXPECT_NE(blind.source, sg::ScheduleSource::kNumaList);
+    EXPECT_NE(blind.source, sg::ScheduleSource::kNumaLookahead);
+  }
+  EXPECT_GT(kept, 0);
 }

@@ -4,6 +4,9 @@
 // GPU1 and GPU2, NV2 to GPU3 and GPU4, SYS to GPU5..7.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+
 #include <stepgraph/core/error.h>
 #include <stepgraph/graphs/placement.h>
 #include <stepgraph/graphs/platform.h>
@@ -64,4 +67,35 @@ TEST(PlatformFromCostMatrix, HeftUsesTheNvLinkPeerForAHeavyFlow) {
   const auto pl = sg::place(g, p);
   EXPECT_EQ(pl.device(a), pl.device(b));
   EXPECT_EQ(pl.device(c), 1);
+}
+
+TEST(PlatformFromCostMatrix, RoutesShareTheInterSocketLinkAndTheSwitchUplink) {
+  // nvidia-smi topo -m of a DGX-1: GPU0 -> GPU5 is SYS (no NVLink), so it
+  // crosses PCIe and the inter-socket link; so does GPU1 -> GPU6. GPU0 and
+  // GPU1 sit behind one PLX switch (0000:03:00.0 in the layout file), so
+  // both routes share its uplink and the SMP link. GPU0 -> GPU1 is NV1: its
+  // own NVLink only.
+  const auto p = sg::Platform::from_cost_matrix(dgx1());
+  const auto& r05 = p.route(0, 5);
+  const auto& r16 = p.route(1, 6);
+  ASSERT_FALSE(r05.empty());
+  ASSERT_FALSE(r16.empty());
+  std::vector<std::string> shared;
+  for (auto l : r05)
+    if (std::find(r16.begin(), r16.end(), l) != r16.end()) shared.push_back(p.shared_links()[l].name);
+  ASSERT_EQ(shared.size(), 2u);
+  EXPECT_TRUE(std::any_of(shared.begin(), shared.end(), [](const std::string& n) { return n.starts_with("smp:"); }));
+  EXPECT_TRUE(std::any_of(shared.begin(), shared.end(), [](const std::string& n) { return n.find("03:00.0") != std::string::npos; }));
+  ASSERT_EQ(p.route(0, 1).size(), 1u);
+  EXPECT_TRUE(p.shared_links()[p.route(0, 1)[0]].name.starts_with("nvlink:"));
+  // Every route's narrowest link is the pair's bandwidth.
+  for (std::size_t a = 0; a < p.size(); ++a)
+    for (std::size_t b = 0; b < p.size(); ++b) {
+      if (a == b) continue;
+      double narrowest = 1e300;
+      for (auto l : p.route(a, b)) narrowest = std::min(narrowest, p.shared_links()[l].bandwidth_gbps);
+      EXPECT_DOUBLE_EQ(narrowest, p.link(a, b).bandwidth_gbps) << a << "->" << b;
+    }
+  // Blind to topology: no routes.
+  EXPECT_TRUE(p.without_topology().route(0, 5).empty());
 }

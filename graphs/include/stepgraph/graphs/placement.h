@@ -80,9 +80,26 @@ enum class Lookahead : std::uint8_t { kOptimisticCostTable, kOff };
 /// simulation). kOff: only the real view.
 enum class UniformView : std::uint8_t { kCandidate, kOff };
 
+/// kCandidate: kHeft also builds its lists on the devices of each NUMA node
+/// alone (at least two devices, not all; no gang nodes or pins in the
+/// graph), so that no transfer crosses the inter-socket link, and keeps one
+/// if it is shorter on the whole platform (Note [NUMA subsets]; only when
+/// judged by simulation). kHeftBlind never does: the groups come from the
+/// topology. kOff: never.
+enum class NumaSubsets : std::uint8_t { kCandidate, kOff };
+
 /// Which of HEFT's candidate schedules was returned (Note [HEFT portfolio]);
 /// kAssignment for the baselines and schedule_assignment().
-enum class ScheduleSource : std::uint8_t { kList, kLookahead, kUniformList, kUniformLookahead, kSerial, kAssignment };
+enum class ScheduleSource : std::uint8_t {
+  kList,
+  kLookahead,
+  kUniformList,
+  kUniformLookahead,
+  kNumaList,
+  kNumaLookahead,
+  kSerial,
+  kAssignment
+};
 [[nodiscard]] std::string_view to_string(ScheduleSource source) noexcept;
 
 struct PlaceOptions {
@@ -93,6 +110,7 @@ struct PlaceOptions {
   SharedLinkPenalty link_penalty = SharedLinkPenalty::kCharge;
   Lookahead lookahead = Lookahead::kOptimisticCostTable;
   UniformView uniform_view = UniformView::kCandidate;
+  NumaSubsets numa_subsets = NumaSubsets::kCandidate;
 };
 
 struct ScheduledNode {

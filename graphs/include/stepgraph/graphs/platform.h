@@ -69,8 +69,9 @@ class Platform {
 
   /// The adapter from the topology module: devices in CostMatrix order (GPUs
   /// by index, then NUMA nodes), links = each pair's path bandwidth and
-  /// latency, NUMA distance between the devices' nearest NUMA nodes (20 off
-  /// the diagonal when unknown). Throws InvalidArgument when the selection
+  /// latency, routes = the physical links of each pair's path (shared
+  /// links, Note [Routes]), NUMA distance between the devices' nearest NUMA
+  /// nodes (20 off the diagonal when unknown). Throws InvalidArgument when the selection
   /// is empty (a topology without GPUs asked for kGpus).
   static Platform from_cost_matrix(const topology::CostMatrix& matrix,
                                    EndpointSelection selection = EndpointSelection::kGpus);
