@@ -355,11 +355,7 @@ TEST(Heft, LookaheadPortfolioIsNeverSlowerThanTheClassicList) {
   p.set_link(0, 1, {50.0, 0.5});
   p.set_link(2, 3, {50.0, 0.5});
   for (std::uint64_t seed = 1; seed <= 5; ++seed) {
-    sg::RandomDagSpec s;
-    s.nodes = 200;
-    s.ccr = 2.0;
-    s.reference_bandwidth_gbps = 15;
-    s.seed = seed;
+    const sg::RandomDagSpec s{.nodes = 200, .ccr = 2.0, .reference_bandwidth_gbps = 15, .seed = seed};
     const auto g = sg::make_random_dag(s);
     // Both judged by simulation (the default): the portfolio's result is the
     // minimum over {classic, OCT, serial}, the classic one over {classic,
@@ -427,14 +423,13 @@ TEST(Heft, SharedLinkPenaltyBeatsQueueingAndRoundRobinOnAUniformSwitch) {
   const auto p = sg::Platform::uniform(16, sg::DeviceKind::kGpu, {120.0, 0.6});
   double charged = 0, queued = 0, rr = 0;
   for (std::uint64_t seed = 1; seed <= 5; ++seed) {
-    sg::RandomDagSpec s;
-    s.nodes = 200;
-    s.shape = 0.5;
-    s.out_degree = 5;
-    s.ccr = 5.0;
-    s.mean_cost_us = 500;
-    s.reference_bandwidth_gbps = 120.0;
-    s.seed = seed;
+    const sg::RandomDagSpec s{.nodes = 200,
+                              .shape = 0.5,
+                              .out_degree = 5,
+                              .ccr = 5.0,
+                              .mean_cost_us = 500,
+                              .reference_bandwidth_gbps = 120.0,
+                              .seed = seed};
     const auto g = sg::make_random_dag(s);
     sg::PlaceOptions o;
     o.fallback = sg::SerialFallback::kOff;  // compare the list schedules themselves
@@ -457,11 +452,8 @@ TEST(Heft, PortfolioKeepsTheUniformViewScheduleOnlyWhenItIsFaster) {
   p.set_link(2, 3, {50.0, 0.5});
   int uniform_chosen = 0;
   for (std::uint64_t seed = 1; seed <= 8; ++seed) {
-    sg::RandomDagSpec s;
-    s.nodes = 150;
-    s.ccr = seed % 2 == 0 ? 0.1 : 1.0;
-    s.reference_bandwidth_gbps = 15;
-    s.seed = seed;
+    const sg::RandomDagSpec s{
+        .nodes = 150, .ccr = seed % 2 == 0 ? 0.1 : 1.0, .reference_bandwidth_gbps = 15, .seed = seed};
     const auto g = sg::make_random_dag(s);
     sg::PlaceOptions o;
     const auto heft = sg::place(g, p, o);
@@ -524,11 +516,7 @@ TEST(Heft, NumaSubsetsKeepAStepOnOneSocketWhenTheSocketLinkIsTheBottleneck) {
       }
   int kept = 0;
   for (std::uint64_t seed = 1; seed <= 6; ++seed) {
-    sg::RandomDagSpec s;
-    s.nodes = 120;
-    s.ccr = 1.0;
-    s.reference_bandwidth_gbps = 20;
-    s.seed = seed;
+    const sg::RandomDagSpec s{.nodes = 120, .ccr = 1.0, .reference_bandwidth_gbps = 20, .seed = seed};
     const auto g = sg::make_random_dag(s);
     sg::PlaceOptions with;
     const auto a = sg::place(g, p, with);

@@ -37,14 +37,13 @@ TEST(Workloads, TransformerHasFiveNodesPerLayerPlusLossAndValidates) {
 }
 
 TEST(Workloads, RandomDagIsDeterministicLayeredAndHitsItsCcr) {
-  sg::RandomDagSpec s;
-  s.nodes = 1000;
-  s.shape = 1.0;
-  s.out_degree = 3;
-  s.ccr = 5.0;
-  s.mean_cost_us = 100;
-  s.reference_bandwidth_gbps = 10;
-  s.seed = 42;
+  const sg::RandomDagSpec s{.nodes = 1000,
+                            .shape = 1.0,
+                            .out_degree = 3,
+                            .ccr = 5.0,
+                            .mean_cost_us = 100,
+                            .reference_bandwidth_gbps = 10,
+                            .seed = 42};
   const auto g = sg::make_random_dag(s);
   const auto g2 = sg::make_random_dag(s);
   ASSERT_EQ(g.node_count(), 1000u);
@@ -67,9 +66,7 @@ TEST(Workloads, RandomDagIsDeterministicLayeredAndHitsItsCcr) {
 }
 
 TEST(Workloads, HeterogeneityDrawsPerKindCostsAroundTheMean) {
-  sg::RandomDagSpec s;
-  s.nodes = 400;
-  s.heterogeneity = 0.5;
+  const sg::RandomDagSpec s{.nodes = 400, .heterogeneity = 0.5};
   const auto g = sg::make_random_dag(s);
   bool differ = false;
   for (const auto& n : g.nodes()) {

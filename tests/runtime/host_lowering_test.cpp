@@ -90,12 +90,7 @@ struct TwoNodes {
 
 TEST(Lowering, RandomDagsEqualTheSingleDeviceRunBitForBit) {
   for (std::uint64_t seed : {1u, 2u, 3u}) {
-    g::RandomDagSpec spec;
-    spec.nodes = 40;
-    spec.shape = 1.0;
-    spec.out_degree = 3;
-    spec.ccr = 0.5;
-    spec.seed = seed;
+    const g::RandomDagSpec spec{.nodes = 40, .shape = 1.0, .out_degree = 3, .ccr = 0.5, .seed = seed};
     const auto graph = lw::with_dataflow(g::make_random_dag(spec));
     for (int devices : {2, 3, 4})
       for (auto algorithm : {g::Algorithm::kHeft, g::Algorithm::kRoundRobin})
@@ -105,12 +100,7 @@ TEST(Lowering, RandomDagsEqualTheSingleDeviceRunBitForBit) {
 }
 
 TEST(Lowering, WideRandomDagUnderSeveralShuffleSeedsEqualsTheSingleDeviceRun) {
-  g::RandomDagSpec spec;
-  spec.nodes = 100;
-  spec.shape = 2.0;
-  spec.out_degree = 5;
-  spec.ccr = 0.1;
-  spec.seed = 7;
+  const g::RandomDagSpec spec{.nodes = 100, .shape = 2.0, .out_degree = 5, .ccr = 0.1, .seed = 7};
   const auto graph = lw::with_dataflow(g::make_random_dag(spec), 8);
   for (std::uint64_t shuffle : {11u, 12u, 13u}) expect_equal_to_single_device(graph, 4, g::Algorithm::kHeft, shuffle, 1);
 }
@@ -147,10 +137,7 @@ TEST(Lowering, TransformerStepEqualsTheSingleDeviceRunBitForBit) {
 }
 
 TEST(Lowering, LeaveInPlaceReadsEachRangeWhereItsLatestVersionLives) {
-  g::RandomDagSpec spec;
-  spec.nodes = 30;
-  spec.seed = 4;
-  spec.ccr = 0.5;
+  const g::RandomDagSpec spec{.nodes = 30, .ccr = 0.5, .seed = 4};
   const auto graph = lw::with_dataflow(g::make_random_dag(spec));
   rt::LoweringOptions o;
   o.homes = rt::HomePolicy::kFirstUse;
@@ -318,9 +305,7 @@ TEST(Lowering, ThereIsOneCaptureWithEveryStreamJoined) {
 // ------------------------------------------------------------------ the copies are needed
 
 TEST(Lowering, ACopyLeftOutMakesTheHostBackendRefuseTheLaunch) {
-  g::RandomDagSpec spec;
-  spec.nodes = 30;
-  spec.seed = 9;
+  const g::RandomDagSpec spec{.nodes = 30, .seed = 9};
   const auto graph = lw::with_dataflow(g::make_random_dag(spec));
   const auto placement = lw::place(graph, lw::cpu_platform(2), g::Algorithm::kRoundRobin);
   auto be = host_backend(2, 5);
@@ -340,9 +325,7 @@ TEST(Lowering, ACopyLeftOutMakesTheHostBackendRefuseTheLaunch) {
 }
 
 TEST(Lowering, ACopyLeftOutWithTheStaleInstanceGivesDifferentResults) {
-  g::RandomDagSpec spec;
-  spec.nodes = 30;
-  spec.seed = 9;
+  const g::RandomDagSpec spec{.nodes = 30, .seed = 9};
   const auto graph = lw::with_dataflow(g::make_random_dag(spec));
   const auto placement = lw::place(graph, lw::cpu_platform(2), g::Algorithm::kRoundRobin);
   rt::LoweringOptions o;

@@ -50,10 +50,7 @@ void expect_two_logical_devices_equal_host_reference(const g::StepGraph& graph, 
 }  // namespace
 
 TEST(LoweringCuda, TwoLogicalDevicesOnOneGpuEqualTheSingleDeviceRun) {
-  g::RandomDagSpec spec;
-  spec.nodes = 60;
-  spec.ccr = 0.5;
-  spec.seed = 3;
+  const g::RandomDagSpec spec{.nodes = 60, .ccr = 0.5, .seed = 3};
   const auto graph = lw::with_dataflow(g::make_random_dag(spec), 4096);
   expect_two_logical_devices_equal_host_reference(graph, g::Algorithm::kHeft, 2);
   expect_two_logical_devices_equal_host_reference(graph, g::Algorithm::kRoundRobin, 2);
