@@ -129,33 +129,36 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
                LinkContention links_mode, SharedLinkPenalty link_penalty, Lookahead lookahead) {
   const std::size_t p = model.platform().size();
   const std::size_t n = g.node_count();
-  // Mean costs (HEFT's w̄ and c̄) and upward ranks.
-  std::vector<double> wbar(n);
-  for (NodeId u = 0; u < n; ++u) {
-    const Node& node = g.nodes()[u];
-    if (is_gang(node)) {
-      wbar[u] = model.node_us(node, 0);
-      continue;
-    }
-    double sum = 0;
-    int count = 0;
-    for (std::size_t d = 0; d < p; ++d)
-      if (model.can_run(node, d)) {
-        sum += model.node_us(node, d);
-        ++count;
-      }
-    wbar[u] = sum / count;
-  }
+  // The list order's key: the upward rank from mean costs (HEFT's w̄ and
+  // c̄), or with the lookahead the mean optimistic cost (below).
   std::vector<double> rank(n, 0.0);
-  for (auto it = topo.rbegin(); it != topo.rend(); ++it) {
-    const NodeId u = *it;
-    double best = 0;
-    const bool gang = is_gang(g.nodes()[u]);
-    for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a)
-      best = std::max(best, (gang ? 0.0
-                                  : model.mean_transfer_us(is_gang(g.nodes()[a->node]) ? 0 : a->bytes)) +
-                                rank[a->node]);
-    rank[u] = wbar[u] + best;
+  if (lookahead == Lookahead::kOff) {
+    std::vector<double> wbar(n);
+    for (NodeId u = 0; u < n; ++u) {
+      const Node& node = g.nodes()[u];
+      if (is_gang(node)) {
+        wbar[u] = model.node_us(node, 0);
+        continue;
+      }
+      double sum = 0;
+      int count = 0;
+      for (std::size_t d = 0; d < p; ++d)
+        if (model.can_run(node, d)) {
+          sum += model.node_us(node, d);
+          ++count;
+        }
+      wbar[u] = sum / count;
+    }
+    for (auto it = topo.rbegin(); it != topo.rend(); ++it) {
+      const NodeId u = *it;
+      double best = 0;
+      const bool gang = is_gang(g.nodes()[u]);
+      for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a)
+        best = std::max(best, (gang ? 0.0
+                                    : model.mean_transfer_us(is_gang(g.nodes()[a->node]) ? 0 : a->bytes)) +
+                                  rank[a->node]);
+      rank[u] = wbar[u] + best;
+    }
   }
   std::vector<double> oct;
   if (lookahead == Lookahead::kOptimisticCostTable) {
@@ -495,13 +498,19 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
       // what topology adds is measured by how far below blind HEFT goes
       // (docs/placement.md).
       const bool blind_algo = options.algorithm == Algorithm::kHeftBlind;
-      const Platform uniform = p > 1 ? platform.without_topology() : Platform{};
+      // The uniform view, only where something uses it (heft-blind, or the
+      // uniform-view candidates of Note [HEFT portfolio]).
+      const bool simulated = options.fallback == SerialFallback::kSimulated;
+      const bool uniform_candidates = !blind_algo && options.uniform_view == UniformView::kCandidate && simulated;
+      Platform uniform;
       std::optional<CostModel> uniform_model;
-      if (p > 1) uniform_model.emplace(uniform, options.cost);
+      if (p > 1 && (blind_algo || uniform_candidates)) {
+        uniform = platform.without_topology();
+        uniform_model.emplace(uniform, options.cost);
+      }
       const CostModel& view = blind_algo && p > 1 ? *uniform_model : model;
       SimulateOptions so;
       so.cost = options.cost;
-      const bool simulated = options.fallback == SerialFallback::kSimulated;
       auto judge = [&](const Placement& pl) {
         return simulated ? simulate(g, view.platform(), pl, so).makespan_us : pl.estimated_makespan_us;
       };
@@ -521,7 +530,7 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
       if (lookahead)
         consider(heft(g, view, topo, adj, options.links, options.link_penalty, Lookahead::kOptimisticCostTable),
                  ScheduleSource::kLookahead);
-      if (!blind_algo && options.uniform_view == UniformView::kCandidate && simulated && p > 1) {
+      if (uniform_candidates && p > 1) {
         consider(heft(g, *uniform_model, topo, adj, options.links, options.link_penalty, Lookahead::kOff),
                  ScheduleSource::kUniformList);
         if (lookahead)
