@@ -1,7 +1,6 @@
 // `stepgraph graph`: generate a step graph (transformer | random | forkjoin)
 // as JSON, or inspect one (`--input G.json`): validate, count, DOT.
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -63,9 +62,7 @@ int run_graph(const GraphOptions& o) {
     std::printf("wrote %s\n", o.out.c_str());
   }
   if (!o.dot.empty()) {
-    std::ofstream f(o.dot);
-    STEPGRAPH_CHECK(f.good(), InvalidArgument, "--dot: cannot open '{}' for writing", o.dot);
-    f << sg::to_dot(g);
+    stepgraph::tools::write_output("--dot", o.dot, sg::to_dot(g));
     std::printf("wrote %s\n", o.dot.c_str());
   }
   return 0;

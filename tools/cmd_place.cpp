@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 
@@ -99,15 +98,11 @@ int run_place(const PlaceCliOptions& o) {
               b.lower_bound_us, sim.makespan_us / b.lower_bound_us, sim.makespan_us / b.critical_path_us);
   std::printf("transfers: %zu, %.3f MB\n", sim.transfers, sim.transfer_bytes / 1e6);
   if (!o.trace.empty()) {
-    std::ofstream f(o.trace);
-    STEPGRAPH_CHECK(f.good(), InvalidArgument, "--trace: cannot open '{}' for writing", o.trace);
-    f << sim.trace_json;
+    stepgraph::tools::write_output("--trace", o.trace, sim.trace_json);
     std::printf("wrote %s (open in ui.perfetto.dev or chrome://tracing)\n", o.trace.c_str());
   }
   if (!o.placement_out.empty()) {
-    std::ofstream f(o.placement_out);
-    STEPGRAPH_CHECK(f.good(), InvalidArgument, "--placement-out: cannot open '{}'", o.placement_out);
-    f << sg::placement_to_json(g, pl);
+    stepgraph::tools::write_output("--placement-out", o.placement_out, sg::placement_to_json(g, pl));
   }
   return 0;
 }

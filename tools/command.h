@@ -27,6 +27,10 @@ struct CommandEntry {
 
 std::vector<CommandEntry>& commands();
 
+/// Writes `text` to `path` (the value of `option`, for the message);
+/// InvalidArgument naming the option when the file cannot be written.
+void write_output(const std::string& option, const std::string& path, const std::string& text);
+
 /// Registers a subcommand at static-initialisation time.
 struct Command {
   Command(std::string name, std::string help, Setup setup) {

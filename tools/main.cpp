@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <memory>
 
 #include <stepgraph/core/error.h>
@@ -12,6 +13,13 @@ namespace stepgraph::tools {
 std::vector<CommandEntry>& commands() {
   static std::vector<CommandEntry> all;
   return all;
+}
+
+void write_output(const std::string& option, const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  STEPGRAPH_CHECK(f.good(), InvalidArgument, "{}: cannot open '{}' for writing", option, path);
+  f << text;
+  STEPGRAPH_CHECK(f.good(), InvalidArgument, "{}: writing '{}' failed", option, path);
 }
 }  // namespace stepgraph::tools
 
