@@ -12,6 +12,7 @@
 #include <stepgraph/core/log.h>
 #include <stepgraph/runtime/executor.h>
 
+#include "expect_throw.h"
 #include "executor_kernels.h"
 #include "backend_tags.h"
 #include "test_kernels.h"
@@ -291,12 +292,7 @@ TYPED_TEST(Executor, AFaultFailsTheExecutorWithTheStepAndSaysSoOnEveryCall) {
   ASSERT_TRUE(h1.error().has_value());
   EXPECT_EQ(h1.error()->step, 1);
   EXPECT_EQ(ex.state(), rt::ExecutorState::kFailed);
-  try {
-    (void)ex.acquire_inputs();
-    FAIL();
-  } catch (const sg::InvalidState& ex2) {
-    EXPECT_NE(std::string(ex2.what()).find("failed at step 1"), std::string::npos) << ex2.what();
-  }
+  sgtest::expect_throw_with<sg::InvalidState>([&] { (void)ex.acquire_inputs(); }, {"failed at step 1"});
   EXPECT_THROW((void)ex.check_against_eager(1), sg::InvalidState);
 }
 

@@ -18,6 +18,7 @@
 #include <stepgraph/runtime/graph_import.h>
 #include <stepgraph/runtime/lowering.h>
 
+#include "expect_throw.h"
 #include "graph_import_step.h"
 #include "lowering_harness.h"
 #include "test_kernels.h"
@@ -28,18 +29,6 @@ namespace g = stepgraph::graphs;
 namespace imp = sgtest::import;
 
 namespace {
-
-/// Expects `fn` to throw `E` whose message contains every one of `parts`.
-template <class E, class Fn>
-void expect_throw_with(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception";
-  } catch (const E& e) {
-    const std::string what = e.what();
-    for (const auto& p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
-  }
-}
 
 /// What a raw capture of "upload; fork; scale | shift; join; combine" looks
 /// like to describe_raw_cuda_graph, plus a child graph after it and one node
@@ -121,8 +110,8 @@ TEST(RawGraphImport, EveryNodeTypeMapsToItsDocumentedKind) {
 TEST(RawGraphImport, PlacementRefusesARawGraphSayingWhy) {
   const auto graph = rt::step_graph_from_raw(raw_step());
   const auto platform = g::Platform::uniform(2, g::DeviceKind::kGpu, {.bandwidth_gbps = 50, .latency_us = 2});
-  expect_throw_with<sg::InvalidArgument>([&] { (void)g::place(graph, platform); },
-                                         {"raw CUDA graph", "declares no buffers", "cannot be placed"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)g::place(graph, platform); },
+                                                 {"raw CUDA graph", "declares no buffers", "cannot be placed"});
 }
 
 TEST(RawGraphImport, LoweringRefusesARawGraphSayingWhy) {
@@ -132,35 +121,33 @@ TEST(RawGraphImport, LoweringRefusesARawGraphSayingWhy) {
   placement.nodes.resize(graph.node_count());
   placement.device_order = {{}};
   for (g::NodeId n = 0; n < graph.node_count(); ++n) placement.device_order[0].push_back(n);
-  expect_throw_with<sg::InvalidArgument>(
-      [&] {
-        (void)rt::lower(graph, placement, be, rt::DeviceMap::identity(1), [](const rt::NodeLaunch&) {});
-      },
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] { (void)rt::lower(graph, placement, be, rt::DeviceMap::identity(1), [](const rt::NodeLaunch&) {}); },
       {"raw CUDA graph carries no buffers", "cannot be placed or lowered"});
 }
 
 TEST(RawGraphImport, EdgeToAMissingNodeIsNamed) {
   auto d = raw_step();
   d.edges.emplace_back(2, 8);
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
-                                         {"edge #8 (2 -> 8)", "node 8 which does not exist", "8 nodes"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
+                                                 {"edge #8 (2 -> 8)", "node 8 which does not exist", "8 nodes"});
   d.edges.back() = {11, 0};
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
-                                         {"edge #8 (11 -> 0)", "node 11 which does not exist"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
+                                                 {"edge #8 (11 -> 0)", "node 11 which does not exist"});
 }
 
 TEST(RawGraphImport, SelfEdgeIsNamed) {
   auto d = raw_step();
   d.edges.emplace_back(3, 3);
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
-                                         {"edge #8", "node 3 ('kernel_3') to itself"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
+                                                 {"edge #8", "node 3 ('kernel_3') to itself"});
 }
 
 TEST(RawGraphImport, CycleIsRefusedListingItsNodes) {
   auto d = raw_step();
   d.edges.emplace_back(3, 0);  // 0 -> 1 -> 3 -> 0
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
-                                         {"cycle", "memcpy_0 (4096 B)", "kernel_3"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)rt::step_graph_from_raw(d); },
+                                                 {"cycle", "memcpy_0 (4096 B)", "kernel_3"});
 }
 
 TEST(RawGraphImport, EmptyDescriptionIsAnEmptyGraph) {
@@ -172,12 +159,12 @@ TEST(RawGraphImport, EmptyDescriptionIsAnEmptyGraph) {
 TEST(RawGraphImport, ReadingARawGraphNeedsCudaAndAGraph) {
   if (rt::Backend::cuda_compiled()) {
     // The null check comes before any CUDA call, so this runs without a device.
-    expect_throw_with<sg::InvalidArgument>([] { (void)rt::describe_raw_cuda_graph(nullptr); },
-                                           {"the graph is null"});
+    sgtest::expect_throw_with<sg::InvalidArgument>([] { (void)rt::describe_raw_cuda_graph(nullptr); },
+                                                   {"the graph is null"});
   } else {
     int not_a_graph = 0;
-    expect_throw_with<sg::InvalidState>([&] { (void)rt::import_raw_cuda_graph(&not_a_graph); },
-                                        {"no CUDA support", "STEPGRAPH_WITH_CUDA=ON"});
+    sgtest::expect_throw_with<sg::InvalidState>([&] { (void)rt::import_raw_cuda_graph(&not_a_graph); },
+                                                {"no CUDA support", "STEPGRAPH_WITH_CUDA=ON"});
   }
 }
 
@@ -189,10 +176,11 @@ TEST(CapturedGraphImport, GraphInfoEdgeToAMissingNodeIsNamed) {
   info.nodes[0].name = "a";
   info.nodes[1].name = "b";
   info.edges = {{0, 1}, {1, 5}};
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::import_graph_info(info); },
-                                         {"edge #1 (1 -> 5)", "node 5 which does not exist", "2 nodes"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)rt::import_graph_info(info); },
+                                                 {"edge #1 (1 -> 5)", "node 5 which does not exist", "2 nodes"});
   info.edges = {{1, 1}};
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::import_graph_info(info); }, {"node 1 ('b') to itself"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)rt::import_graph_info(info); },
+                                                 {"node 1 ('b') to itself"});
 }
 
 TEST(CapturedGraphImport, KnownBufferListedTwiceOrTooSmallIsRefused) {
@@ -201,11 +189,16 @@ TEST(CapturedGraphImport, KnownBufferListedTwiceOrTooSmallIsRefused) {
   info.nodes[0].name = "k";
   info.nodes[0].kind = rt::NodeKind::kKernel;
   info.nodes[0].accesses = {rt::AccessInfo{7, 0, rt::MemoryKind::kDevice, 0, 512, rt::Access::kWrite}};
-  expect_throw_with<sg::InvalidArgument>(
-      [&] { (void)rt::import_graph_info(info, {.buffers = {{7, "w", 512}, {7, "w2", 512}}}); },
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] {
+        (void)rt::import_graph_info(info, {.buffers = {{7, "w", 512}, {7, "w2", 512}}});
+      },
       {"#7 is listed twice"});
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::import_graph_info(info, {.buffers = {{7, "w", 256}}}); },
-                                         {"node 'k'", "outside buffer 'w' of 256 bytes"});
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] {
+        (void)rt::import_graph_info(info, {.buffers = {{7, "w", 256}}});
+      },
+      {"node 'k'", "outside buffer 'w' of 256 bytes"});
   const auto ok = rt::import_graph_info(info, {.buffers = {{7, "w", 4096}, {99, "unused", 8}}});
   ASSERT_EQ(ok.graph.buffers().size(), 1u) << "buffers the graph does not touch get no IR buffer";
   EXPECT_EQ(ok.graph.buffers()[0].name, "w");
@@ -214,7 +207,8 @@ TEST(CapturedGraphImport, KnownBufferListedTwiceOrTooSmallIsRefused) {
 
 TEST(CapturedGraphImport, EmptyGraphHandleIsRefused) {
   const rt::Graph empty;
-  expect_throw_with<sg::InvalidArgument>([&] { (void)rt::import_captured_graph(empty); }, {"Graph handle is empty"});
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { (void)rt::import_captured_graph(empty); },
+                                                 {"Graph handle is empty"});
 }
 
 // ------------------------------------------------------------------ lowering an imported capture

@@ -14,6 +14,7 @@
 #include <stepgraph/graphs/workloads.h>
 #include <stepgraph/runtime/lowering.h>
 
+#include "expect_throw.h"
 #include "lowering_harness.h"
 
 namespace sg = stepgraph;
@@ -348,12 +349,9 @@ TEST(Lowering, ARawCudaGraphIsRefusedNamingTheOrigin) {
   g::Placement p;
   p.nodes.resize(1);
   p.device_order = {{0}};
-  try {
-    (void)rt::lower(raw, p, host_backend(1, 0), rt::DeviceMap::identity(1), lw::mix_emitter());
-    FAIL();
-  } catch (const sg::InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("raw CUDA graph"), std::string::npos) << e.what();
-  }
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] { (void)rt::lower(raw, p, host_backend(1, 0), rt::DeviceMap::identity(1), lw::mix_emitter()); },
+      {"raw CUDA graph"});
 }
 
 TEST(Lowering, UnplacedNodesAreRefusedNamingTheNode) {
@@ -361,39 +359,24 @@ TEST(Lowering, UnplacedNodesAreRefusedNamingTheNode) {
   auto be = host_backend(2, 0);
   g::Placement short_placement = t.placement;
   short_placement.nodes.pop_back();
-  try {
-    (void)rt::lower(t.graph, short_placement, be, rt::DeviceMap::identity(2), lw::mix_emitter());
-    FAIL();
-  } catch (const sg::InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'B'"), std::string::npos) << e.what();
-  }
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] { (void)rt::lower(t.graph, short_placement, be, rt::DeviceMap::identity(2), lw::mix_emitter()); }, {"'B'"});
   g::Placement not_ordered = t.placement;
   not_ordered.device_order[1].clear();
-  try {
-    (void)rt::lower(t.graph, not_ordered, be, rt::DeviceMap::identity(2), lw::mix_emitter());
-    FAIL();
-  } catch (const sg::InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'B'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("unplaced"), std::string::npos) << e.what();
-  }
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] { (void)rt::lower(t.graph, not_ordered, be, rt::DeviceMap::identity(2), lw::mix_emitter()); },
+      {"'B'", "unplaced"});
 }
 
 TEST(Lowering, ADeviceWithoutMappingIsRefusedNamingTheNode) {
   TwoNodes t;
-  try {
-    (void)rt::lower(t.graph, t.placement, host_backend(2, 0), rt::DeviceMap::identity(1), lw::mix_emitter());
-    FAIL();
-  } catch (const sg::InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("'B'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("DeviceMap"), std::string::npos) << e.what();
-  }
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] { (void)rt::lower(t.graph, t.placement, host_backend(2, 0), rt::DeviceMap::identity(1), lw::mix_emitter()); },
+      {"'B'", "DeviceMap"});
   // A mapping to a backend device that does not exist.
-  try {
-    (void)rt::lower(t.graph, t.placement, host_backend(1, 0), rt::DeviceMap::identity(2), lw::mix_emitter());
-    FAIL();
-  } catch (const sg::InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("host_devices"), std::string::npos) << e.what();
-  }
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] { (void)rt::lower(t.graph, t.placement, host_backend(1, 0), rt::DeviceMap::identity(2), lw::mix_emitter()); },
+      {"host_devices"});
 }
 
 TEST(Lowering, OtherBadInputIsRefusedWithTypedErrors) {
@@ -416,12 +399,8 @@ TEST(Lowering, OtherBadInputIsRefusedWithTypedErrors) {
   spec.bytes_per_element = 8;
   const auto tf = g::make_transformer(spec);
   const auto placement = lw::place(tf, lw::cpu_platform(2), g::Algorithm::kRoundRobin);
-  try {
-    (void)rt::lower(tf, placement, be, rt::DeviceMap::identity(2), lw::mix_emitter());
-    FAIL();
-  } catch (const sg::InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("allreduce0"), std::string::npos) << e.what();
-  }
+  sgtest::expect_throw_with<sg::InvalidArgument>(
+      [&] { (void)rt::lower(tf, placement, be, rt::DeviceMap::identity(2), lw::mix_emitter()); }, {"allreduce0"});
   // An order that contradicts the edges.
   g::Placement swapped = t.placement;
   swapped.nodes[t.b].device = 0;
