@@ -11,6 +11,9 @@
 // BM_Placement_Scale/<algo>/<n>: scheduling time and peak heap growth of one
 //   place() call for 1k, 10k, 100k nodes on the DGX-1 layout (8 GPUs).
 // BM_Placement_Transformer/<topo>/<algo>: a 12-layer transformer step.
+// BM_Placement_Search/<cell>/evals:N: search_placement() from HEFT's
+//   schedule on the grid cells where HEFT misses a target, beside the
+//   baselines (Note [Placement search]).
 //
 // The whole binary runs in about two to three minutes on 2 cores
 // (docs/placement.md). Topology fixtures come from tests/topology/fixtures
@@ -126,10 +129,23 @@ struct Cell {
   double beta;
 };
 
+// One seed's graph of a grid cell. CCR is defined against the platform's
+// mean per-byte time.
+sg::StepGraph cell_graph(const Cell& c, const sg::Platform& p, int seed) {
+  sg::RandomDagSpec spec;
+  spec.nodes = c.n;
+  spec.shape = c.alpha;
+  spec.out_degree = c.degree;
+  spec.ccr = c.ccr;
+  spec.heterogeneity = c.beta;
+  spec.mean_cost_us = kMeanCostUs;
+  spec.reference_bandwidth_gbps = 1.0 / (p.mean_us_per_byte() * 1e3);
+  spec.seed = static_cast<std::uint64_t>(seed) * 7919 + c.n;
+  return sg::make_random_dag(spec);
+}
+
 void run_cell(benchmark::State& state, const Cell& c) {
   const sg::Platform& p = platform(c.topo, c.sel);
-  // CCR is defined against this platform's mean per-byte time.
-  const double ref_bw = 1.0 / (p.mean_us_per_byte() * 1e3);
   std::map<sg::Algorithm, double> makespan, slr, ratio;
   double heft_seconds = 0;
   int heft_fallbacks = 0;
@@ -137,16 +153,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
   int heft_numa = 0;     // seeds where HEFT kept a list on one NUMA node's devices
   for (auto _ : state) {
     for (int seed = 1; seed <= kSeeds; ++seed) {
-      sg::RandomDagSpec spec;
-      spec.nodes = c.n;
-      spec.shape = c.alpha;
-      spec.out_degree = c.degree;
-      spec.ccr = c.ccr;
-      spec.heterogeneity = c.beta;
-      spec.mean_cost_us = kMeanCostUs;
-      spec.reference_bandwidth_gbps = ref_bw;
-      spec.seed = static_cast<std::uint64_t>(seed) * 7919 + c.n;
-      const sg::StepGraph g = sg::make_random_dag(spec);
+      const sg::StepGraph g = cell_graph(c, p, seed);
       sg::PlaceOptions opts;
       const sg::CostModel model(p, opts.cost);
       const sg::Bounds b = sg::bounds(g, model);
@@ -184,6 +191,51 @@ void run_cell(benchmark::State& state, const Cell& c) {
   state.counters["heft_uniform_view"] = heft_uniform;
   state.counters["heft_numa_subset"] = heft_numa;
   state.counters["devices"] = static_cast<double>(p.size());
+}
+
+// Note [Placement search] on chosen grid cells: default HEFT, then
+// search_placement() from HEFT's schedule with `budget` evaluations, beside
+// heft-blind and round-robin, same graphs and seeds as the grid.
+void BM_Placement_Search(benchmark::State& state, const Cell& c, int budget) {
+  const sg::Platform& p = platform(c.topo, c.sel);
+  double heft = 0, searched = 0, blind = 0, best_baseline = 0, search_seconds = 0;
+  for (auto _ : state) {
+    for (int seed = 1; seed <= kSeeds; ++seed) {
+      const sg::StepGraph g = cell_graph(c, p, seed);
+      sg::PlaceOptions opts;
+      const sg::Placement start = sg::place(g, p, opts);
+      sg::SearchOptions so;
+      so.evaluations = budget;
+      so.cost = opts.cost;
+      const auto t0 = Clock::now();
+      const sg::Placement out = sg::search_placement(g, p, start, so);
+      search_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+      auto sim = [&](const sg::Placement& pl) { return sg::simulate(g, p, pl, {opts.cost}).makespan_us / kSeeds; };
+      heft += sim(start);
+      searched += sim(out);
+      std::map<sg::Algorithm, double> m;
+      for (auto algo : {sg::Algorithm::kHeftBlind, sg::Algorithm::kRoundRobin, sg::Algorithm::kGreedy}) {
+        opts.algorithm = algo;
+        m[algo] = sim(sg::place(g, p, opts));
+      }
+      blind += m[sg::Algorithm::kHeftBlind];
+      // Per-seed terms add up to the mean over seeds of each algorithm; the
+      // best baseline is chosen on those means below, as in the grid.
+      for (auto& [algo, v] : m) state.counters["makespan_" + std::string(sg::to_string(algo))] += v;
+    }
+    state.SetIterationTime(search_seconds);
+  }
+  best_baseline = std::min({state.counters["makespan_heft-blind"].value, state.counters["makespan_rr"].value,
+                            state.counters["makespan_greedy"].value});
+  state.counters["makespan_heft"] = heft;
+  state.counters["makespan_heft_search"] = searched;
+  state.counters["heft_over_best_baseline"] = heft / best_baseline;
+  state.counters["search_over_best_baseline"] = searched / best_baseline;
+  state.counters["heft_over_blind"] = heft / blind;
+  state.counters["search_over_blind"] = searched / blind;
+  state.counters["search_over_heft"] = searched / heft;
+  state.counters["search_seconds_per_graph"] = search_seconds / kSeeds;
+  state.counters["evaluations"] = budget;
 }
 
 void BM_Placement_Scale(benchmark::State& state, sg::PlaceOptions opts) {
@@ -248,6 +300,27 @@ void register_all() {
                   ->Unit(benchmark::kMillisecond);
             }
     }
+  }
+  // The search on the grid cells where the default HEFT misses a target
+  // (docs/placement.md): the three DGX-2 cells above round-robin and, at
+  // n = 100, cells where both HEFTs keep the one-device schedule.
+  constexpr int kSearchBudget = 300;
+  for (const Cell& c : {Cell{"dgx2", sg::EndpointSelection::kGpus, 1000, 0.5, 5, 1.0, 0.0},
+                        Cell{"dgx2", sg::EndpointSelection::kGpus, 100, 1.0, 5, 1.0, 0.0},
+                        Cell{"dgx2", sg::EndpointSelection::kGpus, 1000, 0.5, 5, 0.5, 0.0},
+                        Cell{"dgx1", sg::EndpointSelection::kGpus, 100, 1.0, 5, 10.0, 0.0},
+                        Cell{"ndv2", sg::EndpointSelection::kGpus, 100, 1.0, 5, 10.0, 0.0},
+                        Cell{"ndv2", sg::EndpointSelection::kGpusAndNuma, 100, 0.5, 3, 5.0, 0.5},
+                        Cell{"power8", sg::EndpointSelection::kGpus, 100, 1.0, 5, 10.0, 0.0},
+                        Cell{"power8", sg::EndpointSelection::kGpusAndNuma, 100, 1.0, 5, 5.0, 0.5}}) {
+    const auto name =
+        fmt::format("BM_Placement_Search/{}/{}/n:{}/alpha:{}/deg:{}/ccr:{}/beta:{}/evals:{}", c.topo,
+                    c.sel == sg::EndpointSelection::kGpus ? "gpus" : "mixed", c.n, c.alpha, c.degree, c.ccr, c.beta,
+                    kSearchBudget);
+    benchmark::RegisterBenchmark(name.c_str(), [c](benchmark::State& s) { BM_Placement_Search(s, c, kSearchBudget); })
+        ->Iterations(1)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
   }
   // heft: the default (lookahead portfolio + simulated fallback);
   // heft-classic: the plain list schedule (Lookahead::kOff), still with the

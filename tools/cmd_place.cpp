@@ -2,6 +2,7 @@
 // placement summary and the simulated makespan; optionally a Chrome trace.
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -27,6 +28,8 @@ struct PlaceCliOptions {
   std::string trace;
   std::string placement_out;
   std::size_t uniform = 0;
+  int search = 0;
+  std::uint64_t search_seed = 1;
   bool show_platform = false;
 };
 
@@ -75,6 +78,8 @@ int run_place(const PlaceCliOptions& o) {
   sg::validate(g);
   sg::PlaceOptions po;
   po.algorithm = sg::parse_algorithm(o.algo);
+  po.search_evaluations = o.search;
+  po.search_seed = o.search_seed;
   const auto t0 = std::chrono::steady_clock::now();
   const sg::Placement pl = sg::place(g, platform, po);
   const double sched_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -87,6 +92,9 @@ int run_place(const PlaceCliOptions& o) {
   std::printf("graph: %s, %zu nodes, %zu edges\n", o.graph.c_str(), g.node_count(), g.edge_count());
   std::printf("algorithm: %s (schedule: %s), scheduled in %.2f ms\n", o.algo.c_str(),
               std::string(sg::to_string(pl.source)).c_str(), sched_ms);
+  if (o.search > 0)
+    std::printf("search: %d evaluations (seed %llu), %zu nodes moved\n", o.search,
+                static_cast<unsigned long long>(o.search_seed), pl.searched_moves);
   std::printf("%-12s %8s %10s\n", "device", "nodes", "util");
   for (std::size_t d = 0; d < platform.size(); ++d) {
     std::size_t own = 0;
@@ -117,6 +125,12 @@ stepgraph::tools::Command place_cmd{
       app.add_option("--algo", o->algo, "heft | heft-blind | rr | greedy")->capture_default_str();
       app.add_option("--trace", o->trace, "write the simulated Chrome/Perfetto trace JSON here");
       app.add_option("--placement-out", o->placement_out, "write the placement JSON here");
+      app.add_option("--search", o->search,
+                     "after the algorithm, search node moves judged by the simulator: N evaluations (0: off)")
+          ->check(CLI::NonNegativeNumber)
+          ->capture_default_str();
+      app.add_option("--search-seed", o->search_seed, "seed of the search (deterministic per seed)")
+          ->capture_default_str();
       app.add_flag("--show-platform", o->show_platform, "print the device links");
       return [o]() -> int { return run_place(*o); };
     }};

@@ -232,6 +232,7 @@ std::string placement_to_json(const StepGraph& g, const Placement& pl) {
   doc["algorithm"] = std::string(to_string(pl.algorithm));
   doc["estimated_makespan_us"] = pl.estimated_makespan_us;
   doc["serial_fallback"] = pl.serial_fallback;
+  doc["searched_moves"] = pl.searched_moves;
   json nodes = json::array();
   for (NodeId u = 0; u < pl.nodes.size(); ++u)
     nodes.push_back({{"name", g.node(u).name}, {"device", pl.nodes[u].device}, {"start_us", pl.nodes[u].start_us},

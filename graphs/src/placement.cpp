@@ -12,11 +12,50 @@
 
 #include <stepgraph/graphs/simulator.h>
 
+#include "device_order.h"
 #include "gap_index.h"
 
 namespace stepgraph::graphs {
 
+namespace detail {
+
+void build_device_order(const StepGraph& g, const std::vector<NodeId>& topo, std::size_t p, Placement& out) {
+  std::vector<std::size_t> pos(g.node_count());
+  for (std::size_t i = 0; i < topo.size(); ++i) pos[topo[i]] = i;
+  out.device_order.assign(p, {});
+  for (NodeId u = 0; u < g.node_count(); ++u) {
+    const auto& s = out.nodes[u];
+    if (s.device == kAllDevices) {
+      for (auto& list : out.device_order) list.push_back(u);
+    } else {
+      out.device_order[static_cast<std::size_t>(s.device)].push_back(u);
+    }
+  }
+  // Sort by (start, topological position) on precomputed keys: no random
+  // access into the node table inside the comparator.
+  struct Key {
+    double start;
+    std::size_t pos;
+    NodeId node;
+  };
+  std::vector<Key> keys;
+  for (auto& list : out.device_order) {
+    keys.clear();
+    keys.reserve(list.size());
+    for (NodeId u : list) keys.push_back(Key{out.nodes[u].start_us, pos[u], u});
+    std::sort(keys.begin(), keys.end(),
+              [](const Key& x, const Key& y) { return x.start != y.start ? x.start < y.start : x.pos < y.pos; });
+    for (std::size_t i = 0; i < keys.size(); ++i) list[i] = keys[i].node;
+  }
+  out.estimated_makespan_us = 0;
+  for (const auto& s : out.nodes) out.estimated_makespan_us = std::max(out.estimated_makespan_us, s.finish_us);
+}
+
+}  // namespace detail
+
 namespace {
+
+using detail::build_device_order;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 bool is_gang(const Node& n) { return n.kind == NodeKind::kCollective; }
@@ -52,38 +91,6 @@ double arrival(const CostModel& model, const Node& pred, const ScheduledNode& ps
                std::uint64_t bytes) {
   if (is_gang(pred)) return ps.finish_us;
   return ps.finish_us + model.transfer_us(static_cast<std::size_t>(ps.device), p, bytes);
-}
-
-void build_device_order(const StepGraph& g, const std::vector<NodeId>& topo, std::size_t p, Placement& out) {
-  std::vector<std::size_t> pos(g.node_count());
-  for (std::size_t i = 0; i < topo.size(); ++i) pos[topo[i]] = i;
-  out.device_order.assign(p, {});
-  for (NodeId u = 0; u < g.node_count(); ++u) {
-    const auto& s = out.nodes[u];
-    if (s.device == kAllDevices) {
-      for (auto& list : out.device_order) list.push_back(u);
-    } else {
-      out.device_order[static_cast<std::size_t>(s.device)].push_back(u);
-    }
-  }
-  // Sort by (start, topological position) on precomputed keys: no random
-  // access into the node table inside the comparator.
-  struct Key {
-    double start;
-    std::size_t pos;
-    NodeId node;
-  };
-  std::vector<Key> keys;
-  for (auto& list : out.device_order) {
-    keys.clear();
-    keys.reserve(list.size());
-    for (NodeId u : list) keys.push_back(Key{out.nodes[u].start_us, pos[u], u});
-    std::sort(keys.begin(), keys.end(),
-              [](const Key& x, const Key& y) { return x.start != y.start ? x.start < y.start : x.pos < y.pos; });
-    for (std::size_t i = 0; i < keys.size(); ++i) list[i] = keys[i].node;
-  }
-  out.estimated_makespan_us = 0;
-  for (const auto& s : out.nodes) out.estimated_makespan_us = std::max(out.estimated_makespan_us, s.finish_us);
 }
 
 Placement schedule_assignment_impl(const StepGraph& g, const CostModel& model, const std::vector<int>& device_of,
@@ -632,6 +639,13 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
     }
   }
   out.algorithm = options.algorithm;
+  if (options.search_evaluations != 0) {
+    SearchOptions so;
+    so.evaluations = options.search_evaluations;
+    so.seed = options.search_seed;
+    so.cost = options.cost;
+    out = search_placement(g, platform, out, so);
+  }
   return out;
 }
 

@@ -1,0 +1,18 @@
+// Private: the per-device order of a schedule, shared by placement.cpp and
+// search.cpp.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include <stepgraph/graphs/placement.h>
+
+namespace stepgraph::graphs::detail {
+
+/// Fills out.device_order from out.nodes: each device's nodes (gang nodes
+/// on every device) by (start time, position in `topo`), so the order is
+/// consistent with the edges; sets out.estimated_makespan_us to the latest
+/// finish.
+void build_device_order(const StepGraph& g, const std::vector<NodeId>& topo, std::size_t p, Placement& out);
+
+}  // namespace stepgraph::graphs::detail

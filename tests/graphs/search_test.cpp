@@ -1,0 +1,167 @@
+// search_placement (Note [Placement search]): against hand-computed bounds,
+// never longer than its start, deterministic, pins and gang nodes kept, the
+// result's order consistent with the edges, bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include <stepgraph/core/error.h>
+#include <stepgraph/graphs/placement.h>
+#include <stepgraph/graphs/simulator.h>
+#include <stepgraph/graphs/workloads.h>
+
+namespace sg = stepgraph::graphs;
+
+namespace {
+
+sg::SearchOptions search(int evaluations, std::uint64_t seed = 1) {
+  sg::SearchOptions o;
+  o.evaluations = evaluations;
+  o.seed = seed;
+  o.cost = sg::CostModelOptions::ideal();
+  return o;
+}
+
+double simulated(const sg::StepGraph& g, const sg::Platform& p, const sg::Placement& pl) {
+  sg::SimulateOptions so;
+  so.cost = sg::CostModelOptions::ideal();
+  return sg::simulate(g, p, pl, so).makespan_us;
+}
+
+// Every edge between two nodes of one device goes forward in its list.
+void expect_order_follows_edges(const sg::StepGraph& g, const sg::Placement& pl) {
+  for (const auto& list : pl.device_order) {
+    std::vector<std::size_t> at(g.node_count(), list.size());
+    for (std::size_t i = 0; i < list.size(); ++i) at[list[i]] = i;
+    for (const auto& e : g.edges())
+      if (at[e.src] < list.size() && at[e.dst] < list.size()) {
+        EXPECT_LT(at[e.src], at[e.dst]) << e.src << "->" << e.dst;
+      }
+  }
+}
+
+sg::StepGraph random_dag(std::size_t nodes, double ccr, std::uint64_t seed) {
+  const sg::RandomDagSpec spec{.nodes = nodes,
+                               .shape = 1.0,
+                               .out_degree = 3,
+                               .ccr = ccr,
+                               .mean_cost_us = 100,
+                               .reference_bandwidth_gbps = 10,
+                               .seed = seed};
+  return sg::make_random_dag(spec);
+}
+
+}  // namespace
+
+TEST(PlacementSearch, SpreadsIndependentNodesOffOneDevice) {
+  // Eight independent 100 us nodes, all on device 0 of four: 800 us. The
+  // optimum is two per device, 200 us (total work / devices); any spread
+  // that leaves at most three on a device is <= 300 us.
+  sg::StepGraph g;
+  for (int i = 0; i < 8; ++i) g.add_kernel("k" + std::to_string(i), sg::DeviceCosts::uniform(100));
+  const auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {10.0, 0.0});
+  const sg::CostModel model(p, sg::CostModelOptions::ideal());
+  const auto start = sg::schedule_assignment(g, model, std::vector<int>(8, 0));
+  ASSERT_DOUBLE_EQ(simulated(g, p, start), 800);
+  const auto out = sg::search_placement(g, p, start, search(300));
+  const double m = simulated(g, p, out);
+  EXPECT_LE(m, 300);
+  EXPECT_GE(m, 200);
+  EXPECT_DOUBLE_EQ(out.estimated_makespan_us, m);  // the result carries the simulator's times
+  EXPECT_GT(out.searched_moves, 0u);
+}
+
+TEST(PlacementSearch, ZeroEvaluationsReturnsTheStart) {
+  const auto g = random_dag(40, 1.0, 5);
+  const auto p = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10.0, 1.0});
+  sg::PlaceOptions po;
+  po.cost = sg::CostModelOptions::ideal();
+  const auto start = sg::place(g, p, po);
+  const auto out = sg::search_placement(g, p, start, search(0));
+  EXPECT_EQ(out.device_order, start.device_order);
+  for (sg::NodeId u = 0; u < g.node_count(); ++u) EXPECT_EQ(out.device(u), start.device(u));
+  EXPECT_EQ(out.searched_moves, 0u);
+}
+
+TEST(PlacementSearch, NeverLongerThanItsStartAndDeterministic) {
+  const auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {10.0, 1.0});
+  for (std::uint64_t seed : {1u, 2u, 3u}) {
+    SCOPED_TRACE("graph seed " + std::to_string(seed));
+    const auto g = random_dag(60, 1.0, seed);
+    for (auto algo : {sg::Algorithm::kHeft, sg::Algorithm::kRoundRobin}) {
+      sg::PlaceOptions po;
+      po.algorithm = algo;
+      po.cost = sg::CostModelOptions::ideal();
+      const auto start = sg::place(g, p, po);
+      const auto a = sg::search_placement(g, p, start, search(150, 7));
+      const auto b = sg::search_placement(g, p, start, search(150, 7));
+      EXPECT_LE(simulated(g, p, a), simulated(g, p, start));
+      for (sg::NodeId u = 0; u < g.node_count(); ++u) EXPECT_EQ(a.device(u), b.device(u));
+      expect_order_follows_edges(g, a);
+      // The order alone (no ready-first reordering) must not deadlock.
+      sg::SimulateOptions strict;
+      strict.dispatch = sg::DeviceDispatch::kStrict;
+      EXPECT_NO_THROW((void)sg::simulate(g, p, a, strict));
+    }
+  }
+}
+
+TEST(PlacementSearch, ThroughPlaceOptions) {
+  // Round-robin on a chain with heavy edges moves data at every step; the
+  // search (given to place()) must not make it longer, and with 200
+  // evaluations it finds a shorter one: one device, no transfers, is 10 x 100 us.
+  sg::StepGraph g;
+  sg::NodeId prev = g.add_kernel("n0", sg::DeviceCosts::uniform(100));
+  for (int i = 1; i < 10; ++i) {
+    const auto n = g.add_kernel("n" + std::to_string(i), sg::DeviceCosts::uniform(100));
+    g.connect(prev, n, 1'000'000);  // 100 us at 10 GB/s
+    prev = n;
+  }
+  const auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {10.0, 0.0});
+  sg::PlaceOptions po;
+  po.algorithm = sg::Algorithm::kRoundRobin;
+  po.cost = sg::CostModelOptions::ideal();
+  const double rr = simulated(g, p, sg::place(g, p, po));
+  ASSERT_DOUBLE_EQ(rr, 10 * 100 + 9 * 100);  // every edge crosses
+  po.search_evaluations = 200;
+  const auto out = sg::place(g, p, po);
+  EXPECT_LT(simulated(g, p, out), rr);
+  EXPECT_GE(simulated(g, p, out), 1000);  // the critical path
+  EXPECT_EQ(out.algorithm, sg::Algorithm::kRoundRobin);
+}
+
+TEST(PlacementSearch, KeepsPinnedAndGangNodes) {
+  sg::StepGraph g;
+  sg::NodeSpec pinned;
+  pinned.name = "pinned";
+  pinned.cost = sg::DeviceCosts::uniform(50);
+  pinned.pinned_device = 2;
+  const auto a = g.add_node(pinned);
+  const auto ar = g.add_collective("allreduce", {sg::CollectiveOp::kAllReduce, 1 << 20});
+  std::vector<sg::NodeId> free;
+  for (int i = 0; i < 12; ++i) {
+    free.push_back(g.add_kernel("f" + std::to_string(i), sg::DeviceCosts::uniform(40)));
+    g.connect(a, free.back(), 1000);
+    g.connect(free.back(), ar, 0);
+  }
+  const auto p = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10.0, 1.0});
+  const sg::CostModel model(p, sg::CostModelOptions::ideal());
+  const auto start = sg::schedule_assignment(g, model, std::vector<int>(g.node_count(), 2));
+  const auto out = sg::search_placement(g, p, start, search(200));
+  EXPECT_EQ(out.device(a), 2);
+  EXPECT_EQ(out.device(ar), sg::kAllDevices);
+  for (const auto& list : out.device_order) EXPECT_NE(std::find(list.begin(), list.end(), ar), list.end());
+  EXPECT_LT(simulated(g, p, out), simulated(g, p, start));  // the twelve spread out
+}
+
+TEST(PlacementSearch, BadInput) {
+  const auto g = random_dag(20, 1.0, 1);
+  const auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {10.0, 1.0});
+  const auto start = sg::place(g, p);
+  EXPECT_THROW((void)sg::search_placement(g, p, start, search(-1)), stepgraph::InvalidArgument);
+  const auto other = random_dag(21, 1.0, 1);
+  EXPECT_THROW((void)sg::search_placement(other, p, start, search(10)), stepgraph::InvalidArgument);
+  const auto three = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10.0, 1.0});
+  const auto on_three = sg::place(g, three);
+  EXPECT_THROW((void)sg::search_placement(g, p, on_three, search(10)), stepgraph::InvalidArgument);
+}
