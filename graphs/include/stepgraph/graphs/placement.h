@@ -22,6 +22,8 @@
 //                 devices (device 0, where inputs live, for entry nodes). It
 //                 piles the whole graph onto one device; it is here to be
 //                 beaten.
+// After any of them, `PlaceOptions::search_evaluations` (off by default) runs
+// search_placement(): node moves judged by the simulator (below).
 // Collective nodes are gang nodes: they occupy every device at once
 // (`ScheduledNode::device == kAllDevices`) and start when every device is
 // free and every predecessor has signalled every device. An edge into a gang
