@@ -198,11 +198,15 @@ void run_cell(benchmark::State& state, const Cell& c) {
 // heft-blind and round-robin, same graphs and seeds as the grid.
 void BM_Placement_Search(benchmark::State& state, const Cell& c, int budget) {
   const sg::Platform& p = platform(c.topo, c.sel);
-  double heft = 0, searched = 0, blind = 0, best_baseline = 0, search_seconds = 0;
+  std::map<std::string, double> makespan;  // mean over seeds, by label
+  double search_seconds = 0;
   for (auto _ : state) {
     for (int seed = 1; seed <= kSeeds; ++seed) {
       const sg::StepGraph g = cell_graph(c, p, seed);
       sg::PlaceOptions opts;
+      auto add = [&](const std::string& label, const sg::Placement& pl) {
+        makespan[label] += sg::simulate(g, p, pl, {opts.cost}).makespan_us / kSeeds;
+      };
       const sg::Placement start = sg::place(g, p, opts);
       sg::SearchOptions so;
       so.evaluations = budget;
@@ -210,30 +214,23 @@ void BM_Placement_Search(benchmark::State& state, const Cell& c, int budget) {
       const auto t0 = Clock::now();
       const sg::Placement out = sg::search_placement(g, p, start, so);
       search_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-      auto sim = [&](const sg::Placement& pl) { return sg::simulate(g, p, pl, {opts.cost}).makespan_us / kSeeds; };
-      heft += sim(start);
-      searched += sim(out);
-      std::map<sg::Algorithm, double> m;
+      add("heft", start);
+      add("heft_search", out);
       for (auto algo : {sg::Algorithm::kHeftBlind, sg::Algorithm::kRoundRobin, sg::Algorithm::kGreedy}) {
         opts.algorithm = algo;
-        m[algo] = sim(sg::place(g, p, opts));
+        add(std::string(sg::to_string(algo)), sg::place(g, p, opts));
       }
-      blind += m[sg::Algorithm::kHeftBlind];
-      // Per-seed terms add up to the mean over seeds of each algorithm; the
-      // best baseline is chosen on those means below, as in the grid.
-      for (auto& [algo, v] : m) state.counters["makespan_" + std::string(sg::to_string(algo))] += v;
     }
     state.SetIterationTime(search_seconds);
   }
-  best_baseline = std::min({state.counters["makespan_heft-blind"].value, state.counters["makespan_rr"].value,
-                            state.counters["makespan_greedy"].value});
-  state.counters["makespan_heft"] = heft;
-  state.counters["makespan_heft_search"] = searched;
-  state.counters["heft_over_best_baseline"] = heft / best_baseline;
-  state.counters["search_over_best_baseline"] = searched / best_baseline;
-  state.counters["heft_over_blind"] = heft / blind;
-  state.counters["search_over_blind"] = searched / blind;
-  state.counters["search_over_heft"] = searched / heft;
+  for (const auto& [label, m] : makespan) state.counters["makespan_" + label] = m;
+  // The best baseline is chosen on the means over seeds, as in the grid.
+  const double best_baseline = std::min({makespan["heft-blind"], makespan["rr"], makespan["greedy"]});
+  state.counters["heft_over_best_baseline"] = makespan["heft"] / best_baseline;
+  state.counters["search_over_best_baseline"] = makespan["heft_search"] / best_baseline;
+  state.counters["heft_over_blind"] = makespan["heft"] / makespan["heft-blind"];
+  state.counters["search_over_blind"] = makespan["heft_search"] / makespan["heft-blind"];
+  state.counters["search_over_heft"] = makespan["heft_search"] / makespan["heft"];
   state.counters["search_seconds_per_graph"] = search_seconds / kSeeds;
   state.counters["evaluations"] = budget;
 }

@@ -12,7 +12,7 @@
 
 #include <stepgraph/graphs/simulator.h>
 
-#include "device_order.h"
+#include "schedule_detail.h"
 #include "gap_index.h"
 
 namespace stepgraph::graphs {
@@ -56,9 +56,9 @@ void build_device_order(const StepGraph& g, const std::vector<NodeId>& topo, std
 namespace {
 
 using detail::build_device_order;
+using detail::is_gang;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-bool is_gang(const Node& n) { return n.kind == NodeKind::kCollective; }
 
 void check_placeable(const StepGraph& g, const Platform& platform, const CostModel& model) {
   STEPGRAPH_CHECK(g.origin() != GraphOrigin::kRawCudaGraph, InvalidArgument,

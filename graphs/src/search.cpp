@@ -8,7 +8,7 @@
 #include <stepgraph/graphs/placement.h>
 #include <stepgraph/graphs/simulator.h>
 
-#include "device_order.h"
+#include "schedule_detail.h"
 
 namespace stepgraph::graphs {
 
@@ -36,12 +36,6 @@ namespace stepgraph::graphs {
 // placement seen is returned, never one longer than the start. Gang nodes
 // and pinned nodes never move, and a node only moves where it can run.
 // Measured: docs/placement.md, "Placement search".
-
-namespace {
-
-bool is_gang(const Node& n) { return n.kind == NodeKind::kCollective; }
-
-}  // namespace
 
 Placement search_placement(const StepGraph& g, const Platform& platform, const Placement& start,
                            const SearchOptions& options) {
@@ -73,7 +67,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   for (NodeId u = 0; u < n; ++u) {
     const Node& node = g.nodes()[u];
     dev[u] = start.nodes[u].device;
-    if (is_gang(node) || node.pinned_device) continue;
+    if (detail::is_gang(node) || node.pinned_device) continue;
     for (std::size_t d = 0; d < p; ++d)
       if (model.can_run(node, d)) targets[u].push_back(static_cast<int>(d));
     if (targets[u].size() > 1) movable.push_back(u);
@@ -84,12 +78,13 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     neighbours[e.src].push_back(e.dst);
     neighbours[e.dst].push_back(e.src);
   }
+  // Gang and pinned nodes have no targets, so they never move.
   auto can_run = [&](NodeId u, int d) { return std::find(targets[u].begin(), targets[u].end(), d) != targets[u].end(); };
 
   Placement trial;
   trial.nodes.assign(n, {});
   trial.device_order.assign(p, {});
-  auto evaluate = [&] {
+  auto fill_trial = [&] {
     for (auto& list : trial.device_order) list.clear();
     for (NodeId u : priority) {
       trial.nodes[u].device = dev[u];
@@ -99,7 +94,6 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
         trial.device_order[static_cast<std::size_t>(dev[u])].push_back(u);
       }
     }
-    return simulate(g, platform, trial, so).makespan_us;
   };
 
   std::mt19937_64 rng(options.seed);
@@ -119,7 +113,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     undo.clear();
     const NodeId u = movable[below(movable.size())];
     auto move = [&](NodeId v, int d) {
-      if (dev[v] == d || !can_run(v, d) || is_gang(g.nodes()[v]) || g.nodes()[v].pinned_device) return;
+      if (dev[v] == d || !can_run(v, d)) return;  // gang and pinned nodes have no targets
       undo.emplace_back(v, dev[v]);
       dev[v] = d;
     };
@@ -144,7 +138,8 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     }
     if (undo.empty()) continue;
     ++spent;
-    const double m = evaluate();
+    fill_trial();
+    const double m = simulate(g, platform, trial, so).makespan_us;
     if (m < current || unit(rng) < std::exp((current - m) / temperature)) {
       current = m;
       if (m < best) {
@@ -160,7 +155,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
 
   // The result: the best devices, the simulator's times, orders by them.
   dev = best_dev;
-  evaluate();
+  fill_trial();
   const SimResult sim = simulate(g, platform, trial, so);
   Placement out = start;
   out.nodes = sim.nodes;

@@ -1,5 +1,4 @@
-// Private: the per-device order of a schedule, shared by placement.cpp and
-// search.cpp.
+// Private: helpers shared by placement.cpp and search.cpp.
 #pragma once
 
 #include <cstddef>
@@ -8,6 +7,10 @@
 #include <stepgraph/graphs/placement.h>
 
 namespace stepgraph::graphs::detail {
+
+/// A collective: one gang node on every device (ScheduledNode::device ==
+/// kAllDevices).
+inline bool is_gang(const Node& n) { return n.kind == NodeKind::kCollective; }
 
 /// Fills out.device_order from out.nodes: each device's nodes (gang nodes
 /// on every device) by (start time, position in `topo`), so the order is
