@@ -151,6 +151,7 @@ void run_cell(benchmark::State& state, const Cell& c) {
   int heft_fallbacks = 0;
   int heft_uniform = 0;  // seeds where HEFT kept a list built on the uniform view
   int heft_numa = 0;     // seeds where HEFT kept a list on one NUMA node's devices
+  int heft_shared = 0;   // seeds where HEFT kept a list with links as shared bandwidth
   for (auto _ : state) {
     for (int seed = 1; seed <= kSeeds; ++seed) {
       const sg::StepGraph g = cell_graph(c, p, seed);
@@ -168,6 +169,8 @@ void run_cell(benchmark::State& state, const Cell& c) {
           heft_uniform += pl.source == sg::ScheduleSource::kUniformList ||
                           pl.source == sg::ScheduleSource::kUniformLookahead;
           heft_numa += pl.source == sg::ScheduleSource::kNumaList || pl.source == sg::ScheduleSource::kNumaLookahead;
+          heft_shared +=
+              pl.source == sg::ScheduleSource::kSharedList || pl.source == sg::ScheduleSource::kSharedLookahead;
         }
         const double ms = sg::simulate(g, p, pl, {opts.cost}).makespan_us;
         makespan[algo] += ms / kSeeds;
@@ -190,10 +193,11 @@ void run_cell(benchmark::State& state, const Cell& c) {
   state.counters["heft_fallbacks"] = heft_fallbacks;
   state.counters["heft_uniform_view"] = heft_uniform;
   state.counters["heft_numa_subset"] = heft_numa;
+  state.counters["heft_shared_view"] = heft_shared;
   state.counters["devices"] = static_cast<double>(p.size());
 }
 
-// Note [Placement search] on chosen grid cells: default HEFT, then
+// Note [Placement search] on chosen grid cells: HEFT's list portfolio, then
 // search_placement() from HEFT's schedule with `budget` evaluations, beside
 // heft-blind and round-robin, same graphs and seeds as the grid.
 void BM_Placement_Search(benchmark::State& state, const Cell& c, int budget) {
@@ -204,6 +208,7 @@ void BM_Placement_Search(benchmark::State& state, const Cell& c, int budget) {
     for (int seed = 1; seed <= kSeeds; ++seed) {
       const sg::StepGraph g = cell_graph(c, p, seed);
       sg::PlaceOptions opts;
+      opts.search_evaluations = 0;  // start from the list schedules (the default searches small graphs itself)
       auto add = [&](const std::string& label, const sg::Placement& pl) {
         makespan[label] += sg::simulate(g, p, pl, {opts.cost}).makespan_us / kSeeds;
       };

@@ -143,12 +143,13 @@ def tables(ctx, grid, scale, trans):
     p("### Target 1: HEFT vs the best baseline, every cell (mean over seeds)\n")
     p("HEFT's portfolio contains heft-blind's list schedules (docs/placement.md, Note [HEFT portfolio]), so HEFT <= "
       "heft-blind holds by construction; the last two columns leave heft-blind out and compare with round-robin and "
-      "greedy only. 'uniform kept' and 'NUMA kept' count the placements (of 10 seeds x cells) where HEFT returned a "
-      "list built on the uniform view, or on one NUMA node's devices (Note [NUMA subsets]).\n")
+      "greedy only. 'uniform kept', 'NUMA kept' and 'shared kept' count the placements (of 10 seeds x cells) where "
+      "HEFT returned a list built on the uniform view, on one NUMA node's devices (Note [NUMA subsets]), or with "
+      "links as shared bandwidth (Note [Shared bandwidth in HEFT]).\n")
     p("| topology | device set | cells | cells HEFT <= best baseline | worst HEFT / best baseline | "
-      "mean HEFT / best baseline | uniform kept | NUMA kept | worst HEFT / best of rr, greedy | "
+      "mean HEFT / best baseline | uniform kept | NUMA kept | shared kept | worst HEFT / best of rr, greedy | "
       "mean HEFT / best of rr, greedy |")
-    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def over_rr_greedy(r):
         return r["makespan_heft"] / min(r["makespan_rr"], r["makespan_greedy"])
@@ -161,8 +162,9 @@ def tables(ctx, grid, scale, trans):
             ok = sum(r["heft_over_best_baseline"] <= 1.0 + 1e-9 for r in cells)
             kept = sum(int(r.get("heft_uniform_view", 0)) for r in cells)
             numa = sum(int(r.get("heft_numa_subset", 0)) for r in cells)
+            shared = sum(int(r.get("heft_shared_view", 0)) for r in cells)
             p(f"| {topo} | {dset} | {len(cells)} | {ok} | {max(r['heft_over_best_baseline'] for r in cells):.3f} | "
-              f"{statistics.mean(r['heft_over_best_baseline'] for r in cells):.3f} | {kept} | {numa} | "
+              f"{statistics.mean(r['heft_over_best_baseline'] for r in cells):.3f} | {kept} | {numa} | {shared} | "
               f"{max(over_rr_greedy(r) for r in cells):.3f} | {statistics.mean(over_rr_greedy(r) for r in cells):.3f} |")
     failing = [r for r in grid if r["heft_over_best_baseline"] > 1.0 + 1e-9]
     if failing:

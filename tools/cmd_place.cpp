@@ -28,7 +28,7 @@ struct PlaceCliOptions {
   std::string trace;
   std::string placement_out;
   std::size_t uniform = 0;
-  int search = 0;
+  std::string search = "auto";
   std::uint64_t search_seed = 1;
   bool show_platform = false;
 };
@@ -78,7 +78,19 @@ int run_place(const PlaceCliOptions& o) {
   sg::validate(g);
   sg::PlaceOptions po;
   po.algorithm = sg::parse_algorithm(o.algo);
-  po.search_evaluations = o.search;
+  if (o.search == "auto") {
+    po.search_evaluations = sg::kAutoSearch;
+  } else {
+    std::size_t used = 0;
+    int n = -1;
+    try {
+      n = std::stoi(o.search, &used);
+    } catch (const std::exception&) {
+    }
+    STEPGRAPH_CHECK(used == o.search.size() && n >= 0, InvalidArgument,
+                    "--search: '{}' is not 'auto' or a number of evaluations >= 0", o.search);
+    po.search_evaluations = n;
+  }
   po.search_seed = o.search_seed;
   const auto t0 = std::chrono::steady_clock::now();
   const sg::Placement pl = sg::place(g, platform, po);
@@ -92,9 +104,15 @@ int run_place(const PlaceCliOptions& o) {
   std::printf("graph: %s, %zu nodes, %zu edges\n", o.graph.c_str(), g.node_count(), g.edge_count());
   std::printf("algorithm: %s (schedule: %s), scheduled in %.2f ms\n", o.algo.c_str(),
               std::string(sg::to_string(pl.source)).c_str(), sched_ms);
-  if (o.search > 0)
-    std::printf("search: %d evaluations (seed %llu), %zu nodes moved\n", o.search,
-                static_cast<unsigned long long>(o.search_seed), pl.searched_moves);
+  int evaluations = po.search_evaluations;
+  if (evaluations == sg::kAutoSearch)
+    evaluations = po.algorithm == sg::Algorithm::kHeft && g.node_count() + g.edge_count() <= sg::kAutoSearchSize
+                      ? sg::kAutoSearchEvaluations
+                      : 0;
+  if (evaluations > 0)
+    std::printf("search: %d evaluations%s (seed %llu), %zu nodes moved\n", evaluations,
+                o.search == "auto" ? " (auto: a small graph)" : "", static_cast<unsigned long long>(o.search_seed),
+                pl.searched_moves);
   std::printf("%-12s %8s %10s\n", "device", "nodes", "util");
   for (std::size_t d = 0; d < platform.size(); ++d) {
     std::size_t own = 0;
@@ -126,8 +144,8 @@ stepgraph::tools::Command place_cmd{
       app.add_option("--trace", o->trace, "write the simulated Chrome/Perfetto trace JSON here");
       app.add_option("--placement-out", o->placement_out, "write the placement JSON here");
       app.add_option("--search", o->search,
-                     "after the algorithm, search node moves judged by the simulator: N evaluations (0: off)")
-          ->check(CLI::NonNegativeNumber)
+                     "after the algorithm, search node moves judged by the simulator: N evaluations (0: off; "
+                     "auto: 200 for heft on graphs of at most 1000 nodes + edges)")
           ->capture_default_str();
       app.add_option("--search-seed", o->search_seed, "seed of the search (deterministic per seed)")
           ->capture_default_str();

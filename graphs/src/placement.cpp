@@ -14,6 +14,7 @@
 
 #include "schedule_detail.h"
 #include "gap_index.h"
+#include "share_line.h"
 
 namespace stepgraph::graphs {
 
@@ -248,10 +249,36 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
   // the node's planned start): among devices that finish the node equally
   // early, the one that does not slow transfers other nodes wait for wins.
   // Measured on the benchmark grid in docs/placement.md.
-  const bool model_links = links_mode == LinkContention::kModel && p > 1;
+  //
+  // Note [Shared bandwidth in HEFT]
+  // LinkContention::kShare models a link as the simulator does: bandwidth
+  // divided equally among the transfers on it at each moment, not a queue.
+  // Each link (private or shared) keeps a step function of how many
+  // committed transfers flow on it over time (share_line.h). A new transfer
+  // starts flowing at its source's finish plus the fixed delay and advances,
+  // between the breakpoints of the links on its route, at its smallest
+  // share: min over those links of (link bandwidth / (count + 1)) relative
+  // to the pair's bandwidth, capped at the pair's rate. Committing adds it
+  // to every link of its route for [flow start, arrival). What this leaves
+  // out is the transfer's effect on those already committed (they would
+  // slow down, and their consumers are already scheduled); with
+  // SharedLinkPenalty::kCharge the device's score carries it, counted as
+  // the transfer's progress made while sharing (each unit of it is a unit
+  // the others lose). The portfolio builds the real-view lists both ways
+  // (SharedView::kCandidate, Note [HEFT portfolio]): neither view is the
+  // machine, and on the benchmark grid neither wins everywhere.
+  const bool share_links = links_mode == LinkContention::kShare && p > 1;
+  const bool model_links = (links_mode == LinkContention::kModel || share_links) && p > 1;
   const Platform& plat = model.platform();
   // One gap index per directed private link, then one per shared link.
-  std::vector<detail::GapIndex> links(model_links ? p * p + plat.shared_links().size() : 0);
+  std::vector<detail::GapIndex> links(model_links && !share_links ? p * p + plat.shared_links().size() : 0);
+  std::vector<detail::ShareLine> lines(share_links ? p * p + plat.shared_links().size() : 0);
+  struct OnRoute {
+    detail::ShareLine* line;
+    double relative_bw;  // the link's bandwidth / the pair's
+    detail::ShareLine::Cursor at;
+  };
+  std::vector<OnRoute> on_route;
   auto data_us = [&](std::size_t a, std::size_t b, std::uint64_t bytes) {
     return static_cast<double>(bytes) / (plat.link(a, b).bandwidth_gbps * 1e3);
   };
@@ -278,6 +305,45 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
         // (Note [Routes] in platform.h): the earliest start all agree on.
         const double dt = data_us(pr.dev, d, pr.bytes);
         const auto& route = plat.route(pr.dev, d);
+        if (share_links) {
+          // Note [Shared bandwidth in HEFT]
+          const double pair_bw = plat.link(pr.dev, d).bandwidth_gbps;
+          const double flow_start = pr.finish + model.transfer_us(pr.dev, d, pr.bytes) - dt;
+          on_route.clear();
+          if (route.empty()) {
+            on_route.push_back({&lines[pr.dev * p + d], 1.0, {lines[pr.dev * p + d], flow_start}});
+          } else {
+            for (auto l : route)
+              on_route.push_back({&lines[p * p + l], plat.shared_links()[l].bandwidth_gbps / pair_bw,
+                                  {lines[p * p + l], flow_start}});
+          }
+          double t = flow_start, left = dt;
+          for (;;) {
+            double rate = 1.0, next = kInf;
+            bool crowded = false;
+            for (const auto& on : on_route) {
+              const int k = on.at.count();
+              crowded = crowded || k > 0;
+              rate = std::min(rate, on.relative_bw / (k + 1));
+              next = std::min(next, on.at.next());
+            }
+            const double step = (next - t) * rate;
+            if (step >= left) {
+              if (crowded && charge) inflicted += left;
+              t += left / rate;
+              break;
+            }
+            if (crowded && charge) inflicted += step;
+            left -= step;
+            t = next;
+            for (auto& on : on_route)
+              if (on.at.next() == t) on.at.advance();
+          }
+          if (commit)
+            for (const auto& on : on_route) on.line->add(flow_start, t);
+          r = std::max(r, t);
+          continue;
+        }
         double s = pr.finish;
         if (route.empty()) {
           auto& link = links[pr.dev * p + d];
@@ -330,6 +396,7 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
     const double bound = live.top().first;
     for (auto& gi : gaps) gi.forget_before(bound);
     for (auto& li : links) li.forget_before(bound);
+    for (auto& li : lines) li.forget_before(bound);
   };
   for (NodeId u : order) {
     const Node& node = g.nodes()[u];
@@ -361,9 +428,9 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
     for (std::size_t d = 0; d < p; ++d) {
       if (!model.can_run(node, d)) continue;
       const double dur = model.node_us(node, d);
+      const double look = oct.empty() ? 0.0 : oct[static_cast<std::size_t>(u) * p + d];
       const double s = gaps[d].earliest_start(ready_at(d, false), dur);
-      const double score =
-          s + dur + inflicted + (oct.empty() ? 0.0 : oct[static_cast<std::size_t>(u) * p + d]);
+      const double score = s + dur + inflicted + look;
       if (score < best_finish) {
         best_finish = score;
         best_dev = d;
@@ -455,6 +522,10 @@ std::string_view to_string(ScheduleSource s) noexcept {
       return "numa-list";
     case ScheduleSource::kNumaLookahead:
       return "numa-lookahead";
+    case ScheduleSource::kSharedList:
+      return "shared-list";
+    case ScheduleSource::kSharedLookahead:
+      return "shared-lookahead";
     case ScheduleSource::kSerial:
       return "serial";
     case ScheduleSource::kAssignment:
@@ -498,7 +569,9 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
       // them on the real platform like the others. With NumaSubsets::
       // kCandidate it also builds both lists on the devices of each NUMA
       // node alone (Note [NUMA subsets]). Last, the whole graph on
-      // the single device with the least work. The schedule with the
+      // the single device with the least work. With SharedView::
+      // kCandidate the two real-view lists are also built with links as
+      // shared bandwidth (Note [Shared bandwidth in HEFT]). The schedule with the
       // shortest judged makespan (simulated by default) is returned and
       // Placement::source says which it was. So heft <= heft-blind by
       // construction whenever the uniform lists are judged by simulation;
@@ -537,6 +610,16 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
       if (lookahead)
         consider(heft(g, view, topo, adj, options.links, options.link_penalty, Lookahead::kOptimisticCostTable),
                  ScheduleSource::kLookahead);
+      if (!blind_algo && options.shared_view == SharedView::kCandidate && simulated && p > 1 &&
+          options.links == LinkContention::kModel) {
+        // Note [Shared bandwidth in HEFT]
+        consider(heft(g, view, topo, adj, LinkContention::kShare, options.link_penalty, Lookahead::kOff),
+                 ScheduleSource::kSharedList);
+        if (lookahead)
+          consider(heft(g, view, topo, adj, LinkContention::kShare, options.link_penalty,
+                        Lookahead::kOptimisticCostTable),
+                   ScheduleSource::kSharedLookahead);
+      }
       if (uniform_candidates && p > 1) {
         consider(heft(g, *uniform_model, topo, adj, options.links, options.link_penalty, Lookahead::kOff),
                  ScheduleSource::kUniformList);
@@ -639,9 +722,14 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
     }
   }
   out.algorithm = options.algorithm;
-  if (options.search_evaluations != 0) {
+  int evaluations = options.search_evaluations;
+  if (evaluations == kAutoSearch)
+    evaluations = options.algorithm == Algorithm::kHeft && g.node_count() + g.edges().size() <= kAutoSearchSize
+                      ? kAutoSearchEvaluations
+                      : 0;
+  if (evaluations != 0) {
     SearchOptions so;
-    so.evaluations = options.search_evaluations;
+    so.evaluations = evaluations;
     so.seed = options.search_seed;
     so.cost = options.cost;
     out = search_placement(g, platform, out, so);

@@ -22,6 +22,7 @@ sg::Platform two_devices() { return sg::Platform::uniform(2, sg::DeviceKind::kGp
 
 sg::PlaceOptions opts(sg::Algorithm a) {
   sg::PlaceOptions o;
+  o.search_evaluations = 0;  // the list schedules themselves
   o.algorithm = a;
   o.cost = sg::CostModelOptions::ideal();
   return o;
@@ -60,6 +61,15 @@ sg::NodeId add_pinned(sg::StepGraph& g, const char* name, double us, int dev) {
   s.name = name;
   s.cost = sg::DeviceCosts::uniform(us);
   s.pinned_device = dev;
+  return g.add_node(s);
+}
+
+// A node that runs only on `kind`, for `us`, optionally pinned.
+sg::NodeId add_node(sg::StepGraph& g, const char* name, sg::DeviceKind kind, double us, std::optional<int> pin) {
+  sg::NodeSpec s;
+  s.name = name;
+  s.cost.set(kind, us);
+  s.pinned_device = pin;
   return g.add_node(s);
 }
 
@@ -361,8 +371,10 @@ TEST(Heft, LookaheadPortfolioIsNeverSlowerThanTheClassicList) {
     // minimum over {classic, OCT, serial}, the classic one over {classic,
     // serial}.
     sg::PlaceOptions classic;
+    classic.search_evaluations = 0;  // the list schedules themselves
     classic.lookahead = sg::Lookahead::kOff;
     sg::PlaceOptions portfolio;
+    portfolio.search_evaluations = 0;  // the list schedules themselves
     const double a = sg::simulate(g, p, sg::place(g, p, classic)).makespan_us;
     const double b = sg::simulate(g, p, sg::place(g, p, portfolio)).makespan_us;
     EXPECT_LE(b, a + 1e-6) << "seed " << seed;
@@ -388,11 +400,7 @@ TEST(Heft, ChargesTheDelayAQueuedTransferInflictsOnItsLink) {
   p.set_link(0, 2, {0.2, 0.0});
   sg::StepGraph g;
   auto node = [&](const char* name, sg::DeviceKind kind, double us, std::optional<int> pin) {
-    sg::NodeSpec s;
-    s.name = name;
-    s.cost.set(kind, us);
-    s.pinned_device = pin;
-    return g.add_node(s);
+    return add_node(g, name, kind, us, pin);
   };
   auto a = node("A", sg::DeviceKind::kCpu, 10, std::nullopt);
   auto b = node("B", sg::DeviceKind::kGpu, 100, 1);
@@ -415,6 +423,54 @@ TEST(Heft, ChargesTheDelayAQueuedTransferInflictsOnItsLink) {
   EXPECT_DOUBLE_EQ(sg::simulate(g, p, charged, so).makespan_us, 175);
 }
 
+TEST(Heft, SharedViewLetsATransferShareItsLinkInsteadOfQueueing) {
+  // dev0 a CPU, dev1 and dev2 GPUs, every pair 1 GB/s (1000 B/us), no
+  // latency, ideal cost model. A(10, CPU) feeds B(1, pinned dev1) 50 kB and
+  // C(1, pinned dev1 or dev2) 31 kB; B goes first (equal ranks, B added
+  // first). A->B alone flows [10, 60], B [60, 61].
+  // Queued (kModel): A->C waits for the link: [60, 91], C [91, 92].
+  // Shared (kShare), private link 0->1: A->C flows beside A->B from 10 at
+  // half rate, 25 us of its 31 by 60, the last 6 alone: arrives 66, C
+  // [66, 67]. The same with 0->1 and 0->2 both crossing one 1 GB/s uplink
+  // (a route) and C pinned to dev2. With a 2 GB/s uplink the route's share
+  // is 2/2 = 1: C's transfer flows at the pair's full rate, [10, 41]; the
+  // queue still makes it wait.
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    sg::Platform p({sg::Device{"cpu0", sg::DeviceKind::kCpu, 1.0, 0}, sg::Device{"gpu1", sg::DeviceKind::kGpu, 1.0, 0},
+                    sg::Device{"gpu2", sg::DeviceKind::kGpu, 1.0, 0}},
+                   {1.0, 0.0});
+    int c_dev = 1;
+    if (variant > 0) {
+      const auto up = p.add_shared_link({"up0", variant == 1 ? 1.0 : 2.0});
+      p.set_route(0, 1, {up});
+      p.set_route(0, 2, {up});
+      c_dev = 2;
+    }
+    sg::StepGraph g;
+    auto node = [&](const char* name, sg::DeviceKind kind, double us, std::optional<int> pin) {
+      return add_node(g, name, kind, us, pin);
+    };
+    auto a = node("A", sg::DeviceKind::kCpu, 10, std::nullopt);
+    auto b = node("B", sg::DeviceKind::kGpu, 1, 1);
+    auto c = node("C", sg::DeviceKind::kGpu, 1, c_dev);
+    g.connect(a, b, 50000);
+    g.connect(a, c, 31000);
+    auto o = opts(sg::Algorithm::kHeft);
+    o.lookahead = sg::Lookahead::kOff;
+    o.fallback = sg::SerialFallback::kOff;
+    o.uniform_view = sg::UniformView::kOff;
+    o.shared_view = sg::SharedView::kOff;
+    const auto queued = sg::place(g, p, o);
+    expect_node(queued, b, 1, 60, 61);
+    expect_node(queued, c, c_dev, 91, 92);  // a queue holds one transfer at a time
+    o.links = sg::LinkContention::kShare;
+    const auto shared = sg::place(g, p, o);
+    expect_node(shared, b, 1, 60, 61);
+    expect_node(shared, c, c_dev, variant == 2 ? 41 : 66, variant == 2 ? 42 : 67);
+  }
+}
+
 TEST(Heft, SharedLinkPenaltyBeatsQueueingAndRoundRobinOnAUniformSwitch) {
   // The benchmark's hard case (docs/placement.md): 16 equal devices (an
   // NVSwitch machine), narrow random DAGs with out-degree 5 at CCR 5. Judged
@@ -432,6 +488,7 @@ TEST(Heft, SharedLinkPenaltyBeatsQueueingAndRoundRobinOnAUniformSwitch) {
                               .seed = seed};
     const auto g = sg::make_random_dag(s);
     sg::PlaceOptions o;
+    o.search_evaluations = 0;  // the list schedules themselves
     o.fallback = sg::SerialFallback::kOff;  // compare the list schedules themselves
     charged += sg::simulate(g, p, sg::place(g, p, o)).makespan_us;
     o.link_penalty = sg::SharedLinkPenalty::kOff;
@@ -456,6 +513,7 @@ TEST(Heft, PortfolioKeepsTheUniformViewScheduleOnlyWhenItIsFaster) {
         .nodes = 150, .ccr = seed % 2 == 0 ? 0.1 : 1.0, .reference_bandwidth_gbps = 15, .seed = seed};
     const auto g = sg::make_random_dag(s);
     sg::PlaceOptions o;
+    o.search_evaluations = 0;  // the list schedules themselves
     const auto heft = sg::place(g, p, o);
     uniform_chosen += heft.source == sg::ScheduleSource::kUniformList ||
                       heft.source == sg::ScheduleSource::kUniformLookahead;
@@ -463,6 +521,7 @@ TEST(Heft, PortfolioKeepsTheUniformViewScheduleOnlyWhenItIsFaster) {
     const auto blind = sg::place(g, p, o);
     EXPECT_LE(sg::simulate(g, p, heft).makespan_us, sg::simulate(g, p, blind).makespan_us + 1e-6) << seed;
     sg::PlaceOptions real_only;
+    real_only.search_evaluations = 0;  // the list schedules themselves
     real_only.uniform_view = sg::UniformView::kOff;
     const auto r = sg::place(g, p, real_only);
     EXPECT_NE(r.source, sg::ScheduleSource::kUniformList);
@@ -519,6 +578,7 @@ TEST(Heft, NumaSubsetsKeepAStepOnOneSocketWhenTheSocketLinkIsTheBottleneck) {
     const sg::RandomDagSpec s{.nodes = 120, .ccr = 1.0, .reference_bandwidth_gbps = 20, .seed = seed};
     const auto g = sg::make_random_dag(s);
     sg::PlaceOptions with;
+    with.search_evaluations = 0;  // the list schedules themselves
     const auto a = sg::place(g, p, with);
     kept += a.source == sg::ScheduleSource::kNumaList || a.source == sg::ScheduleSource::kNumaLookahead;
     if (a.source == sg::ScheduleSource::kNumaList || a.source == sg::ScheduleSource::kNumaLookahead) {
@@ -527,6 +587,7 @@ TEST(Heft, NumaSubsetsKeepAStepOnOneSocketWhenTheSocketLinkIsTheBottleneck) {
       EXPECT_EQ(sockets.size(), 1u) << seed;
     }
     sg::PlaceOptions without;
+    without.search_evaluations = 0;  // the list schedules themselves
     without.numa_subsets = sg::NumaSubsets::kOff;
     EXPECT_LE(sg::simulate(g, p, a).makespan_us, sg::simulate(g, p, sg::place(g, p, without)).makespan_us + 1e-6)
         << seed;

@@ -75,6 +75,7 @@ TEST(PlacementSearch, ZeroEvaluationsReturnsTheStart) {
   const auto g = random_dag(40, 1.0, 5);
   const auto p = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10.0, 1.0});
   sg::PlaceOptions po;
+  po.search_evaluations = 0;  // the list schedules themselves
   po.cost = sg::CostModelOptions::ideal();
   const auto start = sg::place(g, p, po);
   const auto out = sg::search_placement(g, p, start, search(0));
@@ -90,6 +91,7 @@ TEST(PlacementSearch, NeverLongerThanItsStartAndDeterministic) {
     const auto g = random_dag(60, 1.0, seed);
     for (auto algo : {sg::Algorithm::kHeft, sg::Algorithm::kRoundRobin}) {
       sg::PlaceOptions po;
+      po.search_evaluations = 0;  // the list schedules themselves
       po.algorithm = algo;
       po.cost = sg::CostModelOptions::ideal();
       const auto start = sg::place(g, p, po);
@@ -164,4 +166,31 @@ TEST(PlacementSearch, BadInput) {
   const auto three = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10.0, 1.0});
   const auto on_three = sg::place(g, three);
   EXPECT_THROW((void)sg::search_placement(g, p, on_three, search(10)), stepgraph::InvalidArgument);
+}
+
+TEST(PlacementSearch, DefaultSearchesSmallGraphsForHeftOnly) {
+  // PlaceOptions::search_evaluations = kAutoSearch: kHeft on a graph of at
+  // most kAutoSearchSize nodes + edges is the list schedule refined by
+  // kAutoSearchEvaluations evaluations of search_placement() (seed 1);
+  // larger graphs and the other algorithms are not searched.
+  const auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {10.0, 1.0});
+  const auto small = random_dag(60, 1.0, 2);
+  ASSERT_LE(small.node_count() + small.edges().size(), sg::kAutoSearchSize);
+  sg::PlaceOptions po;
+  po.cost = sg::CostModelOptions::ideal();
+  ASSERT_EQ(po.search_evaluations, sg::kAutoSearch);
+  const auto automatic = sg::place(small, p, po);
+  po.search_evaluations = 0;
+  const auto list = sg::place(small, p, po);
+  const auto refined = sg::search_placement(small, p, list, search(sg::kAutoSearchEvaluations, 1));
+  for (sg::NodeId u = 0; u < small.node_count(); ++u) EXPECT_EQ(automatic.device(u), refined.device(u));
+  EXPECT_EQ(automatic.searched_moves, refined.searched_moves);
+  EXPECT_GT(automatic.searched_moves, 0u);  // so the comparison above sees a search
+
+  const auto large = random_dag(400, 1.0, 2);
+  ASSERT_GT(large.node_count() + large.edges().size(), sg::kAutoSearchSize);
+  po.search_evaluations = sg::kAutoSearch;
+  EXPECT_EQ(sg::place(large, p, po).searched_moves, 0u);
+  po.algorithm = sg::Algorithm::kHeftBlind;
+  EXPECT_EQ(sg::place(small, p, po).searched_moves, 0u);
 }

@@ -10,9 +10,10 @@
 //                 By default it also models link occupancy and charges the
 //                 delay a queued transfer inflicts on a shared link, and
 //                 returns the best of a portfolio judged by the simulator:
-//                 classic and lookahead lists on the real and on the uniform
-//                 view, and the one-device schedule (PlaceOptions; Notes in
-//                 placement.cpp; docs/placement.md).
+//                 classic and lookahead lists on the real view (links as
+//                 queues and as shared bandwidth), on the uniform view and
+//                 on each NUMA node's devices, and the one-device schedule
+//                 (PlaceOptions; Notes in placement.cpp; docs/placement.md).
 // * kHeftBlind  — the same HEFT on `platform.without_topology()`: every link
 //                 equal. Its schedule is then judged on the real platform.
 // * kRoundRobin — topological order, device i mod p (skipping devices that
@@ -22,8 +23,9 @@
 //                 devices (device 0, where inputs live, for entry nodes). It
 //                 piles the whole graph onto one device; it is here to be
 //                 beaten.
-// After any of them, `PlaceOptions::search_evaluations` (off by default) runs
-// search_placement(): node moves judged by the simulator (below).
+// After any of them, `PlaceOptions::search_evaluations` runs
+// search_placement(): node moves judged by the simulator (below). By default
+// (kAutoSearch) only kHeft does, and only on small graphs.
 // Collective nodes are gang nodes: they occupy every device at once
 // (`ScheduledNode::device == kAllDevices`) and start when every device is
 // free and every predecessor has signalled every device. An edge into a gang
@@ -59,12 +61,14 @@ enum class Algorithm : std::uint8_t { kHeft, kHeftBlind, kRoundRobin, kGreedy };
 /// list schedule's own estimate (cheaper, blind to link sharing). kOff: never.
 enum class SerialFallback : std::uint8_t { kSimulated, kEstimated, kOff };
 
-/// Whether HEFT reserves link time for transfers (queueing transfers that
-/// share a link) or assumes every transfer has its link to itself (the
-/// original paper).
-enum class LinkContention : std::uint8_t { kModel, kIgnore };
+/// How HEFT sees links. kModel: it reserves link time for transfers,
+/// queueing transfers that share a link (Note [Link occupancy in HEFT]).
+/// kIgnore: every transfer has its link to itself (the original paper).
+/// kShare: transfers on a link share its bandwidth, as in the simulator
+/// (Note [Shared bandwidth in HEFT]).
+enum class LinkContention : std::uint8_t { kModel, kIgnore, kShare };
 
-/// With LinkContention::kModel: whether a device's score also carries the
+/// With LinkContention::kModel or kShare: whether a device's score also carries the
 /// delay its queued transfers would inflict on transfers already committed
 /// to the same link, which on the machine share it rather than queue
 /// (Note [Shared-link penalty] in placement.cpp). kOff: queueing only.
@@ -90,6 +94,13 @@ enum class UniformView : std::uint8_t { kCandidate, kOff };
 /// topology. kOff: never.
 enum class NumaSubsets : std::uint8_t { kCandidate, kOff };
 
+/// kCandidate (with LinkContention::kModel): kHeft also builds its two
+/// real-view lists with LinkContention::kShare -- links as bandwidth shared
+/// by the transfers on them, as the simulator has them, instead of queues --
+/// and keeps one when it is shorter, judged by simulation (Note [Shared
+/// bandwidth in HEFT] in placement.cpp).
+enum class SharedView : std::uint8_t { kCandidate, kOff };
+
 /// Which of HEFT's candidate schedules was returned (Note [HEFT portfolio]);
 /// kAssignment for the baselines and schedule_assignment().
 enum class ScheduleSource : std::uint8_t {
@@ -99,10 +110,16 @@ enum class ScheduleSource : std::uint8_t {
   kUniformLookahead,
   kNumaList,
   kNumaLookahead,
+  kSharedList,
+  kSharedLookahead,
   kSerial,
   kAssignment
 };
 [[nodiscard]] std::string_view to_string(ScheduleSource source) noexcept;
+
+inline constexpr int kAutoSearch = -1;
+inline constexpr int kAutoSearchEvaluations = 200;
+inline constexpr std::size_t kAutoSearchSize = 1000;
 
 struct PlaceOptions {
   Algorithm algorithm = Algorithm::kHeft;
@@ -113,9 +130,14 @@ struct PlaceOptions {
   Lookahead lookahead = Lookahead::kOptimisticCostTable;
   UniformView uniform_view = UniformView::kCandidate;
   NumaSubsets numa_subsets = NumaSubsets::kCandidate;
+  SharedView shared_view = SharedView::kCandidate;
   /// After the algorithm: simulator evaluations for search_placement() on
-  /// the real platform (0, the default: no search). See SearchOptions.
-  int search_evaluations = 0;
+  /// the real platform (0: no search; see SearchOptions). kAutoSearch (the
+  /// default): kAutoSearchEvaluations for kHeft on a graph of at most
+  /// kAutoSearchSize nodes + edges, none otherwise -- a step graph that
+  /// small is placed in well under a second with the search, and placed
+  /// once for every step it runs (Note [Placement search] in search.cpp).
+  int search_evaluations = kAutoSearch;
   std::uint64_t search_seed = 1;
 };
 
