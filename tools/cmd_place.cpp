@@ -104,11 +104,7 @@ int run_place(const PlaceCliOptions& o) {
   std::printf("graph: %s, %zu nodes, %zu edges\n", o.graph.c_str(), g.node_count(), g.edge_count());
   std::printf("algorithm: %s (schedule: %s), scheduled in %.2f ms\n", o.algo.c_str(),
               std::string(sg::to_string(pl.source)).c_str(), sched_ms);
-  int evaluations = po.search_evaluations;
-  if (evaluations == sg::kAutoSearch)
-    evaluations = po.algorithm == sg::Algorithm::kHeft && g.node_count() + g.edge_count() <= sg::kAutoSearchSize
-                      ? sg::kAutoSearchEvaluations
-                      : 0;
+  const int evaluations = sg::search_budget(g, po);
   if (evaluations > 0)
     std::printf("search: %d evaluations%s (seed %llu), %zu nodes moved\n", evaluations,
                 o.search == "auto" ? " (auto: a small graph)" : "", static_cast<unsigned long long>(o.search_seed),

@@ -317,13 +317,11 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
           const double pair_bw = plat.link(pr.dev, d).bandwidth_gbps;
           const double flow_start = pr.finish + model.transfer_us(pr.dev, d, pr.bytes) - dt;
           on_route.clear();
-          if (route.empty()) {
-            on_route.push_back({&lines[pr.dev * p + d], 1.0, {lines[pr.dev * p + d], flow_start}});
-          } else {
-            for (auto l : route)
-              on_route.push_back({&lines[p * p + l], plat.shared_links()[l].bandwidth_gbps / pair_bw,
-                                  {lines[p * p + l], flow_start}});
-          }
+          auto via = [&](detail::ShareLine& line, double relative_bw) {
+            on_route.push_back({&line, relative_bw, {line, flow_start}});
+          };
+          if (route.empty()) via(lines[pr.dev * p + d], 1.0);
+          for (auto l : route) via(lines[p * p + l], plat.shared_links()[l].bandwidth_gbps / pair_bw);
           double t = flow_start, left = dt;
           for (int steps = 0;; ++steps) {
             double rate = 1.0, next = kInf;
@@ -557,6 +555,13 @@ Placement schedule_assignment(const StepGraph& g, const CostModel& model, const 
   return schedule_assignment_impl(g, model, device_of, topo, adj);
 }
 
+int search_budget(const StepGraph& g, const PlaceOptions& options) noexcept {
+  if (options.search_evaluations != kAutoSearch) return options.search_evaluations;
+  return options.algorithm == Algorithm::kHeft && g.node_count() + g.edges().size() <= kAutoSearchSize
+             ? kAutoSearchEvaluations
+             : 0;
+}
+
 Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions& options) {
   STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument,
                   "the device set is empty; give placement at least one device");
@@ -731,11 +736,7 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
     }
   }
   out.algorithm = options.algorithm;
-  int evaluations = options.search_evaluations;
-  if (evaluations == kAutoSearch)
-    evaluations = options.algorithm == Algorithm::kHeft && g.node_count() + g.edges().size() <= kAutoSearchSize
-                      ? kAutoSearchEvaluations
-                      : 0;
+  const int evaluations = search_budget(g, options);
   if (evaluations != 0) {
     SearchOptions so;
     so.evaluations = evaluations;

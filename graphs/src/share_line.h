@@ -3,12 +3,9 @@
 // placement.cpp).
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
 #include <iterator>
 #include <limits>
 #include <map>
-#include <vector>
 
 namespace stepgraph::graphs::detail {
 
@@ -52,7 +49,6 @@ class ShareLine {
     --it;  // the step covering t
     steps_.erase(steps_.begin(), it);
   }
-  [[nodiscard]] std::size_t size() const { return steps_.size(); }
 
  private:
   void split_at(double t) {

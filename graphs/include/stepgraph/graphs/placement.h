@@ -141,6 +141,10 @@ struct PlaceOptions {
   std::uint64_t search_seed = 1;
 };
 
+/// The search evaluations place() runs after the algorithm: options.
+/// search_evaluations, with kAutoSearch resolved for this graph.
+[[nodiscard]] int search_budget(const StepGraph& g, const PlaceOptions& options) noexcept;
+
 struct ScheduledNode {
   int device = 0;  ///< index into the Platform, or kAllDevices (collective)
   double start_us = 0;
