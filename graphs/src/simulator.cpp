@@ -266,22 +266,28 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
     collect_around(changed);
     for (auto g : touched) settle(groups[g]);
   };
-  auto retime_touched = [&] {
+  // `changed` is the group whose own transfers changed: it always gets a new
+  // event. Another group whose rate stayed the same keeps its pending event,
+  // which is still exact (same due transfer, same rate).
+  auto retime_touched = [&](std::size_t changed) {
     for (auto g : touched) {
       PairGroup& grp = groups[g];
-      ++grp.version;
       if (grp.active == 0) {
+        ++grp.version;
         grp.rate = 0;
         continue;
       }
       double r = INFINITY;
       for (auto res : route_of[g])
         r = std::min(r, resource_gbps(res) * 1e3 / static_cast<double>(on_resource[res]));
+      if (g != changed && r == grp.rate) continue;
+      ++grp.version;
       grp.rate = r;
       const double left = std::max(0.0, grp.due.top().first - grp.served);
       push(now + left / r, EventType::kTransferDone, static_cast<std::uint32_t>(g), grp.version);
     }
   };
+  std::vector<std::uint32_t> done;  // transfers finished by one event
   auto arrive = [&](NodeId v) {
     --pending[v];
     if (pending[v] == 0) make_ready(v);
@@ -352,7 +358,7 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
         grp.due.emplace(grp.served + t.bytes, ev.id);
         ++grp.active;
         for (auto r : route_of[g]) ++on_resource[r];
-        retime_touched();
+        retime_touched(g);
         break;
       }
       case EventType::kTransferDone: {
@@ -362,14 +368,14 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
         settle_around(g);
         // Everything due within rounding of the clock is done.
         const double eps = std::max(kByteEps, grp.served * 1e-12);
-        std::vector<std::uint32_t> done;
+        done.clear();
         while (!grp.due.empty() && grp.due.top().first <= grp.served + eps) {
           done.push_back(grp.due.top().second);
           grp.due.pop();
         }
         grp.active -= done.size();
         for (auto r : route_of[g]) on_resource[r] -= done.size();
-        retime_touched();
+        retime_touched(g);
         for (auto id : done) {
           const Transfer& t = transfers[id];
           if (tracing) flows.push_back(FlowSpan{t.src, t.dst, t.begin_flow, now, t.node});
