@@ -141,7 +141,7 @@ stepgraph::tools::Command place_cmd{
       app.add_option("--placement-out", o->placement_out, "write the placement JSON here");
       app.add_option("--search", o->search,
                      "after the algorithm, search node moves judged by the simulator: N evaluations (0: off; "
-                     "auto: 200 for heft on graphs of at most 1000 nodes + edges)")
+                     "auto: 300 for heft on graphs of at most 10000 nodes + edges)")
           ->capture_default_str();
       app.add_option("--search-seed", o->search_seed, "seed of the search (deterministic per seed)")
           ->capture_default_str();

@@ -187,7 +187,7 @@ TEST(PlacementSearch, DefaultSearchesSmallGraphsForHeftOnly) {
   EXPECT_EQ(automatic.searched_moves, refined.searched_moves);
   EXPECT_GT(automatic.searched_moves, 0u);  // so the comparison above sees a search
 
-  const auto large = random_dag(400, 1.0, 2);
+  const auto large = random_dag(3000, 1.0, 2);
   ASSERT_GT(large.node_count() + large.edges().size(), sg::kAutoSearchSize);
   po.search_evaluations = sg::kAutoSearch;
   EXPECT_EQ(sg::place(large, p, po).searched_moves, 0u);
