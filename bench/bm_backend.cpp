@@ -65,12 +65,16 @@ double thread_cpu_us() {
 #ifdef STEPGRAPH_BENCH_DEVICE_KERNELS
 const void* bm_spin_device();  // bm_backend_kernels.cu
 #else
-const void* bm_spin_device() { return nullptr; }
+const void* bm_spin_device() {
+  return nullptr;
+}
 #endif
 
 namespace {
 
-rt::Kernel<float*, std::int64_t> spin_kernel() { return {"spin", spin_host, bm_spin_device()}; }
+rt::Kernel<float*, std::int64_t> spin_kernel() {
+  return {"spin", spin_host, bm_spin_device()};
+}
 
 struct Fixture {
   std::shared_ptr<rt::Backend> backend;
@@ -184,12 +188,24 @@ void BM_Host_SerialLoop(benchmark::State& state) {
   state.counters["kernels"] = static_cast<double>(n);
 }
 
-void BM_Host_StreamLaunch(benchmark::State& s) { stream_launch(s, rt::BackendKind::kHost); }
-void BM_Host_GraphReplay(benchmark::State& s) { graph_replay(s, rt::BackendKind::kHost); }
-void BM_Host_CaptureInstantiate(benchmark::State& s) { capture_instantiate(s, rt::BackendKind::kHost); }
-void BM_Cuda_StreamLaunch(benchmark::State& s) { stream_launch(s, rt::BackendKind::kCuda); }
-void BM_Cuda_GraphReplay(benchmark::State& s) { graph_replay(s, rt::BackendKind::kCuda); }
-void BM_Cuda_CaptureInstantiate(benchmark::State& s) { capture_instantiate(s, rt::BackendKind::kCuda); }
+void BM_Host_StreamLaunch(benchmark::State& s) {
+  stream_launch(s, rt::BackendKind::kHost);
+}
+void BM_Host_GraphReplay(benchmark::State& s) {
+  graph_replay(s, rt::BackendKind::kHost);
+}
+void BM_Host_CaptureInstantiate(benchmark::State& s) {
+  capture_instantiate(s, rt::BackendKind::kHost);
+}
+void BM_Cuda_StreamLaunch(benchmark::State& s) {
+  stream_launch(s, rt::BackendKind::kCuda);
+}
+void BM_Cuda_GraphReplay(benchmark::State& s) {
+  graph_replay(s, rt::BackendKind::kCuda);
+}
+void BM_Cuda_CaptureInstantiate(benchmark::State& s) {
+  capture_instantiate(s, rt::BackendKind::kCuda);
+}
 
 #define SG_CHAINS RangeMultiplier(10)->Range(1, 1000)->Unit(benchmark::kMicrosecond)
 BENCHMARK(BM_Host_SerialLoop)->SG_CHAINS->UseRealTime();

@@ -94,17 +94,23 @@ void calibrate() {
 #ifdef STEPGRAPH_BENCH_DEVICE_KERNELS
 const void* bm_executor_spin_device();  // bm_executor_kernels.cu
 #else
-const void* bm_executor_spin_device() { return nullptr; }
+const void* bm_executor_spin_device() {
+  return nullptr;
+}
 #endif
 
 namespace {
 
-rt::Kernel<float*, std::int64_t> spin_kernel() { return {"spin", spin_host, bm_executor_spin_device()}; }
+rt::Kernel<float*, std::int64_t> spin_kernel() {
+  return {"spin", spin_host, bm_executor_spin_device()};
+}
 
 enum class StepKind { kMlp, kChain };
 enum class Pipelining { kSerial, kTwoInFlight };
 
-const char* step_name(StepKind k) { return k == StepKind::kMlp ? "Mlp" : "Chain200"; }
+const char* step_name(StepKind k) {
+  return k == StepKind::kMlp ? "Mlp" : "Chain200";
+}
 
 /// CPU time of the whole process (every thread: caller, executor thread,
 /// host workers), to tell waiting from extra work.
@@ -114,7 +120,9 @@ double process_cpu_s() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 double median_of(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -126,7 +134,9 @@ double median_of(std::vector<double> v) {
 // The benchmarks train with a learning rate of 0: every step computes the
 // same numbers, so the cost per step cannot drift (no denormals as the
 // model converges) over the many iterations a benchmark runs.
-demo::MlpShape mlp_shape() { return demo::MlpShape{}; }
+demo::MlpShape mlp_shape() {
+  return demo::MlpShape{};
+}
 
 void enqueue_chain(rt::StreamRef stream, const rt::Buffer& acc) {
   for (int i = 0; i < kChainLength; ++i)
@@ -424,8 +434,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("hardware_threads", std::to_string(std::thread::hardware_concurrency()));
   {
     auto host = rt::Backend::create(rt::BackendKind::kHost);
-    benchmark::AddCustomContext("host_device", host->device(0).name + ", " +
-                                                   std::to_string(host->device(0).workers) + " worker(s)");
+    benchmark::AddCustomContext("host_device",
+                                host->device(0).name + ", " + std::to_string(host->device(0).workers) + " worker(s)");
   }
   benchmark::AddCustomContext("cuda", rt::Backend::cuda_available() ? "available" : "not available");
   if (rt::Backend::cuda_available()) {

@@ -10,4 +10,6 @@ __global__ void spin_kernel(float* acc, std::int64_t iters) {
 }
 }  // namespace
 
-const void* bm_executor_spin_device() { return reinterpret_cast<const void*>(&spin_kernel); }
+const void* bm_executor_spin_device() {
+  return reinterpret_cast<const void*>(&spin_kernel);
+}

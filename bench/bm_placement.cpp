@@ -64,14 +64,22 @@ void* operator new(std::size_t n) {
   note_alloc(p);
   return p;
 }
-void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new[](std::size_t n) {
+  return operator new(n);
+}
 void operator delete(void* p) noexcept {
   note_free(p);
   std::free(p);
 }
-void operator delete[](void* p) noexcept { operator delete(p); }
-void operator delete(void* p, std::size_t) noexcept { operator delete(p); }
-void operator delete[](void* p, std::size_t) noexcept { operator delete(p); }
+void operator delete[](void* p) noexcept {
+  operator delete(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  operator delete(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  operator delete(p);
+}
 #pragma GCC diagnostic pop
 
 namespace {
@@ -166,8 +174,8 @@ void run_cell(benchmark::State& state, const Cell& c) {
         if (algo == sg::Algorithm::kHeft) {
           heft_seconds += secs;
           heft_fallbacks += pl.serial_fallback;
-          heft_uniform += pl.source == sg::ScheduleSource::kUniformList ||
-                          pl.source == sg::ScheduleSource::kUniformLookahead;
+          heft_uniform +=
+              pl.source == sg::ScheduleSource::kUniformList || pl.source == sg::ScheduleSource::kUniformLookahead;
           heft_numa += pl.source == sg::ScheduleSource::kNumaList || pl.source == sg::ScheduleSource::kNumaLookahead;
           heft_shared +=
               pl.source == sg::ScheduleSource::kSharedList || pl.source == sg::ScheduleSource::kSharedLookahead;
@@ -186,8 +194,8 @@ void run_cell(benchmark::State& state, const Cell& c) {
     state.counters["slr_" + a] = slr[algo];
     state.counters["lb_ratio_" + a] = ratio[algo];
   }
-  const double best_baseline = std::min({makespan[sg::Algorithm::kHeftBlind], makespan[sg::Algorithm::kRoundRobin],
-                                         makespan[sg::Algorithm::kGreedy]});
+  const double best_baseline = std::min(
+      {makespan[sg::Algorithm::kHeftBlind], makespan[sg::Algorithm::kRoundRobin], makespan[sg::Algorithm::kGreedy]});
   state.counters["heft_over_best_baseline"] = makespan[sg::Algorithm::kHeft] / best_baseline;
   state.counters["heft_over_blind"] = makespan[sg::Algorithm::kHeft] / makespan[sg::Algorithm::kHeftBlind];
   state.counters["heft_fallbacks"] = heft_fallbacks;
@@ -315,10 +323,9 @@ void register_all() {
                         Cell{"ndv2", sg::EndpointSelection::kGpusAndNuma, 100, 0.5, 3, 5.0, 0.5},
                         Cell{"power8", sg::EndpointSelection::kGpus, 100, 1.0, 5, 10.0, 0.0},
                         Cell{"power8", sg::EndpointSelection::kGpusAndNuma, 100, 1.0, 5, 5.0, 0.5}}) {
-    const auto name =
-        fmt::format("BM_Placement_Search/{}/{}/n:{}/alpha:{}/deg:{}/ccr:{}/beta:{}/evals:{}", c.topo,
-                    c.sel == sg::EndpointSelection::kGpus ? "gpus" : "mixed", c.n, c.alpha, c.degree, c.ccr, c.beta,
-                    kSearchBudget);
+    const auto name = fmt::format("BM_Placement_Search/{}/{}/n:{}/alpha:{}/deg:{}/ccr:{}/beta:{}/evals:{}", c.topo,
+                                  c.sel == sg::EndpointSelection::kGpus ? "gpus" : "mixed", c.n, c.alpha, c.degree,
+                                  c.ccr, c.beta, kSearchBudget);
     benchmark::RegisterBenchmark(name.c_str(), [c](benchmark::State& s) { BM_Placement_Search(s, c, kSearchBudget); })
         ->Iterations(1)
         ->UseManualTime()

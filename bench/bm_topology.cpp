@@ -30,8 +30,8 @@ namespace {
 
 const std::string& dgx2_text() {
   static const std::string text = [] {
-    const auto path = std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" / "topology" /
-                      "fixtures" / "nvidiaDGX2.xml";
+    const auto path = std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" / "topology" / "fixtures" /
+                      "nvidiaDGX2.xml";
     std::ifstream in(path, std::ios::binary);
     std::ostringstream ss;
     ss << in.rdbuf();

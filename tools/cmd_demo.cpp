@@ -41,8 +41,8 @@ int run_demo_command(const DemoCliOptions& cli) {
               static_cast<double>(r.learning_rate), static_cast<double>(r.learning_rate) * 0.1);
   std::printf("  backend            %s\n", r.backend.c_str());
   std::printf("  device             %s\n", r.device.c_str());
-  std::printf("  steps              %d (replay run: %d eager warm-up(s), 1 capture, %d replay(s))\n", r.steps,
-              r.warmup, r.steps - r.warmup);
+  std::printf("  steps              %d (replay run: %d eager warm-up(s), 1 capture, %d replay(s))\n", r.steps, r.warmup,
+              r.steps - r.warmup);
   std::printf("  graph              %zu node(s) per step\n", r.graph_nodes);
   std::printf("  median step time   eager %.1f us, replayed %.1f us\n", r.eager_median_us, r.replay_median_us);
   std::printf("  speedup            %.2fx (replayed vs eager)\n", r.speedup);
@@ -60,19 +60,22 @@ int run_demo_command(const DemoCliOptions& cli) {
 }
 
 stepgraph::tools::Command demo_cmd{
-    "demo", "train a small MLP eagerly and by graph replay; check the parameters match exactly",
-    [](CLI::App& app) {
+    "demo", "train a small MLP eagerly and by graph replay; check the parameters match exactly", [](CLI::App& app) {
       auto o = std::make_shared<DemoCliOptions>();
       app.add_option("--backend", o->backend, "auto (cuda when a device exists, else host), host or cuda")
           ->check(CLI::IsMember({"auto", "host", "cuda"}))
           ->capture_default_str();
-      app.add_option("--steps", o->steps, "training steps of each run")->check(CLI::PositiveNumber)->capture_default_str();
+      app.add_option("--steps", o->steps, "training steps of each run")
+          ->check(CLI::PositiveNumber)
+          ->capture_default_str();
       app.add_option("--warmup", o->warmup, "eager warm-up steps of the replay run before capture")
           ->check(CLI::NonNegativeNumber)
           ->capture_default_str();
       app.add_option("--seed", o->seed, "seed of the data and the initial parameters")->capture_default_str();
       app.add_option("--batch", o->batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
-      app.add_option("--lr", o->learning_rate, "initial learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+      app.add_option("--lr", o->learning_rate, "initial learning rate")
+          ->check(CLI::PositiveNumber)
+          ->capture_default_str();
       return [o]() -> int { return run_demo_command(*o); };
     }};
 

@@ -8,12 +8,13 @@
 
 namespace {
 stepgraph::tools::Command env_cmd{"env", "list the STEPGRAPH_* environment parameters", [](CLI::App&) {
-  return []() -> int {
-    for (const auto& p : stepgraph::env::declared()) {
-      std::printf("%-32s default=%-10s %s%s\n", p.name.c_str(), p.default_value.c_str(),
-                  p.help.c_str(), p.current ? (" [set: " + *p.current + "]").c_str() : "");
-    }
-    return 0;
-  };
-}};
+                                    return []() -> int {
+                                      for (const auto& p : stepgraph::env::declared()) {
+                                        std::printf("%-32s default=%-10s %s%s\n", p.name.c_str(),
+                                                    p.default_value.c_str(), p.help.c_str(),
+                                                    p.current ? (" [set: " + *p.current + "]").c_str() : "");
+                                      }
+                                      return 0;
+                                    };
+                                  }};
 }  // namespace

@@ -52,8 +52,8 @@ int run_graph(const GraphOptions& o) {
   std::vector<double> w(g.node_count(), 0.0);
   for (const auto& n : g.nodes()) w[n.id] = n.cost.get(sg::DeviceKind::kGpu).value_or(0.0);
   const auto cp = sg::critical_path(g, w);
-  std::printf("graph: %zu nodes, %zu edges, %zu buffers, origin %s, %.3f MB on edges\n", g.node_count(),
-              g.edge_count(), g.buffers().size(), std::string(sg::to_string(g.origin())).c_str(), bytes / 1e6);
+  std::printf("graph: %zu nodes, %zu edges, %zu buffers, origin %s, %.3f MB on edges\n", g.node_count(), g.edge_count(),
+              g.buffers().size(), std::string(sg::to_string(g.origin())).c_str(), bytes / 1e6);
   for (const auto& [k, c] : kinds) std::printf("  %-13s %d\n", k.c_str(), c);
   std::printf("critical path (gpu estimates, no communication): %.1f us over %zu nodes\n", cp.length_us,
               cp.nodes.size());

@@ -49,8 +49,7 @@ int run_place(const PlaceCliOptions& o) {
   } else {
     using stepgraph::topology::Topology;
     const Topology topo = o.topo.empty() ? Topology::from_env_or_live() : Topology::load(o.topo);
-    platform = sg::Platform::from_cost_matrix(stepgraph::topology::CostMatrix::build(topo),
-                                              parse_selection(o.devices));
+    platform = sg::Platform::from_cost_matrix(stepgraph::topology::CostMatrix::build(topo), parse_selection(o.devices));
     where = topo.source();
   }
   std::printf("platform: %s, %zu devices\n", where.c_str(), platform.size());

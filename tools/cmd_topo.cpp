@@ -76,10 +76,11 @@ int run_topo(const TopoOptions& opts) {
     }
     const auto& cpu = topo.cpu();
     std::printf("Topology: %s\n", topo.source().c_str());
-    std::printf("  %zu package(s), %zu NUMA node(s), %d core(s), %d PU(s), %zu GPU(s), %zu NIC(s), %zu NVSwitch(es)%s%s\n\n",
-                topo.package_count(), topo.numa_count(), topo.core_count(), topo.pu_count(), topo.gpu_count(), topo.nic_count(),
-                topo.nvswitch_count(), cpu.vendor.empty() ? "" : ", CPU ",
-                cpu.vendor.empty() ? "" : (cpu.vendor + (cpu.model.empty() ? "" : " " + cpu.model)).c_str());
+    std::printf(
+        "  %zu package(s), %zu NUMA node(s), %d core(s), %d PU(s), %zu GPU(s), %zu NIC(s), %zu NVSwitch(es)%s%s\n\n",
+        topo.package_count(), topo.numa_count(), topo.core_count(), topo.pu_count(), topo.gpu_count(), topo.nic_count(),
+        topo.nvswitch_count(), cpu.vendor.empty() ? "" : ", CPU ",
+        cpu.vendor.empty() ? "" : (cpu.vendor + (cpu.model.empty() ? "" : " " + cpu.model)).c_str());
     for (const auto& g : topo.gpus())
       std::printf("  %-6s %s %s sm_%d\n", g.name.c_str(), g.bus_id.empty() ? "-" : g.bus_id.c_str(),
                   g.model.empty() ? "(model unknown)" : g.model.c_str(), g.sm);

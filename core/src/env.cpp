@@ -83,15 +83,25 @@ std::string parse<std::string>(const std::string&, const std::string& text) {
 }
 
 template <>
-std::string to_text<int>(const int& v) { return std::to_string(v); }
+std::string to_text<int>(const int& v) {
+  return std::to_string(v);
+}
 template <>
-std::string to_text<std::uint64_t>(const std::uint64_t& v) { return std::to_string(v); }
+std::string to_text<std::uint64_t>(const std::uint64_t& v) {
+  return std::to_string(v);
+}
 template <>
-std::string to_text<double>(const double& v) { return fmt::format("{}", v); }
+std::string to_text<double>(const double& v) {
+  return fmt::format("{}", v);
+}
 template <>
-std::string to_text<bool>(const bool& v) { return v ? "1" : "0"; }
+std::string to_text<bool>(const bool& v) {
+  return v ? "1" : "0";
+}
 template <>
-std::string to_text<std::string>(const std::string& v) { return v; }
+std::string to_text<std::string>(const std::string& v) {
+  return v;
+}
 
 }  // namespace detail
 }  // namespace stepgraph::env

@@ -20,7 +20,8 @@ Level parse_level(const char* text) {
   if (s == "warn") return Level::kWarn;
   if (s == "error") return Level::kError;
   if (s == "off") return Level::kOff;
-  std::fprintf(stderr, "stepgraph: STEPGRAPH_LOG_LEVEL=%s is not one of trace|debug|info|warn|error|off; using warn\n", text);
+  std::fprintf(stderr, "stepgraph: STEPGRAPH_LOG_LEVEL=%s is not one of trace|debug|info|warn|error|off; using warn\n",
+               text);
   return Level::kWarn;
 }
 
@@ -49,9 +50,15 @@ bool enabled(Level lvl, Subsystem subsystem) noexcept {
   return static_cast<int>(lvl) >= g_level.load(std::memory_order_relaxed) &&
          (g_mask.load(std::memory_order_relaxed) & static_cast<std::uint32_t>(subsystem)) != 0;
 }
-void set_level(Level lvl) noexcept { g_level.store(static_cast<int>(lvl)); }
-Level level() noexcept { return static_cast<Level>(g_level.load()); }
-void set_subsystems(std::uint32_t mask) noexcept { g_mask.store(mask); }
+void set_level(Level lvl) noexcept {
+  g_level.store(static_cast<int>(lvl));
+}
+Level level() noexcept {
+  return static_cast<Level>(g_level.load());
+}
+void set_subsystems(std::uint32_t mask) noexcept {
+  g_mask.store(mask);
+}
 
 void set_sink(Sink sink) {
   std::lock_guard lock(g_sink_mutex);
@@ -70,28 +77,44 @@ void write(Level lvl, Subsystem subsystem, std::string_view message) {
 
 std::string_view to_string(Level lvl) noexcept {
   switch (lvl) {
-    case Level::kTrace: return "trace";
-    case Level::kDebug: return "debug";
-    case Level::kInfo: return "info";
-    case Level::kWarn: return "warn";
-    case Level::kError: return "error";
-    case Level::kOff: return "off";
+    case Level::kTrace:
+      return "trace";
+    case Level::kDebug:
+      return "debug";
+    case Level::kInfo:
+      return "info";
+    case Level::kWarn:
+      return "warn";
+    case Level::kError:
+      return "error";
+    case Level::kOff:
+      return "off";
   }
   return "?";
 }
 
 std::string_view to_string(Subsystem subsystem) noexcept {
   switch (subsystem) {
-    case Subsystem::kCore: return "core";
-    case Subsystem::kTopology: return "topology";
-    case Subsystem::kGraphs: return "graphs";
-    case Subsystem::kRuntime: return "runtime";
-    case Subsystem::kCapture: return "capture";
-    case Subsystem::kMemory: return "memory";
-    case Subsystem::kCollectives: return "collectives";
-    case Subsystem::kExecutor: return "executor";
-    case Subsystem::kTools: return "tools";
-    case Subsystem::kAll: return "all";
+    case Subsystem::kCore:
+      return "core";
+    case Subsystem::kTopology:
+      return "topology";
+    case Subsystem::kGraphs:
+      return "graphs";
+    case Subsystem::kRuntime:
+      return "runtime";
+    case Subsystem::kCapture:
+      return "capture";
+    case Subsystem::kMemory:
+      return "memory";
+    case Subsystem::kCollectives:
+      return "collectives";
+    case Subsystem::kExecutor:
+      return "executor";
+    case Subsystem::kTools:
+      return "tools";
+    case Subsystem::kAll:
+      return "all";
   }
   return "?";
 }

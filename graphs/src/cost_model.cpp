@@ -8,10 +8,8 @@
 
 namespace stepgraph::graphs {
 
-CostModel::CostModel(const Platform& platform, CostModelOptions options)
-    : platform_(&platform), options_(options) {
-  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument,
-                  "the device set is empty; give placement at least one device");
+CostModel::CostModel(const Platform& platform, CostModelOptions options) : platform_(&platform), options_(options) {
+  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument, "the device set is empty; give placement at least one device");
   const std::size_t p = platform.size();
   mean_lat_ = platform.mean_latency_us();
   mean_us_per_byte_ = platform.mean_us_per_byte();

@@ -13,8 +13,7 @@ constexpr std::array<std::string_view, kNodeKindCount> kNodeKindNames{
     "kernel", "memcpy", "memset", "host", "collective", "event_record", "event_wait", "empty"};
 constexpr std::array<std::string_view, kDeviceKindCount> kDeviceKindNames{"gpu", "cpu"};
 constexpr std::array<std::string_view, 3> kAccessModeNames{"read", "write", "read_write"};
-constexpr std::array<std::string_view, 4> kCollectiveNames{"allreduce", "allgather", "reduce_scatter",
-                                                           "broadcast"};
+constexpr std::array<std::string_view, 4> kCollectiveNames{"allreduce", "allgather", "reduce_scatter", "broadcast"};
 constexpr std::array<std::string_view, 3> kOriginNames{"builder", "annotated_capture", "raw_cuda_graph"};
 
 template <typename E, std::size_t N>
@@ -22,8 +21,8 @@ E parse_enum(const std::array<std::string_view, N>& names, std::string_view name
              std::string_view what) {
   for (std::size_t i = 0; i < N; ++i)
     if (names[i] == name) return static_cast<E>(i);
-  throw InvalidArgument(fmt::format("{}: unknown {} '{}'; expected one of: {}", field, what, name,
-                                    fmt::join(names, ", ")));
+  throw InvalidArgument(
+      fmt::format("{}: unknown {} '{}'; expected one of: {}", field, what, name, fmt::join(names, ", ")));
 }
 
 std::string node_label(const StepGraph& g, NodeId id) {
@@ -32,11 +31,21 @@ std::string node_label(const StepGraph& g, NodeId id) {
 }
 }  // namespace
 
-std::string_view to_string(NodeKind k) noexcept { return kNodeKindNames[static_cast<std::size_t>(k)]; }
-std::string_view to_string(DeviceKind k) noexcept { return kDeviceKindNames[static_cast<std::size_t>(k)]; }
-std::string_view to_string(AccessMode m) noexcept { return kAccessModeNames[static_cast<std::size_t>(m)]; }
-std::string_view to_string(CollectiveOp o) noexcept { return kCollectiveNames[static_cast<std::size_t>(o)]; }
-std::string_view to_string(GraphOrigin o) noexcept { return kOriginNames[static_cast<std::size_t>(o)]; }
+std::string_view to_string(NodeKind k) noexcept {
+  return kNodeKindNames[static_cast<std::size_t>(k)];
+}
+std::string_view to_string(DeviceKind k) noexcept {
+  return kDeviceKindNames[static_cast<std::size_t>(k)];
+}
+std::string_view to_string(AccessMode m) noexcept {
+  return kAccessModeNames[static_cast<std::size_t>(m)];
+}
+std::string_view to_string(CollectiveOp o) noexcept {
+  return kCollectiveNames[static_cast<std::size_t>(o)];
+}
+std::string_view to_string(GraphOrigin o) noexcept {
+  return kOriginNames[static_cast<std::size_t>(o)];
+}
 
 NodeKind parse_node_kind(std::string_view n, std::string_view f) {
   return parse_enum<NodeKind>(kNodeKindNames, n, f, "node kind");
@@ -104,15 +113,15 @@ NodeId StepGraph::add_node(NodeSpec spec) {
                     a.buffer);
     const auto& b = buffers_[a.buffer];
     STEPGRAPH_CHECK(a.offset <= b.bytes && a.bytes <= b.bytes - a.offset, InvalidArgument,
-                    "{}: access {} [{}, {}) lies outside buffer '{}' of {} bytes", who, i, a.offset, a.end(),
-                    b.name, b.bytes);
+                    "{}: access {} [{}, {}) lies outside buffer '{}' of {} bytes", who, i, a.offset, a.end(), b.name,
+                    b.bytes);
   }
   if (spec.kind == NodeKind::kCollective && spec.cost.empty()) {
     // A collective's time comes from the α–β model, not from an estimate.
     spec.cost = DeviceCosts::uniform(0.0);
   }
-  nodes_.push_back(Node{id, std::move(spec.name), spec.kind, spec.cost, std::move(spec.accesses),
-                        spec.pinned_device, spec.collective});
+  nodes_.push_back(Node{id, std::move(spec.name), spec.kind, spec.cost, std::move(spec.accesses), spec.pinned_device,
+                        spec.collective});
   return id;
 }
 
@@ -149,7 +158,9 @@ std::uint64_t StepGraph::flow_bytes(NodeId src, NodeId dst) const {
   return total;
 }
 
-void StepGraph::connect(NodeId src, NodeId dst) { connect(src, dst, flow_bytes(src, dst)); }
+void StepGraph::connect(NodeId src, NodeId dst) {
+  connect(src, dst, flow_bytes(src, dst));
+}
 
 void StepGraph::connect(NodeId src, NodeId dst, std::uint64_t bytes) {
   STEPGRAPH_CHECK(src < nodes_.size() && dst < nodes_.size(), InvalidArgument,
@@ -159,7 +170,9 @@ void StepGraph::connect(NodeId src, NodeId dst, std::uint64_t bytes) {
   edges_.push_back(Edge{src, dst, bytes});
 }
 
-void StepGraph::add_edge_unchecked(Edge edge) { edges_.push_back(edge); }
+void StepGraph::add_edge_unchecked(Edge edge) {
+  edges_.push_back(edge);
+}
 
 void StepGraph::set_pinned_device(NodeId id, std::optional<int> device) {
   STEPGRAPH_CHECK(!device || *device >= 0, InvalidArgument, "node {}: pinned device {} is negative",
@@ -193,8 +206,7 @@ Adjacency::Adjacency(const StepGraph& g) {
   pred_begin_.assign(n + 1, 0);
   for (const auto& e : g.edges()) {
     STEPGRAPH_CHECK(e.src < n && e.dst < n, InvalidArgument,
-                    "dangling edge {} -> {}: the graph has {} nodes; remove the edge or add the node", e.src,
-                    e.dst, n);
+                    "dangling edge {} -> {}: the graph has {} nodes; remove the edge or add the node", e.src, e.dst, n);
     ++succ_begin_[e.src + 1];
     ++pred_begin_[e.dst + 1];
   }
@@ -254,8 +266,7 @@ namespace {
   std::vector<std::string> names;
   for (auto id : cycle) names.push_back(node_label(g, id));
   if (!names.empty()) names.push_back(names.front());
-  throw InvalidArgument(fmt::format("graph has a cycle: {}; remove one of these edges",
-                                    fmt::join(names, " -> ")));
+  throw InvalidArgument(fmt::format("graph has a cycle: {}; remove one of these edges", fmt::join(names, " -> ")));
 }
 }  // namespace
 
@@ -359,8 +370,7 @@ void validate(const StepGraph& g, const ValidateOptions& options) {
 
 CriticalPath critical_path(const StepGraph& g, const std::vector<double>& w) {
   STEPGRAPH_CHECK(w.size() == g.node_count(), InvalidArgument,
-                  "critical_path: {} weights given for {} nodes; give one weight per node", w.size(),
-                  g.node_count());
+                  "critical_path: {} weights given for {} nodes; give one weight per node", w.size(), g.node_count());
   const auto order = topological_order(g);
   const Adjacency adj(g);
   std::vector<double> dist(g.node_count(), 0);

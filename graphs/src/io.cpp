@@ -5,8 +5,8 @@
 #include <sstream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <stepgraph/core/error.h>
+#include <nlohmann/json.hpp>
 
 namespace stepgraph::graphs {
 
@@ -61,8 +61,8 @@ std::string to_json(const StepGraph& g) {
     if (!n.accesses.empty()) {
       json acc = json::array();
       for (const auto& a : n.accesses)
-        acc.push_back({{"buffer", a.buffer}, {"offset", a.offset}, {"bytes", a.bytes},
-                       {"mode", std::string(to_string(a.mode))}});
+        acc.push_back(
+            {{"buffer", a.buffer}, {"offset", a.offset}, {"bytes", a.bytes}, {"mode", std::string(to_string(a.mode))}});
       j["accesses"] = std::move(acc);
     }
     if (n.pinned_device) j["pinned_device"] = *n.pinned_device;
@@ -143,9 +143,9 @@ StepGraph from_json(std::string_view text) {
     }
     if (j.contains("collective")) {
       const json& c = j["collective"];
-      s.collective = CollectiveSpec{parse_collective_op(get_string(c, "op", path + ".collective"),
-                                                        path + ".collective.op"),
-                                    get_uint(c, "bytes", path + ".collective")};
+      s.collective =
+          CollectiveSpec{parse_collective_op(get_string(c, "op", path + ".collective"), path + ".collective.op"),
+                         get_uint(c, "bytes", path + ".collective")};
     }
     try {
       g.add_node(std::move(s));
@@ -235,7 +235,9 @@ std::string placement_to_json(const StepGraph& g, const Placement& pl) {
   doc["searched_moves"] = pl.searched_moves;
   json nodes = json::array();
   for (NodeId u = 0; u < pl.nodes.size(); ++u)
-    nodes.push_back({{"name", g.node(u).name}, {"device", pl.nodes[u].device}, {"start_us", pl.nodes[u].start_us},
+    nodes.push_back({{"name", g.node(u).name},
+                     {"device", pl.nodes[u].device},
+                     {"start_us", pl.nodes[u].start_us},
                      {"finish_us", pl.nodes[u].finish_us}});
   doc["nodes"] = std::move(nodes);
   doc["device_order"] = pl.device_order;

@@ -12,8 +12,8 @@
 
 #include <stepgraph/graphs/simulator.h>
 
-#include "schedule_detail.h"
 #include "gap_index.h"
+#include "schedule_detail.h"
 #include "share_line.h"
 
 namespace stepgraph::graphs {
@@ -63,19 +63,17 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // arrival walks through.
 constexpr int kShareWalk = 64;
 
-
 void check_placeable(const StepGraph& g, const Platform& platform, const CostModel& model) {
   STEPGRAPH_CHECK(g.origin() != GraphOrigin::kRawCudaGraph, InvalidArgument,
                   "this graph was imported from a raw CUDA graph: its kernel arguments are opaque pointers and it "
                   "declares no buffers, so it cannot be placed; build it with the builder API or capture it with "
                   "the annotated launch API");
-  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument,
-                  "the device set is empty; give placement at least one device");
+  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument, "the device set is empty; give placement at least one device");
   for (const auto& n : g.nodes()) {
     if (n.pinned_device) {
       STEPGRAPH_CHECK(static_cast<std::size_t>(*n.pinned_device) < platform.size(), InvalidArgument,
-                      "node '{}' (#{}): pinned_device {} does not exist; the device set has {} devices (0..{})",
-                      n.name, n.id, *n.pinned_device, platform.size(), platform.size() - 1);
+                      "node '{}' (#{}): pinned_device {} does not exist; the device set has {} devices (0..{})", n.name,
+                      n.id, *n.pinned_device, platform.size(), platform.size() - 1);
     }
     if (is_gang(n)) continue;
     bool any = false;
@@ -91,8 +89,7 @@ void check_placeable(const StepGraph& g, const Platform& platform, const CostMod
 // Into a gang node only the dependency crosses devices (the collective's own
 // cost moves its bytes); out of a gang node the data is everywhere.
 // Callers pass bytes = 0 for an edge into a gang node.
-double arrival(const CostModel& model, const Node& pred, const ScheduledNode& ps, std::size_t p,
-               std::uint64_t bytes) {
+double arrival(const CostModel& model, const Node& pred, const ScheduledNode& ps, std::size_t p, std::uint64_t bytes) {
   if (is_gang(pred)) return ps.finish_us;
   return ps.finish_us + model.transfer_us(static_cast<std::size_t>(ps.device), p, bytes);
 }
@@ -165,9 +162,8 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       double best = 0;
       const bool gang = is_gang(g.nodes()[u]);
       for (auto* a = adj.succ_begin(u); a != adj.succ_end(u); ++a)
-        best = std::max(best, (gang ? 0.0
-                                    : model.mean_transfer_us(is_gang(g.nodes()[a->node]) ? 0 : a->bytes)) +
-                                  rank[a->node]);
+        best = std::max(
+            best, (gang ? 0.0 : model.mean_transfer_us(is_gang(g.nodes()[a->node]) ? 0 : a->bytes)) + rank[a->node]);
       rank[u] = wbar[u] + best;
     }
   }
@@ -563,8 +559,7 @@ int search_budget(const StepGraph& g, const PlaceOptions& options) noexcept {
 }
 
 Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions& options) {
-  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument,
-                  "the device set is empty; give placement at least one device");
+  STEPGRAPH_CHECK(platform.size() > 0, InvalidArgument, "the device set is empty; give placement at least one device");
   const CostModel model(platform, options.cost);
   check_placeable(g, platform, model);
   const auto topo = topological_order(g);  // throws on cycles and dangling edges
@@ -630,26 +625,26 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
         consider(heft(g, view, topo, adj, LinkContention::kShare, options.link_penalty, Lookahead::kOff),
                  ScheduleSource::kSharedList);
         if (lookahead)
-          consider(heft(g, view, topo, adj, LinkContention::kShare, options.link_penalty,
-                        Lookahead::kOptimisticCostTable),
-                   ScheduleSource::kSharedLookahead);
+          consider(
+              heft(g, view, topo, adj, LinkContention::kShare, options.link_penalty, Lookahead::kOptimisticCostTable),
+              ScheduleSource::kSharedLookahead);
       }
       if (uniform_candidates && p > 1) {
         consider(heft(g, *uniform_model, topo, adj, options.links, options.link_penalty, Lookahead::kOff),
                  ScheduleSource::kUniformList);
         if (lookahead)
-          consider(heft(g, *uniform_model, topo, adj, options.links, options.link_penalty,
-                        Lookahead::kOptimisticCostTable),
-                   ScheduleSource::kUniformLookahead);
+          consider(
+              heft(g, *uniform_model, topo, adj, options.links, options.link_penalty, Lookahead::kOptimisticCostTable),
+              ScheduleSource::kUniformLookahead);
       }
       if (!blind_algo && options.numa_subsets == NumaSubsets::kCandidate && simulated && p > 2)
         for (const auto& group : numa_groups(g, platform)) {
           // Note [NUMA subsets]
           const Platform sub = platform.subset(group);
           const CostModel sub_model(sub, options.cost);
-          consider(on_devices(heft(g, sub_model, topo, adj, options.links, options.link_penalty, Lookahead::kOff),
-                              group, p),
-                   ScheduleSource::kNumaList);
+          consider(
+              on_devices(heft(g, sub_model, topo, adj, options.links, options.link_penalty, Lookahead::kOff), group, p),
+              ScheduleSource::kNumaList);
           if (lookahead)
             consider(on_devices(heft(g, sub_model, topo, adj, options.links, options.link_penalty,
                                      Lookahead::kOptimisticCostTable),
@@ -671,8 +666,8 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
           }
         }
         if (best < p) {
-          auto serial = schedule_assignment_impl(g, view, std::vector<int>(g.node_count(), static_cast<int>(best)),
-                                                 topo, adj);
+          auto serial =
+              schedule_assignment_impl(g, view, std::vector<int>(g.node_count(), static_cast<int>(best)), topo, adj);
           const double list_makespan = out_makespan >= 0 ? out_makespan : judge(out);
           // No transfers in the serial schedule: its estimate is exact.
           if (serial.estimated_makespan_us < list_makespan) {

@@ -10,8 +10,7 @@ Platform::Platform(std::vector<Device> devices, Link default_link) : devices_(st
   const std::size_t n = devices_.size();
   for (std::size_t i = 0; i < n; ++i)
     STEPGRAPH_CHECK(std::isfinite(devices_[i].speed) && devices_[i].speed > 0, InvalidArgument,
-                    "device {} '{}': speed {} must be a finite number > 0", i, devices_[i].name,
-                    devices_[i].speed);
+                    "device {} '{}': speed {} must be a finite number > 0", i, devices_[i].name, devices_[i].speed);
   links_.assign(n * n, default_link);
   numa_.assign(n * n, 20.0);
   for (std::size_t i = 0; i < n; ++i) {
@@ -35,8 +34,8 @@ void Platform::set_link(std::size_t a, std::size_t b, Link link) {
   STEPGRAPH_CHECK(link.bandwidth_gbps > 0 && !std::isnan(link.bandwidth_gbps) && link.latency_us >= 0 &&
                       std::isfinite(link.latency_us),
                   InvalidArgument,
-                  "link {} <-> {}: bandwidth {} GB/s must be > 0 and latency {} us must be finite and >= 0", a,
-                  b, link.bandwidth_gbps, link.latency_us);
+                  "link {} <-> {}: bandwidth {} GB/s must be > 0 and latency {} us must be finite and >= 0", a, b,
+                  link.bandwidth_gbps, link.latency_us);
   links_[a * size() + b] = link;
   links_[b * size() + a] = link;
 }
@@ -59,10 +58,9 @@ void Platform::set_route(std::size_t a, std::size_t b, std::vector<std::uint32_t
 }
 
 void Platform::set_numa_distance(std::size_t a, std::size_t b, double d) {
-  STEPGRAPH_CHECK(a < size() && b < size(), InvalidArgument, "set_numa_distance({}, {}): index out of range {}",
-                  a, b, size());
-  STEPGRAPH_CHECK(std::isfinite(d) && d >= 0, InvalidArgument, "numa distance {} <-> {} is {}; must be >= 0", a,
-                  b, d);
+  STEPGRAPH_CHECK(a < size() && b < size(), InvalidArgument, "set_numa_distance({}, {}): index out of range {}", a, b,
+                  size());
+  STEPGRAPH_CHECK(std::isfinite(d) && d >= 0, InvalidArgument, "numa distance {} <-> {} is {}; must be >= 0", a, b, d);
   numa_[a * size() + b] = d;
   numa_[b * size() + a] = d;
 }

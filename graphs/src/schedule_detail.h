@@ -10,7 +10,9 @@ namespace stepgraph::graphs::detail {
 
 /// A collective: one gang node on every device (ScheduledNode::device ==
 /// kAllDevices).
-inline bool is_gang(const Node& n) { return n.kind == NodeKind::kCollective; }
+inline bool is_gang(const Node& n) {
+  return n.kind == NodeKind::kCollective;
+}
 
 /// Fills out.device_order from out.nodes: each device's nodes (gang nodes
 /// on every device) by (start time, position in `topo`), so the order is

@@ -79,7 +79,9 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     neighbours[e.dst].push_back(e.src);
   }
   // Gang and pinned nodes have no targets, so they never move.
-  auto can_run = [&](NodeId u, int d) { return std::find(targets[u].begin(), targets[u].end(), d) != targets[u].end(); };
+  auto can_run = [&](NodeId u, int d) {
+    return std::find(targets[u].begin(), targets[u].end(), d) != targets[u].end();
+  };
 
   Placement trial;
   trial.nodes.assign(n, {});

@@ -22,9 +22,7 @@ class ShareLine {
       if (it_ != line.steps_.begin()) count_ = std::prev(it_)->second;
     }
     [[nodiscard]] int count() const { return count_; }
-    [[nodiscard]] double next() const {
-      return it_ == end_ ? std::numeric_limits<double>::infinity() : it_->first;
-    }
+    [[nodiscard]] double next() const { return it_ == end_ ? std::numeric_limits<double>::infinity() : it_->first; }
     void advance() {
       count_ = it_->second;
       ++it_;

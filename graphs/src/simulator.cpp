@@ -5,8 +5,8 @@
 #include <queue>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <stepgraph/core/error.h>
+#include <nlohmann/json.hpp>
 
 namespace stepgraph::graphs {
 
@@ -48,16 +48,14 @@ constexpr double kByteEps = 1e-3;
 
 }  // namespace
 
-SimResult simulate(const StepGraph& g, const Platform& platform, const Placement& pl,
-                   const SimulateOptions& options) {
+SimResult simulate(const StepGraph& g, const Platform& platform, const Placement& pl, const SimulateOptions& options) {
   const std::size_t n = g.node_count();
   const std::size_t p = platform.size();
   const CostModel model(platform, options.cost);
   STEPGRAPH_CHECK(pl.nodes.size() == n, InvalidArgument,
                   "simulate: placement has {} nodes but the graph has {}; place this graph first", pl.nodes.size(), n);
   STEPGRAPH_CHECK(pl.device_order.size() == p, InvalidArgument,
-                  "simulate: placement has {} device lists but the platform has {} devices", pl.device_order.size(),
-                  p);
+                  "simulate: placement has {} device lists but the platform has {} devices", pl.device_order.size(), p);
   const Adjacency adj(g);
   auto gang = [&](NodeId u) { return g.nodes()[u].kind == NodeKind::kCollective; };
   {
@@ -108,7 +106,7 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   const std::size_t private_links = p * p;
   const auto& shared = platform.shared_links();
   const std::size_t resource_count = private_links + shared.size();
-  std::vector<std::vector<std::size_t>> route_of(p * p);     // pair -> resources
+  std::vector<std::vector<std::size_t>> route_of(p * p);            // pair -> resources
   std::vector<std::vector<std::size_t>> groups_on(resource_count);  // resource -> pairs crossing it
   for (std::size_t a = 0; a < p; ++a)
     for (std::size_t b = 0; b < p; ++b) {
@@ -278,8 +276,7 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
         continue;
       }
       double r = INFINITY;
-      for (auto res : route_of[g])
-        r = std::min(r, resource_gbps(res) * 1e3 / static_cast<double>(on_resource[res]));
+      for (auto res : route_of[g]) r = std::min(r, resource_gbps(res) * 1e3 / static_cast<double>(on_resource[res]));
       if (g != changed && r == grp.rate) continue;
       ++grp.version;
       grp.rate = r;
@@ -399,13 +396,15 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
   }
   for (const auto& s : res.nodes) res.makespan_us = std::max(res.makespan_us, s.finish_us);
   res.utilization.resize(p);
-  for (std::size_t d = 0; d < p; ++d)
-    res.utilization[d] = res.makespan_us > 0 ? res.busy_us[d] / res.makespan_us : 0.0;
+  for (std::size_t d = 0; d < p; ++d) res.utilization[d] = res.makespan_us > 0 ? res.busy_us[d] / res.makespan_us : 0.0;
 
   if (tracing) {
     nlohmann::json events = nlohmann::json::array();
     for (std::size_t d = 0; d < p; ++d) {
-      events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 0}, {"tid", d},
+      events.push_back({{"ph", "M"},
+                        {"name", "thread_name"},
+                        {"pid", 0},
+                        {"tid", d},
                         {"args", {{"name", platform.device(d).name}}}});
     }
     events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", 0}, {"args", {{"name", "devices"}}}});
@@ -414,8 +413,13 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
       const auto& s = res.nodes[u];
       const auto& node = g.nodes()[u];
       auto one = [&](std::size_t d) {
-        events.push_back({{"ph", "X"}, {"name", node.name}, {"cat", std::string(to_string(node.kind))},
-                          {"pid", 0}, {"tid", d}, {"ts", s.start_us}, {"dur", s.finish_us - s.start_us}});
+        events.push_back({{"ph", "X"},
+                          {"name", node.name},
+                          {"cat", std::string(to_string(node.kind))},
+                          {"pid", 0},
+                          {"tid", d},
+                          {"ts", s.start_us},
+                          {"dur", s.finish_us - s.start_us}});
       };
       if (s.device == kAllDevices) {
         for (std::size_t d = 0; d < p; ++d) one(d);
@@ -428,13 +432,22 @@ SimResult simulate(const StepGraph& g, const Platform& platform, const Placement
       const std::size_t li = f.src * p + f.dst;
       if (!named[li]) {
         named[li] = true;
-        events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 1}, {"tid", li},
+        events.push_back({{"ph", "M"},
+                          {"name", "thread_name"},
+                          {"pid", 1},
+                          {"tid", li},
                           {"args", {{"name", platform.device(f.src).name + "->" + platform.device(f.dst).name}}}});
       }
-      events.push_back({{"ph", "X"}, {"name", "to " + g.nodes()[f.node].name}, {"cat", "transfer"}, {"pid", 1},
-                        {"tid", li}, {"ts", f.begin}, {"dur", f.end - f.begin}});
+      events.push_back({{"ph", "X"},
+                        {"name", "to " + g.nodes()[f.node].name},
+                        {"cat", "transfer"},
+                        {"pid", 1},
+                        {"tid", li},
+                        {"ts", f.begin},
+                        {"dur", f.end - f.begin}});
     }
-    nlohmann::json doc{{"traceEvents", events}, {"displayTimeUnit", "ns"},
+    nlohmann::json doc{{"traceEvents", events},
+                       {"displayTimeUnit", "ns"},
                        {"otherData", {{"makespan_us", res.makespan_us}, {"generator", "stepgraph simulate"}}}};
     res.trace_json = doc.dump();
   }

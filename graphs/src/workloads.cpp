@@ -42,13 +42,12 @@ StepGraph make_transformer(const TransformerSpec& s) {
                           {rd(act[l], act_bytes), rd(w[l], w_bytes), wr(act[l + 1], act_bytes)});
     if (l > 0) g.connect(fwd[l - 1], fwd[l]);
   }
-  const NodeId loss = g.add_kernel("loss", us(10.0 * tokens * h),
-                                   {rd(act[L], act_bytes), wr(dact[L], act_bytes)});
+  const NodeId loss = g.add_kernel("loss", us(10.0 * tokens * h), {rd(act[L], act_bytes), wr(dact[L], act_bytes)});
   g.connect(fwd[L - 1], loss);
   for (int l = L - 1; l >= 0; --l) {
-    bwd_in[l] = g.add_kernel(fmt::format("bwd_in{}", l), us(fwd_flops),
-                             {rd(dact[l + 1], act_bytes), rd(w[l], w_bytes), rd(act[l], act_bytes),
-                              wr(dact[l], act_bytes)});
+    bwd_in[l] =
+        g.add_kernel(fmt::format("bwd_in{}", l), us(fwd_flops),
+                     {rd(dact[l + 1], act_bytes), rd(w[l], w_bytes), rd(act[l], act_bytes), wr(dact[l], act_bytes)});
     bwd_w[l] = g.add_kernel(fmt::format("bwd_w{}", l), us(fwd_flops),
                             {rd(dact[l + 1], act_bytes), rd(act[l], act_bytes), wr(grad[l], w_bytes)});
     const NodeId producer = l == L - 1 ? loss : bwd_in[l + 1];
@@ -63,8 +62,7 @@ StepGraph make_transformer(const TransformerSpec& s) {
                              {rw(grad[l], w_bytes)});
     g.connect(bwd_w[l], ar[l]);
     // Adam: ~10 flops per parameter, memory bound; counted as flops here.
-    opt[l] = g.add_kernel(fmt::format("opt{}", l), us(10.0 * params),
-                          {rd(grad[l], w_bytes), rw(w[l], w_bytes)});
+    opt[l] = g.add_kernel(fmt::format("opt{}", l), us(10.0 * params), {rd(grad[l], w_bytes), rw(w[l], w_bytes)});
     g.connect(ar[l], opt[l]);
     g.connect(bwd_in[l], opt[l], 0);  // w[l] is read by bwd_in before the update
   }
@@ -73,8 +71,8 @@ StepGraph make_transformer(const TransformerSpec& s) {
 
 StepGraph make_random_dag(const RandomDagSpec& s) {
   STEPGRAPH_CHECK(s.nodes >= 1, InvalidArgument, "random dag: nodes must be >= 1");
-  STEPGRAPH_CHECK(s.shape > 0 && s.out_degree >= 1 && s.ccr >= 0 && s.heterogeneity >= 0 &&
-                      s.heterogeneity < 2 && s.mean_cost_us > 0 && s.reference_bandwidth_gbps > 0,
+  STEPGRAPH_CHECK(s.shape > 0 && s.out_degree >= 1 && s.ccr >= 0 && s.heterogeneity >= 0 && s.heterogeneity < 2 &&
+                      s.mean_cost_us > 0 && s.reference_bandwidth_gbps > 0,
                   InvalidArgument,
                   "random dag: need shape > 0, out_degree >= 1, ccr >= 0, 0 <= heterogeneity < 2, "
                   "mean_cost_us > 0, reference_bandwidth_gbps > 0");

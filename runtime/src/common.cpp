@@ -15,61 +15,91 @@ std::string_view to_string(BackendKind kind) noexcept {
 }
 std::string_view to_string(Access a) noexcept {
   switch (a) {
-    case Access::kRead: return "read";
-    case Access::kWrite: return "write";
-    case Access::kReadWrite: return "read-write";
+    case Access::kRead:
+      return "read";
+    case Access::kWrite:
+      return "write";
+    case Access::kReadWrite:
+      return "read-write";
   }
   return "?";
 }
 std::string_view to_string(CaptureMode m) noexcept {
   switch (m) {
-    case CaptureMode::kGlobal: return "global";
-    case CaptureMode::kThreadLocal: return "thread-local";
-    case CaptureMode::kRelaxed: return "relaxed";
+    case CaptureMode::kGlobal:
+      return "global";
+    case CaptureMode::kThreadLocal:
+      return "thread-local";
+    case CaptureMode::kRelaxed:
+      return "relaxed";
   }
   return "?";
 }
 std::string_view to_string(CaptureStatus s) noexcept {
   switch (s) {
-    case CaptureStatus::kNone: return "none";
-    case CaptureStatus::kActive: return "active";
-    case CaptureStatus::kInvalidated: return "invalidated";
+    case CaptureStatus::kNone:
+      return "none";
+    case CaptureStatus::kActive:
+      return "active";
+    case CaptureStatus::kInvalidated:
+      return "invalidated";
   }
   return "?";
 }
 std::string_view to_string(CopyKind k) noexcept {
   switch (k) {
-    case CopyKind::kHostToDevice: return "HtoD";
-    case CopyKind::kDeviceToHost: return "DtoH";
-    case CopyKind::kDeviceToDevice: return "DtoD";
-    case CopyKind::kPeer: return "peer";
-    case CopyKind::kHostToHost: return "HtoH";
+    case CopyKind::kHostToDevice:
+      return "HtoD";
+    case CopyKind::kDeviceToHost:
+      return "DtoH";
+    case CopyKind::kDeviceToDevice:
+      return "DtoD";
+    case CopyKind::kPeer:
+      return "peer";
+    case CopyKind::kHostToHost:
+      return "HtoH";
   }
   return "?";
 }
 std::string_view to_string(NodeKind k) noexcept {
   switch (k) {
-    case NodeKind::kKernel: return "kernel";
-    case NodeKind::kMemcpy: return "memcpy";
-    case NodeKind::kMemset: return "memset";
-    case NodeKind::kHost: return "host";
-    case NodeKind::kEventRecord: return "event-record";
-    case NodeKind::kEventWait: return "event-wait";
-    case NodeKind::kEmpty: return "empty";
-    case NodeKind::kOther: return "other";
+    case NodeKind::kKernel:
+      return "kernel";
+    case NodeKind::kMemcpy:
+      return "memcpy";
+    case NodeKind::kMemset:
+      return "memset";
+    case NodeKind::kHost:
+      return "host";
+    case NodeKind::kEventRecord:
+      return "event-record";
+    case NodeKind::kEventWait:
+      return "event-wait";
+    case NodeKind::kEmpty:
+      return "empty";
+    case NodeKind::kOther:
+      return "other";
   }
   return "?";
 }
 std::string_view to_string(UpdateResult r) noexcept {
   switch (r) {
-    case UpdateResult::kSuccess: return "success";
-    case UpdateResult::kTopologyChanged: return "topology changed";
-    case UpdateResult::kNodeTypeChanged: return "node type changed";
-    case UpdateResult::kFunctionChanged: return "function changed";
-    case UpdateResult::kParametersChanged: return "parameters changed";
-    case UpdateResult::kNotSupported: return "not supported";
-    case UpdateResult::kAttributesChanged: return "attributes changed";
-    case UpdateResult::kError: return "error";
+    case UpdateResult::kSuccess:
+      return "success";
+    case UpdateResult::kTopologyChanged:
+      return "topology changed";
+    case UpdateResult::kNodeTypeChanged:
+      return "node type changed";
+    case UpdateResult::kFunctionChanged:
+      return "function changed";
+    case UpdateResult::kParametersChanged:
+      return "parameters changed";
+    case UpdateResult::kNotSupported:
+      return "not supported";
+    case UpdateResult::kAttributesChanged:
+      return "attributes changed";
+    case UpdateResult::kError:
+      return "error";
   }
   return "?";
 }
@@ -123,17 +153,26 @@ BufferImpl::~BufferImpl() {
 
 namespace {
 const detail::BufferImpl& checked(const std::shared_ptr<detail::BufferImpl>& impl) {
-  STEPGRAPH_CHECK(impl != nullptr, InvalidState,
-                  "Buffer: this handle is empty (moved from, or never allocated)");
+  STEPGRAPH_CHECK(impl != nullptr, InvalidState, "Buffer: this handle is empty (moved from, or never allocated)");
   return *impl;
 }
 }  // namespace
 
-std::size_t Buffer::size() const { return checked(impl_).size; }
-MemoryKind Buffer::kind() const { return checked(impl_).kind; }
-int Buffer::device() const { return checked(impl_).device; }
-std::uint64_t Buffer::id() const { return checked(impl_).id; }
-void* Buffer::data() const { return checked(impl_).device_ptr; }
+std::size_t Buffer::size() const {
+  return checked(impl_).size;
+}
+MemoryKind Buffer::kind() const {
+  return checked(impl_).kind;
+}
+int Buffer::device() const {
+  return checked(impl_).device;
+}
+std::uint64_t Buffer::id() const {
+  return checked(impl_).id;
+}
+void* Buffer::data() const {
+  return checked(impl_).device_ptr;
+}
 void* Buffer::host_data() const {
   const auto& b = checked(impl_);
   STEPGRAPH_CHECK(b.kind == MemoryKind::kPinnedHost, InvalidState,
@@ -142,7 +181,9 @@ void* Buffer::host_data() const {
                   b.id, b.device);
   return b.host_ptr;
 }
-BufferSlice Buffer::slice() const { return BufferSlice{impl_, 0, checked(impl_).size}; }
+BufferSlice Buffer::slice() const {
+  return BufferSlice{impl_, 0, checked(impl_).size};
+}
 BufferSlice Buffer::slice(std::size_t offset, std::size_t bytes) const {
   (void)checked(impl_);
   return BufferSlice{impl_, offset, bytes};
@@ -155,11 +196,21 @@ BufferAccess make_access(const Buffer& b, std::size_t offset, std::size_t bytes,
 }
 }  // namespace
 
-BufferAccess read(const Buffer& b) { return make_access(b, 0, b.size(), Access::kRead); }
-BufferAccess read(const Buffer& b, std::size_t o, std::size_t n) { return make_access(b, o, n, Access::kRead); }
-BufferAccess write(const Buffer& b) { return make_access(b, 0, b.size(), Access::kWrite); }
-BufferAccess write(const Buffer& b, std::size_t o, std::size_t n) { return make_access(b, o, n, Access::kWrite); }
-BufferAccess read_write(const Buffer& b) { return make_access(b, 0, b.size(), Access::kReadWrite); }
+BufferAccess read(const Buffer& b) {
+  return make_access(b, 0, b.size(), Access::kRead);
+}
+BufferAccess read(const Buffer& b, std::size_t o, std::size_t n) {
+  return make_access(b, o, n, Access::kRead);
+}
+BufferAccess write(const Buffer& b) {
+  return make_access(b, 0, b.size(), Access::kWrite);
+}
+BufferAccess write(const Buffer& b, std::size_t o, std::size_t n) {
+  return make_access(b, o, n, Access::kWrite);
+}
+BufferAccess read_write(const Buffer& b) {
+  return make_access(b, 0, b.size(), Access::kReadWrite);
+}
 BufferAccess read_write(const Buffer& b, std::size_t o, std::size_t n) {
   return make_access(b, o, n, Access::kReadWrite);
 }
@@ -205,8 +256,8 @@ void BackendImpl::set_peer_enabled(int device, int peer) {
 
 void BackendImpl::check_device(int device, std::string_view what) const {
   STEPGRAPH_CHECK(device >= 0 && device < device_count(), InvalidArgument,
-                  "{}: device {} does not exist on the {} backend ({} device(s))", what, device,
-                  to_string(kind()), device_count());
+                  "{}: device {} does not exist on the {} backend ({} device(s))", what, device, to_string(kind()),
+                  device_count());
 }
 
 void BackendImpl::add_host_range(const std::shared_ptr<BufferImpl>& buffer) {
@@ -246,11 +297,9 @@ void BackendImpl::resolve_accesses(int device, std::string_view what, std::vecto
     }
     const BufferImpl& b = *a.buffer;
     STEPGRAPH_CHECK(b.backend == this, InvalidArgument,
-                    "launch '{}' touches buffer #{} made by another backend; allocate it from this one", what,
-                    b.id);
+                    "launch '{}' touches buffer #{} made by another backend; allocate it from this one", what, b.id);
     STEPGRAPH_CHECK(a.bytes > 0, InvalidArgument,
-                    "launch '{}' declares a zero-byte access to buffer #{}; declare the bytes it touches", what,
-                    b.id);
+                    "launch '{}' declares a zero-byte access to buffer #{}; declare the bytes it touches", what, b.id);
     STEPGRAPH_CHECK(a.offset <= b.size && a.bytes <= b.size - a.offset, InvalidArgument,
                     "launch '{}' declares bytes [{}, {}) of buffer #{}, which has {} bytes", what, a.offset,
                     a.offset + a.bytes, b.id, b.size);
@@ -265,8 +314,8 @@ void BackendImpl::resolve_accesses(int device, std::string_view what, std::vecto
 
 void BackendImpl::check_slice(std::string_view what, const BufferSlice& s) const {
   STEPGRAPH_CHECK(s.buffer != nullptr, InvalidArgument, "{}: the buffer handle is empty", what);
-  STEPGRAPH_CHECK(s.buffer->backend == this, InvalidArgument,
-                  "{}: buffer #{} was made by another backend", what, s.buffer->id);
+  STEPGRAPH_CHECK(s.buffer->backend == this, InvalidArgument, "{}: buffer #{} was made by another backend", what,
+                  s.buffer->id);
   STEPGRAPH_CHECK(s.bytes > 0, InvalidArgument, "{}: zero bytes of buffer #{}; give a non-empty range", what,
                   s.buffer->id);
   STEPGRAPH_CHECK(s.offset <= s.buffer->size && s.bytes <= s.buffer->size - s.offset, InvalidArgument,
@@ -296,24 +345,22 @@ UpdateInfo check_update_rules(const GraphInfo& cur, const GraphInfo& next) {
   if (cur.nodes.size() != next.nodes.size())
     return {UpdateResult::kTopologyChanged, std::nullopt,
             fmt::format("node count changed from {} to {}", cur.nodes.size(), next.nodes.size())};
-  if (cur.edges != next.edges)
-    return {UpdateResult::kTopologyChanged, std::nullopt, "the edges differ"};
+  if (cur.edges != next.edges) return {UpdateResult::kTopologyChanged, std::nullopt, "the edges differ"};
   for (std::size_t i = 0; i < cur.nodes.size(); ++i) {
     const auto& a = cur.nodes[i];
     const auto& b = next.nodes[i];
     if (a.kind != b.kind)
       return {UpdateResult::kNodeTypeChanged, i,
-              fmt::format("node {} ('{}') was a {} and is now a {}", i, b.name, to_string(a.kind),
-                          to_string(b.kind))};
+              fmt::format("node {} ('{}') was a {} and is now a {}", i, b.name, to_string(a.kind), to_string(b.kind))};
     if (a.device != b.device)
       return {UpdateResult::kParametersChanged, i,
               fmt::format("node {} ('{}') moved from device {} to {}", i, b.name, a.device, b.device)};
     if (a.kind == NodeKind::kMemcpy &&
         (a.copy_kind != b.copy_kind || a.src_device != b.src_device || a.dst_device != b.dst_device))
       return {UpdateResult::kParametersChanged, i,
-              fmt::format("memcpy node {} ('{}') changed direction or devices ({} {}->{} to {} {}->{})", i,
-                          b.name, to_string(a.copy_kind), a.src_device, a.dst_device, to_string(b.copy_kind),
-                          b.src_device, b.dst_device)};
+              fmt::format("memcpy node {} ('{}') changed direction or devices ({} {}->{} to {} {}->{})", i, b.name,
+                          to_string(a.copy_kind), a.src_device, a.dst_device, to_string(b.copy_kind), b.src_device,
+                          b.dst_device)};
   }
   return {};
 }
@@ -334,7 +381,9 @@ detail::StreamImpl& s(detail::StreamImpl* impl) {
 }
 }  // namespace
 
-void StreamRef::launch_kernel(KernelParams params) const { s(impl_).launch_kernel(std::move(params)); }
+void StreamRef::launch_kernel(KernelParams params) const {
+  s(impl_).launch_kernel(std::move(params));
+}
 void StreamRef::copy(const BufferSlice& dst, const BufferSlice& src, std::string name) const {
   s(impl_).copy(dst, src, std::move(name));
 }
@@ -352,15 +401,27 @@ void StreamRef::wait(const Event& event) const {
   STEPGRAPH_CHECK(event.valid(), InvalidArgument, "Stream::wait: the event handle is empty");
   s(impl_).wait(*event.impl());
 }
-void StreamRef::synchronize() const { s(impl_).synchronize(); }
-bool StreamRef::query() const { return s(impl_).query(); }
-void StreamRef::begin_capture(CaptureMode mode) const { s(impl_).begin_capture(mode); }
-Graph StreamRef::end_capture() const { return Graph(s(impl_).end_capture()); }
-CaptureStatus StreamRef::capture_status() const { return s(impl_).capture_status(); }
+void StreamRef::synchronize() const {
+  s(impl_).synchronize();
+}
+bool StreamRef::query() const {
+  return s(impl_).query();
+}
+void StreamRef::begin_capture(CaptureMode mode) const {
+  s(impl_).begin_capture(mode);
+}
+Graph StreamRef::end_capture() const {
+  return Graph(s(impl_).end_capture());
+}
+CaptureStatus StreamRef::capture_status() const {
+  return s(impl_).capture_status();
+}
 
 Stream::Stream(std::unique_ptr<detail::StreamImpl> impl, std::shared_ptr<detail::BackendImpl> backend)
     : StreamRef(impl.release()), backend_(std::move(backend)) {}
-Stream::Stream(Stream&& o) noexcept : StreamRef(o.impl_), backend_(std::move(o.backend_)) { o.impl_ = nullptr; }
+Stream::Stream(Stream&& o) noexcept : StreamRef(o.impl_), backend_(std::move(o.backend_)) {
+  o.impl_ = nullptr;
+}
 Stream& Stream::operator=(Stream&& o) noexcept {
   if (this != &o) {
     delete impl_;
@@ -370,7 +431,9 @@ Stream& Stream::operator=(Stream&& o) noexcept {
   }
   return *this;
 }
-Stream::~Stream() { delete impl_; }
+Stream::~Stream() {
+  delete impl_;
+}
 
 Event::Event(std::unique_ptr<detail::EventImpl> impl, std::shared_ptr<detail::BackendImpl> backend)
     : impl_(std::move(impl)), backend_(std::move(backend)) {}
@@ -386,11 +449,21 @@ detail::EventImpl& e(const std::unique_ptr<detail::EventImpl>& impl) {
 }
 }  // namespace
 
-int Event::device() const { return e(impl_).device(); }
-bool Event::query() const { return e(impl_).query(); }
-void Event::synchronize() const { e(impl_).synchronize(); }
-bool Event::wait_for(std::chrono::nanoseconds timeout) const { return e(impl_).wait_for(timeout); }
-float Event::elapsed_ms(const Event& start, const Event& end) { return e(start.impl_).elapsed_ms(e(end.impl_)); }
+int Event::device() const {
+  return e(impl_).device();
+}
+bool Event::query() const {
+  return e(impl_).query();
+}
+void Event::synchronize() const {
+  e(impl_).synchronize();
+}
+bool Event::wait_for(std::chrono::nanoseconds timeout) const {
+  return e(impl_).wait_for(timeout);
+}
+float Event::elapsed_ms(const Event& start, const Event& end) {
+  return e(start.impl_).elapsed_ms(e(end.impl_));
+}
 
 Graph::Graph(std::unique_ptr<detail::GraphImpl> impl) : impl_(std::move(impl)) {}
 Graph::Graph() = default;
@@ -405,9 +478,15 @@ const detail::GraphImpl& g(const std::unique_ptr<detail::GraphImpl>& impl) {
 }
 }  // namespace
 
-GraphInfo Graph::info() const { return g(impl_).info(); }
-std::size_t Graph::node_count() const { return g(impl_).info().nodes.size(); }
-GraphExec Graph::instantiate(InstantiateOptions options) const { return GraphExec(g(impl_).instantiate(options)); }
+GraphInfo Graph::info() const {
+  return g(impl_).info();
+}
+std::size_t Graph::node_count() const {
+  return g(impl_).info().nodes.size();
+}
+GraphExec Graph::instantiate(InstantiateOptions options) const {
+  return GraphExec(g(impl_).instantiate(options));
+}
 
 std::string Graph::to_dot() const {
   const GraphInfo info = g(impl_).info();
@@ -438,12 +517,16 @@ detail::GraphExecImpl& x(const std::unique_ptr<detail::GraphExecImpl>& impl) {
 }
 }  // namespace
 
-void GraphExec::launch(StreamRef stream) const { x(impl_).launch(s(stream.impl())); }
+void GraphExec::launch(StreamRef stream) const {
+  x(impl_).launch(s(stream.impl()));
+}
 UpdateInfo GraphExec::update(const Graph& graph) {
   STEPGRAPH_CHECK(graph.valid(), InvalidArgument, "GraphExec::update: the graph handle is empty");
   return x(impl_).update(*graph.impl());
 }
-std::size_t GraphExec::node_count() const { return x(impl_).node_count(); }
+std::size_t GraphExec::node_count() const {
+  return x(impl_).node_count();
+}
 
 CaptureSession::CaptureSession(StreamRef stream, CaptureMode mode) : stream_(stream) {
   stream_.begin_capture(mode);
@@ -464,7 +547,9 @@ Graph CaptureSession::end() {
 
 CaptureModeGuard::CaptureModeGuard(const Backend& backend, CaptureMode mode)
     : backend_(&backend), previous_(backend.exchange_thread_capture_mode(mode)) {}
-CaptureModeGuard::~CaptureModeGuard() { (void)backend_->exchange_thread_capture_mode(previous_); }
+CaptureModeGuard::~CaptureModeGuard() {
+  (void)backend_->exchange_thread_capture_mode(previous_);
+}
 
 // ---------------------------------------------------------------- Backend
 
@@ -486,10 +571,16 @@ std::shared_ptr<Backend> Backend::create(std::string_view name, BackendOptions o
   throw InvalidArgument(fmt::format("unknown backend '{}': use 'auto', 'cuda' or 'host'", name));
 }
 
-bool Backend::cuda_available(std::string* reason) { return detail::cuda_device_present(reason); }
+bool Backend::cuda_available(std::string* reason) {
+  return detail::cuda_device_present(reason);
+}
 
-BackendKind Backend::kind() const { return impl_->kind(); }
-int Backend::device_count() const { return impl_->device_count(); }
+BackendKind Backend::kind() const {
+  return impl_->kind();
+}
+int Backend::device_count() const {
+  return impl_->device_count();
+}
 DeviceInfo Backend::device(int index) const {
   impl_->check_device(index, "Backend::device");
   return impl_->device(index);
@@ -519,7 +610,9 @@ void Backend::enable_peer_access(int device, int peer) {
   impl_->check_device(peer, "Backend::enable_peer_access");
   impl_->enable_peer_access(device, peer);
 }
-bool Backend::can_access_peer(int device, int peer) const { return impl_->can_access_peer(device, peer); }
+bool Backend::can_access_peer(int device, int peer) const {
+  return impl_->can_access_peer(device, peer);
+}
 Stream Backend::create_stream(int device, StreamOptions options) {
   impl_->check_device(device, "Backend::create_stream");
   return Stream(impl_->create_stream(device, options), impl_);

@@ -25,53 +25,80 @@ namespace stepgraph::runtime {
 
 std::string_view to_string(ExecutorState s) noexcept {
   switch (s) {
-    case ExecutorState::kCreated: return "created";
-    case ExecutorState::kWarmingUp: return "warming up";
-    case ExecutorState::kCaptured: return "captured";
-    case ExecutorState::kReady: return "ready";
-    case ExecutorState::kFailed: return "failed";
-    case ExecutorState::kClosed: return "closed";
+    case ExecutorState::kCreated:
+      return "created";
+    case ExecutorState::kWarmingUp:
+      return "warming up";
+    case ExecutorState::kCaptured:
+      return "captured";
+    case ExecutorState::kReady:
+      return "ready";
+    case ExecutorState::kFailed:
+      return "failed";
+    case ExecutorState::kClosed:
+      return "closed";
   }
   return "?";
 }
 std::string_view to_string(StepErrorKind k) noexcept {
   switch (k) {
-    case StepErrorKind::kDeviceFault: return "device fault";
-    case StepErrorKind::kTimeout: return "timeout";
-    case StepErrorKind::kCancelled: return "cancelled";
-    case StepErrorKind::kCallback: return "callback exception";
-    case StepErrorKind::kCollective: return "collective error";
+    case StepErrorKind::kDeviceFault:
+      return "device fault";
+    case StepErrorKind::kTimeout:
+      return "timeout";
+    case StepErrorKind::kCancelled:
+      return "cancelled";
+    case StepErrorKind::kCallback:
+      return "callback exception";
+    case StepErrorKind::kCollective:
+      return "collective error";
   }
   return "?";
 }
 std::string_view to_string(ReplayStatus s) noexcept {
   switch (s) {
-    case ReplayStatus::kQueued: return "queued";
-    case ReplayStatus::kRunning: return "running";
-    case ReplayStatus::kDone: return "done";
-    case ReplayStatus::kFailed: return "failed";
-    case ReplayStatus::kCancelled: return "cancelled";
-    case ReplayStatus::kClosed: return "closed";
+    case ReplayStatus::kQueued:
+      return "queued";
+    case ReplayStatus::kRunning:
+      return "running";
+    case ReplayStatus::kDone:
+      return "done";
+    case ReplayStatus::kFailed:
+      return "failed";
+    case ReplayStatus::kCancelled:
+      return "cancelled";
+    case ReplayStatus::kClosed:
+      return "closed";
   }
   return "?";
 }
 std::size_t dtype_size(DType t) noexcept {
   switch (t) {
-    case DType::kFloat32: return 4;
-    case DType::kFloat64: return 8;
-    case DType::kInt32: return 4;
-    case DType::kInt64: return 8;
-    case DType::kUInt8: return 1;
+    case DType::kFloat32:
+      return 4;
+    case DType::kFloat64:
+      return 8;
+    case DType::kInt32:
+      return 4;
+    case DType::kInt64:
+      return 8;
+    case DType::kUInt8:
+      return 1;
   }
   return 1;
 }
 std::string_view to_string(DType t) noexcept {
   switch (t) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
-    case DType::kUInt8: return "uint8";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kUInt8:
+      return "uint8";
   }
   return "?";
 }
@@ -85,7 +112,8 @@ double EagerCheck::worst() const {
 // ------------------------------------------------------------------ arena
 
 DeviceArena::DeviceArena(Backend& backend, int device, std::size_t bytes)
-    : memory_(backend.allocate(device, std::max<std::size_t>(bytes, 256))), device_(device),
+    : memory_(backend.allocate(device, std::max<std::size_t>(bytes, 256))),
+      device_(device),
       capacity_(std::max<std::size_t>(bytes, 256)) {}
 
 Buffer DeviceArena::allocate(std::size_t bytes, std::string_view name, std::size_t alignment) {
@@ -118,7 +146,7 @@ struct Slot {
   std::vector<Buffer> outputs;        // pinned
   std::vector<Buffer> scratch;        // device
   Buffer scalars;                     // pinned StepScalars
-  std::shared_ptr<Event> done;  // shared with the replays that record it
+  std::shared_ptr<Event> done;        // shared with the replays that record it
 };
 
 struct Bucket {
@@ -140,7 +168,7 @@ struct ReplayState {
   bool released = false;
   std::weak_ptr<ExecutorCore> core;
   std::chrono::steady_clock::time_point launched_at;
-  StepScalars scalars;  // fixed when the replay was asked for
+  StepScalars scalars;          // fixed when the replay was asked for
   std::shared_ptr<Event> done;  // recorded after the step (set at launch)
   std::vector<Buffer> outputs;  // views of the slot's outputs: valid for the handle's life
 };
@@ -168,7 +196,7 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   mutable std::mutex mutex;  // guards everything below and the slots' states
   std::condition_variable cv;
   std::condition_variable thread_cv;  // wakes the executor's thread only (Note [Quiet executor thread])
-  std::mutex launch_mutex;  // serialises work on the stream (launch, capture, warm-up)
+  std::mutex launch_mutex;            // serialises work on the stream (launch, capture, warm-up)
   ExecutorState state = ExecutorState::kCreated;
   std::optional<StepError> failure;
   bool allocated = false;
@@ -212,8 +240,7 @@ ExecutorCore::ExecutorCore(StepSpec s, StepFunction f, ExecutorOptions o)
                   options.max_in_flight);
   STEPGRAPH_CHECK(options.launch_ahead >= 1, InvalidArgument, "StepExecutor: launch_ahead is {}; give at least 1",
                   options.launch_ahead);
-  STEPGRAPH_CHECK(options.warmup >= 0, InvalidArgument, "StepExecutor: warmup is {}; give 0 or more",
-                  options.warmup);
+  STEPGRAPH_CHECK(options.warmup >= 0, InvalidArgument, "StepExecutor: warmup is {}; give 0 or more", options.warmup);
   STEPGRAPH_CHECK(options.max_shape_buckets >= 1, InvalidArgument,
                   "StepExecutor: max_shape_buckets must be at least 1");
   auto check_specs = [](const std::vector<BufferSpec>& v, std::string_view kind) {
@@ -229,8 +256,8 @@ ExecutorCore::ExecutorCore(StepSpec s, StepFunction f, ExecutorOptions o)
   check_specs(spec.outputs, "output");
   check_specs(spec.state, "state");
   check_specs(spec.scratch, "scratch");
-  backend = options.backend_instance ? options.backend_instance
-                                     : Backend::create(options.backend, options.backend_options);
+  backend =
+      options.backend_instance ? options.backend_instance : Backend::create(options.backend, options.backend_options);
   STEPGRAPH_CHECK(options.device >= 0 && options.device < backend->device_count(), InvalidArgument,
                   "StepExecutor: device {} does not exist on the {} backend ({} device(s))", options.device,
                   backend->name(), backend->device_count());
@@ -396,11 +423,11 @@ StepError ExecutorCore::fault_error(std::int64_t step, const DeviceFault& fault)
   // asynchronous and names none (DESIGN 1.6).
   std::optional<std::string> node;
   if (!fault.node().empty()) node = fault.node();
-  return StepError{StepErrorKind::kDeviceFault, step, node,
-                   backend->kind() == BackendKind::kCuda
-                       ? fmt::format("device fault during step {} (asynchronous: CUDA names no node): {}", step,
-                                     fault.what())
-                       : fmt::format("device fault during step {}: {}", step, fault.what())};
+  return StepError{
+      StepErrorKind::kDeviceFault, step, node,
+      backend->kind() == BackendKind::kCuda
+          ? fmt::format("device fault during step {} (asynchronous: CUDA names no node): {}", step, fault.what())
+          : fmt::format("device fault during step {}: {}", step, fault.what())};
 }
 
 void ExecutorCore::post(std::function<void()> fn) {
@@ -522,8 +549,7 @@ void ExecutorCore::thread_main() {
         try {
           launch(r);
         } catch (const std::exception& ex) {
-          finish(r, ReplayStatus::kFailed,
-                 StepError{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()});
+          finish(r, ReplayStatus::kFailed, StepError{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()});
           fail(StepError{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()});
         }
       }
@@ -619,13 +645,14 @@ void ExecutorCore::check_usable(std::string_view what) const {
   if (state == ExecutorState::kClosed)
     throw InvalidState(fmt::format("StepExecutor::{}: the executor is closed", what));
   if (state == ExecutorState::kFailed)
-    throw InvalidState(fmt::format("StepExecutor::{}: the executor failed at step {} ({}: {}) and cannot run more "
-                                   "steps{}; create a new executor{}",
-                                   what, failure->step, to_string(failure->kind), failure->message,
-                                   failure->node ? " at node '" + *failure->node + "'" : "",
-                                   backend->kind() == BackendKind::kCuda ? " in a new process (CUDA faults are "
-                                                                           "sticky for the process)"
-                                                                         : ""));
+    throw InvalidState(
+        fmt::format("StepExecutor::{}: the executor failed at step {} ({}: {}) and cannot run more "
+                    "steps{}; create a new executor{}",
+                    what, failure->step, to_string(failure->kind), failure->message,
+                    failure->node ? " at node '" + *failure->node + "'" : "",
+                    backend->kind() == BackendKind::kCuda ? " in a new process (CUDA faults are "
+                                                            "sticky for the process)"
+                                                          : ""));
 }
 
 void ExecutorCore::close() {
@@ -668,7 +695,9 @@ void ExecutorCore::close() {
 // ------------------------------------------------------------------ context
 
 namespace {
-const Buffer& pick(const std::vector<Buffer>& v, std::size_t i) { return v[i]; }
+const Buffer& pick(const std::vector<Buffer>& v, std::size_t i) {
+  return v[i];
+}
 }  // namespace
 
 const Buffer& StepContext::input(std::string_view name) const {
@@ -685,7 +714,9 @@ const Buffer& StepContext::state(std::string_view name) const {
 const Buffer& StepContext::scratch(std::string_view name) const {
   return core_->slots[static_cast<std::size_t>(slot_)].scratch[core_->index_of(core_->spec.scratch, name, "scratch")];
 }
-const Buffer& StepContext::scalars() const { return core_->slots[static_cast<std::size_t>(slot_)].scalars; }
+const Buffer& StepContext::scalars() const {
+  return core_->slots[static_cast<std::size_t>(slot_)].scalars;
+}
 const StepScalars& StepContext::host_scalars() const {
   return *static_cast<const StepScalars*>(scalars().host_data());
 }
@@ -693,7 +724,9 @@ const StepScalars& StepContext::host_scalars() const {
 // ------------------------------------------------------------------ slots, handles
 
 InputSlot::InputSlot() = default;
-InputSlot::InputSlot(InputSlot&& o) noexcept : core_(std::move(o.core_)), slot_(o.slot_) { o.slot_ = -1; }
+InputSlot::InputSlot(InputSlot&& o) noexcept : core_(std::move(o.core_)), slot_(o.slot_) {
+  o.slot_ = -1;
+}
 InputSlot& InputSlot::operator=(InputSlot&& o) noexcept {
   if (this != &o) {
     InputSlot dropped(std::move(*this));  // gives the current slot back
@@ -757,7 +790,9 @@ void wait_fast(const std::shared_ptr<detail::ReplayState>& s, std::optional<std:
 }
 }  // namespace
 
-std::int64_t ReplayHandle::step() const { return st(state_).step; }
+std::int64_t ReplayHandle::step() const {
+  return st(state_).step;
+}
 ReplayStatus ReplayHandle::status() const {
   std::lock_guard lock(st(state_).mutex);
   return state_->status;
@@ -783,7 +818,8 @@ std::optional<ReplayStatus> ReplayHandle::wait_for(std::chrono::nanoseconds time
   auto& s = st(state_);
   const auto start = std::chrono::steady_clock::now();
   wait_fast(state_, timeout);
-  timeout -= std::min(timeout, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start));
+  timeout -=
+      std::min(timeout, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start));
   std::unique_lock lock(s.mutex);
   if (!s.cv.wait_for(lock, timeout, [&] { return final_status(s.status); })) return std::nullopt;
   return s.status;
@@ -845,8 +881,7 @@ const Buffer& ReplayHandle::output(std::string_view name) const {
   STEPGRAPH_CHECK(core != nullptr, InvalidState, "ReplayHandle::output: the executor is gone");
   std::lock_guard lock(core->mutex);
   STEPGRAPH_CHECK(!s.released, InvalidState,
-                  "ReplayHandle::output('{}') after release(): the slot may already hold another step's outputs",
-                  name);
+                  "ReplayHandle::output('{}') after release(): the slot may already hold another step's outputs", name);
   STEPGRAPH_CHECK(!s.outputs.empty(), InvalidState,
                   "ReplayHandle::output('{}'): step {} never ran (it was cancelled or the executor closed)", name,
                   s.step);
@@ -886,7 +921,9 @@ StepExecutor::~StepExecutor() {
   }
 }
 
-void StepExecutor::close() { core_->close(); }
+void StepExecutor::close() {
+  core_->close();
+}
 
 void StepExecutor::prepare(std::uint64_t shape_key) {
   std::lock_guard ll(core_->launch_mutex);
@@ -965,7 +1002,9 @@ InputSlot StepExecutor::acquire_inputs() {
   }
 }
 
-ReplayHandle StepExecutor::replay(std::uint64_t shape_key) { return replay(acquire_inputs(), shape_key); }
+ReplayHandle StepExecutor::replay(std::uint64_t shape_key) {
+  return replay(acquire_inputs(), shape_key);
+}
 
 ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
   auto& c = *core_;
@@ -1051,8 +1090,10 @@ void copy_state(detail::ExecutorCore& c, std::string_view name, void* data, std:
   const auto& buf = c.state_buffers[i];
   STEPGRAPH_CHECK(bytes == buf.size(), InvalidArgument, "state '{}' has {} bytes; {} given", name, buf.size(), bytes);
   auto pinned = c.backend->register_host(data, bytes);
-  if (to_device) c.stream.copy(buf.slice(), pinned.slice(), "write state " + std::string(name));
-  else c.stream.copy(pinned.slice(), buf.slice(), "read state " + std::string(name));
+  if (to_device)
+    c.stream.copy(buf.slice(), pinned.slice(), "write state " + std::string(name));
+  else
+    c.stream.copy(pinned.slice(), buf.slice(), "read state " + std::string(name));
   c.stream.synchronize();
 }
 }  // namespace
@@ -1085,7 +1126,10 @@ double max_abs_diff(const std::vector<unsigned char>& a, const std::vector<unsig
         y = v;
         break;
       }
-      case DType::kFloat64: std::memcpy(&x, a.data() + 8 * i, 8); std::memcpy(&y, b.data() + 8 * i, 8); break;
+      case DType::kFloat64:
+        std::memcpy(&x, a.data() + 8 * i, 8);
+        std::memcpy(&y, b.data() + 8 * i, 8);
+        break;
       case DType::kInt32: {
         std::int32_t u, v;
         std::memcpy(&u, a.data() + 4 * i, 4);
@@ -1102,7 +1146,10 @@ double max_abs_diff(const std::vector<unsigned char>& a, const std::vector<unsig
         y = static_cast<double>(v);
         break;
       }
-      case DType::kUInt8: x = a[i]; y = b[i]; break;
+      case DType::kUInt8:
+        x = a[i];
+        y = b[i];
+        break;
     }
     const double d = (x != x || y != y) ? ((x != x) == (y != y) ? 0.0 : INFINITY) : std::abs(x - y);
     worst = std::max(worst, d);
@@ -1213,7 +1260,9 @@ std::size_t StepExecutor::shape_buckets() const {
   std::lock_guard ll(core_->launch_mutex);
   return core_->buckets.size();
 }
-Backend& StepExecutor::backend() const { return *core_->backend; }
+Backend& StepExecutor::backend() const {
+  return *core_->backend;
+}
 
 GraphInfo StepExecutor::graph_info(std::uint64_t shape_key, int slot) const {
   std::lock_guard ll(core_->launch_mutex);

@@ -23,14 +23,22 @@ KnownBuffer known_buffer(const Buffer& buffer, std::string name) {
 
 g::NodeKind to_graph_kind(NodeKind kind) noexcept {
   switch (kind) {
-    case NodeKind::kKernel: return g::NodeKind::kKernel;
-    case NodeKind::kMemcpy: return g::NodeKind::kMemcpy;
-    case NodeKind::kMemset: return g::NodeKind::kMemset;
-    case NodeKind::kHost: return g::NodeKind::kHost;
-    case NodeKind::kEventRecord: return g::NodeKind::kEventRecord;
-    case NodeKind::kEventWait: return g::NodeKind::kEventWait;
-    case NodeKind::kEmpty: return g::NodeKind::kEmpty;
-    case NodeKind::kOther: return g::NodeKind::kKernel;
+    case NodeKind::kKernel:
+      return g::NodeKind::kKernel;
+    case NodeKind::kMemcpy:
+      return g::NodeKind::kMemcpy;
+    case NodeKind::kMemset:
+      return g::NodeKind::kMemset;
+    case NodeKind::kHost:
+      return g::NodeKind::kHost;
+    case NodeKind::kEventRecord:
+      return g::NodeKind::kEventRecord;
+    case NodeKind::kEventWait:
+      return g::NodeKind::kEventWait;
+    case NodeKind::kEmpty:
+      return g::NodeKind::kEmpty;
+    case NodeKind::kOther:
+      return g::NodeKind::kKernel;
   }
   return g::NodeKind::kKernel;
 }
@@ -39,8 +47,10 @@ g::DeviceCosts default_node_cost(const NodeInfo& node) {
   switch (node.kind) {
     case NodeKind::kEventRecord:
     case NodeKind::kEventWait:
-    case NodeKind::kEmpty: return g::DeviceCosts::uniform(0.0);
-    default: return g::DeviceCosts::uniform(1.0);
+    case NodeKind::kEmpty:
+      return g::DeviceCosts::uniform(0.0);
+    default:
+      return g::DeviceCosts::uniform(1.0);
   }
 }
 
@@ -48,9 +58,12 @@ namespace {
 
 g::AccessMode to_mode(Access a) noexcept {
   switch (a) {
-    case Access::kRead: return g::AccessMode::kRead;
-    case Access::kWrite: return g::AccessMode::kWrite;
-    case Access::kReadWrite: return g::AccessMode::kReadWrite;
+    case Access::kRead:
+      return g::AccessMode::kRead;
+    case Access::kWrite:
+      return g::AccessMode::kWrite;
+    case Access::kReadWrite:
+      return g::AccessMode::kReadWrite;
   }
   return g::AccessMode::kReadWrite;
 }
@@ -81,8 +94,8 @@ ImportedGraph import_graph_info(const GraphInfo& info, const ImportOptions& opti
   for (const auto& k : options.buffers) {
     const bool inserted = known.emplace(k.id, &k).second;
     STEPGRAPH_CHECK(inserted, InvalidArgument,
-                    "import: backend buffer #{} is listed twice in ImportOptions::buffers ('{}'); list each once",
-                    k.id, k.name);
+                    "import: backend buffer #{} is listed twice in ImportOptions::buffers ('{}'); list each once", k.id,
+                    k.name);
   }
 
   // Buffers in order of first use; the size of an unknown one is the largest
@@ -122,8 +135,8 @@ ImportedGraph import_graph_info(const GraphInfo& info, const ImportOptions& opti
   for (std::size_t e = 0; e < info.edges.size(); ++e) {
     const auto [from, to] = info.edges[e];
     STEPGRAPH_CHECK(from < count && to < count, InvalidArgument,
-                    "import: edge #{} ({} -> {}) names node {} which does not exist; the graph has {} nodes", e,
-                    from, to, from < count ? to : from, count);
+                    "import: edge #{} ({} -> {}) names node {} which does not exist; the graph has {} nodes", e, from,
+                    to, from < count ? to : from, count);
     STEPGRAPH_CHECK(from != to, InvalidArgument, "import: edge #{} goes from node {} ('{}') to itself", e, from,
                     info.nodes[from].name);
     out.graph.connect(static_cast<g::NodeId>(from), static_cast<g::NodeId>(to));
@@ -141,34 +154,54 @@ ImportedGraph import_captured_graph(const Graph& graph, const ImportOptions& opt
 
 std::string_view to_string(RawNodeType type) noexcept {
   switch (type) {
-    case RawNodeType::kKernel: return "kernel";
-    case RawNodeType::kMemcpy: return "memcpy";
-    case RawNodeType::kMemset: return "memset";
-    case RawNodeType::kHost: return "host";
-    case RawNodeType::kChildGraph: return "child_graph";
-    case RawNodeType::kEmpty: return "empty";
-    case RawNodeType::kEventWait: return "event_wait";
-    case RawNodeType::kEventRecord: return "event_record";
-    case RawNodeType::kSemaphoreSignal: return "semaphore_signal";
-    case RawNodeType::kSemaphoreWait: return "semaphore_wait";
-    case RawNodeType::kMemAlloc: return "mem_alloc";
-    case RawNodeType::kMemFree: return "mem_free";
-    case RawNodeType::kConditional: return "conditional";
-    case RawNodeType::kUnknown: return "unknown";
+    case RawNodeType::kKernel:
+      return "kernel";
+    case RawNodeType::kMemcpy:
+      return "memcpy";
+    case RawNodeType::kMemset:
+      return "memset";
+    case RawNodeType::kHost:
+      return "host";
+    case RawNodeType::kChildGraph:
+      return "child_graph";
+    case RawNodeType::kEmpty:
+      return "empty";
+    case RawNodeType::kEventWait:
+      return "event_wait";
+    case RawNodeType::kEventRecord:
+      return "event_record";
+    case RawNodeType::kSemaphoreSignal:
+      return "semaphore_signal";
+    case RawNodeType::kSemaphoreWait:
+      return "semaphore_wait";
+    case RawNodeType::kMemAlloc:
+      return "mem_alloc";
+    case RawNodeType::kMemFree:
+      return "mem_free";
+    case RawNodeType::kConditional:
+      return "conditional";
+    case RawNodeType::kUnknown:
+      return "unknown";
   }
   return "unknown";
 }
 
 g::NodeKind to_graph_kind(RawNodeType type) noexcept {
   switch (type) {
-    case RawNodeType::kKernel: return g::NodeKind::kKernel;
-    case RawNodeType::kMemcpy: return g::NodeKind::kMemcpy;
-    case RawNodeType::kMemset: return g::NodeKind::kMemset;
-    case RawNodeType::kHost: return g::NodeKind::kHost;
+    case RawNodeType::kKernel:
+      return g::NodeKind::kKernel;
+    case RawNodeType::kMemcpy:
+      return g::NodeKind::kMemcpy;
+    case RawNodeType::kMemset:
+      return g::NodeKind::kMemset;
+    case RawNodeType::kHost:
+      return g::NodeKind::kHost;
     case RawNodeType::kEventWait:
-    case RawNodeType::kSemaphoreWait: return g::NodeKind::kEventWait;
+    case RawNodeType::kSemaphoreWait:
+      return g::NodeKind::kEventWait;
     case RawNodeType::kEventRecord:
-    case RawNodeType::kSemaphoreSignal: return g::NodeKind::kEventRecord;
+    case RawNodeType::kSemaphoreSignal:
+      return g::NodeKind::kEventRecord;
     // Work the IR cannot describe (a child graph, a conditional body, memory
     // management): an opaque node; its name says what it was.
     case RawNodeType::kChildGraph:
@@ -176,7 +209,8 @@ g::NodeKind to_graph_kind(RawNodeType type) noexcept {
     case RawNodeType::kMemAlloc:
     case RawNodeType::kMemFree:
     case RawNodeType::kEmpty:
-    case RawNodeType::kUnknown: return g::NodeKind::kEmpty;
+    case RawNodeType::kUnknown:
+      return g::NodeKind::kEmpty;
   }
   return g::NodeKind::kEmpty;
 }
@@ -199,14 +233,16 @@ g::StepGraph step_graph_from_raw(const RawGraphDescription& d) {
                     "raw CUDA graph: edge #{} ({} -> {}) names node {} which does not exist; the description has "
                     "{} nodes",
                     e, from, to, from < count ? to : from, count);
-    STEPGRAPH_CHECK(from != to, InvalidArgument, "raw CUDA graph: edge #{} goes from node {} ('{}') to itself", e,
-                    from, out.node(static_cast<g::NodeId>(from)).name);
+    STEPGRAPH_CHECK(from != to, InvalidArgument, "raw CUDA graph: edge #{} goes from node {} ('{}') to itself", e, from,
+                    out.node(static_cast<g::NodeId>(from)).name);
     out.connect(static_cast<g::NodeId>(from), static_cast<g::NodeId>(to), 0);
   }
   g::validate(out);  // a cycle: InvalidArgument listing its nodes
   return out;
 }
 
-g::StepGraph import_raw_cuda_graph(void* cuda_graph) { return step_graph_from_raw(describe_raw_cuda_graph(cuda_graph)); }
+g::StepGraph import_raw_cuda_graph(void* cuda_graph) {
+  return step_graph_from_raw(describe_raw_cuda_graph(cuda_graph));
+}
 
 }  // namespace stepgraph::runtime

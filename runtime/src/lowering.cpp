@@ -55,12 +55,15 @@ void* ResolvedAccess::data() const {
 }
 
 BufferAccess ResolvedAccess::declare() const {
-  STEPGRAPH_CHECK(instance != nullptr, InvalidState,
-                  "ResolvedAccess::declare: buffer {} has no instance (zero bytes)", buffer);
+  STEPGRAPH_CHECK(instance != nullptr, InvalidState, "ResolvedAccess::declare: buffer {} has no instance (zero bytes)",
+                  buffer);
   switch (mode) {
-    case g::AccessMode::kRead: return read(*instance, offset, bytes);
-    case g::AccessMode::kWrite: return write(*instance, offset, bytes);
-    case g::AccessMode::kReadWrite: return read_write(*instance, offset, bytes);
+    case g::AccessMode::kRead:
+      return read(*instance, offset, bytes);
+    case g::AccessMode::kWrite:
+      return write(*instance, offset, bytes);
+    case g::AccessMode::kReadWrite:
+      return read_write(*instance, offset, bytes);
   }
   return read(*instance, offset, bytes);
 }
@@ -81,12 +84,12 @@ struct LoweredState {
   // Declared first, destroyed last: every handle below keeps it alive anyway.
   std::shared_ptr<Backend> backend;
   DeviceMap devices;
-  std::vector<std::unique_ptr<DeviceArena>> arenas;        // per logical device
-  std::vector<std::vector<Buffer>> instances;              // [logical][buffer]; invalid where none
-  std::vector<std::size_t> buffer_bytes;                   // per IR buffer
-  std::vector<std::vector<PlacedRange>> homes;             // per IR buffer
-  std::vector<std::vector<PlacedRange>> final_location;    // per IR buffer, after a run
-  std::vector<Stream> streams;                             // per logical device
+  std::vector<std::unique_ptr<DeviceArena>> arenas;      // per logical device
+  std::vector<std::vector<Buffer>> instances;            // [logical][buffer]; invalid where none
+  std::vector<std::size_t> buffer_bytes;                 // per IR buffer
+  std::vector<std::vector<PlacedRange>> homes;           // per IR buffer
+  std::vector<std::vector<PlacedRange>> final_location;  // per IR buffer, after a run
+  std::vector<Stream> streams;                           // per logical device
   std::vector<Event> events;
   Graph graph;
   GraphExec exec;
@@ -121,10 +124,10 @@ std::string node_label(const g::StepGraph& graph, g::NodeId n) {
 /// One version-tracked segment [start, end) of a buffer.
 struct Segment {
   std::uint64_t end = 0;
-  int owner = 0;                 // logical device that wrote the latest version
+  int owner = 0;                  // logical device that wrote the latest version
   g::NodeId writer = g::kNoNode;  // kNoNode: the contents the run starts with, on the home
-  std::uint64_t valid = 0;       // bit i: logical device i holds the latest version
-  int home = 0;                  // where the range lives when a run starts
+  std::uint64_t valid = 0;        // bit i: logical device i holds the latest version
+  int home = 0;                   // where the range lives when a run starts
 };
 
 /// The segments of one buffer, covering [0, bytes).
@@ -165,10 +168,10 @@ enum class OpKind : std::uint8_t { kWait, kCopy, kNode, kRecord };
 struct Op {
   OpKind kind = OpKind::kNode;
   int logical = 0;
-  std::size_t event = 0;                    // kWait, kRecord
-  std::size_t copy = 0;                     // kCopy: index into copies
-  g::NodeId node = g::kNoNode;              // kNode
-  std::ptrdiff_t record_event = -1;         // kRecord: filled when someone waits on it
+  std::size_t event = 0;             // kWait, kRecord
+  std::size_t copy = 0;              // kCopy: index into copies
+  g::NodeId node = g::kNoNode;       // kNode
+  std::ptrdiff_t record_event = -1;  // kRecord: filled when someone waits on it
 };
 
 /// The device a node is emitted on (collectives resolved by the options).
@@ -257,9 +260,10 @@ std::vector<g::NodeId> emission_order(const g::StepGraph& graph, const g::Placem
     for (auto n : out) done[n] = 1;
     g::NodeId stuck = 0;
     while (done[stuck]) ++stuck;
-    throw InvalidArgument(fmt::format("lower: the placement's device order contradicts the edges (node {} can "
-                                      "never run); place the graph again",
-                                      node_label(graph, stuck)));
+    throw InvalidArgument(
+        fmt::format("lower: the placement's device order contradicts the edges (node {} can "
+                    "never run); place the graph again",
+                    node_label(graph, stuck)));
   }
   return out;
 }
@@ -267,8 +271,8 @@ std::vector<g::NodeId> emission_order(const g::StepGraph& graph, const g::Placem
 /// The planning pass and the capture pass.
 class Lowerer {
  public:
-  Lowerer(const g::StepGraph& graph, const DeviceMap& devices, const LoweringOptions& options,
-          std::vector<int> logical, std::vector<g::NodeId> order)
+  Lowerer(const g::StepGraph& graph, const DeviceMap& devices, const LoweringOptions& options, std::vector<int> logical,
+          std::vector<g::NodeId> order)
       : graph_(graph), devices_(devices), options_(options), logical_(std::move(logical)), order_(std::move(order)) {}
 
   std::unique_ptr<LoweredState> run(std::shared_ptr<Backend> backend, const NodeEmitter& emitter);
@@ -286,16 +290,16 @@ class Lowerer {
   const g::StepGraph& graph_;
   const DeviceMap& devices_;
   const LoweringOptions& options_;
-  std::vector<int> logical_;     // per node
+  std::vector<int> logical_;      // per node
   std::vector<g::NodeId> order_;  // emission order
   int count_ = 0;                 // logical devices
 
-  std::vector<std::size_t> seq_;                 // per node: position on its device
-  std::vector<std::ptrdiff_t> record_op_;        // per node: index of its kRecord op
+  std::vector<std::size_t> seq_;                     // per node: position on its device
+  std::vector<std::ptrdiff_t> record_op_;            // per node: index of its kRecord op
   std::vector<std::vector<std::ptrdiff_t>> waited_;  // [d][e]: highest seq of e that d waited for
   std::vector<Versions> versions_;
   std::vector<std::vector<PlacedRange>> homes_;
-  std::vector<std::vector<char>> touches_;       // [d][buffer]
+  std::vector<std::vector<char>> touches_;  // [d][buffer]
   std::vector<Op> ops_;
   // Per event, the logical device whose stream records it (an event is made
   // on its recording stream's device, as cudaEventRecord requires). 0: the
@@ -376,7 +380,8 @@ void Lowerer::plan() {
             m.emplace(cut, tail);
           }
         }
-        for (auto it = m.lower_bound(a.offset); it != m.end() && it->first < a.end(); ++it) it->second.second = logical_[n];
+        for (auto it = m.lower_bound(a.offset); it != m.end() && it->first < a.end(); ++it)
+          it->second.second = logical_[n];
       }
   }
   homes_.assign(n_buf, {});
@@ -526,9 +531,8 @@ void Lowerer::allocate(LoweredState& st) {
     st.arenas.push_back(std::make_unique<DeviceArena>(be, devices_.backend_device(d), bytes));
     for (std::size_t b = 0; b < n_buf; ++b) {
       if (!touches_[ud][b] || graph_.buffers()[b].bytes == 0) continue;
-      st.instances[ud][b] = st.arenas.back()->allocate(graph_.buffers()[b].bytes,
-                                                       fmt::format("{}@L{}", graph_.buffers()[b].name, d),
-                                                       options_.alignment);
+      st.instances[ud][b] = st.arenas.back()->allocate(
+          graph_.buffers()[b].bytes, fmt::format("{}@L{}", graph_.buffers()[b].name, d), options_.alignment);
       ++stats_[ud].instances;
     }
     stats_[ud].arena_bytes = bytes;
@@ -546,7 +550,9 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
   for (const Op& op : ops_) {
     const StreamRef s = st.streams[static_cast<std::size_t>(op.logical)].ref();
     switch (op.kind) {
-      case OpKind::kWait: s.wait(st.events[op.event]); break;
+      case OpKind::kWait:
+        s.wait(st.events[op.event]);
+        break;
       case OpKind::kRecord:
         if (op.record_event >= 0) s.record(st.events[static_cast<std::size_t>(op.record_event)]);
         break;
@@ -555,11 +561,12 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
         if (c.skipped) break;
         const auto& dst = st.instances[static_cast<std::size_t>(c.dst_logical)][c.buffer];
         const auto& src = st.instances[static_cast<std::size_t>(c.src_logical)][c.buffer];
-        s.copy(dst.slice(c.offset, c.bytes), src.slice(c.offset, c.bytes),
-               fmt::format("copy {}[{}:+{}] L{}->L{}{}", graph_.buffers()[c.buffer].name, c.offset, c.bytes,
-                           c.src_logical, c.dst_logical,
-                           c.reason == CopyReason::kWriteBack ? std::string(" write-back")
-                                                              : fmt::format(" for {}", graph_.node(c.before_node).name)));
+        s.copy(
+            dst.slice(c.offset, c.bytes), src.slice(c.offset, c.bytes),
+            fmt::format("copy {}[{}:+{}] L{}->L{}{}", graph_.buffers()[c.buffer].name, c.offset, c.bytes, c.src_logical,
+                        c.dst_logical,
+                        c.reason == CopyReason::kWriteBack ? std::string(" write-back")
+                                                           : fmt::format(" for {}", graph_.node(c.before_node).name)));
         break;
       }
       case OpKind::kNode: {
@@ -570,10 +577,10 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
         nl.stream = s;
         nl.logical_device = op.logical;
         nl.backend_device = devices_.backend_device(op.logical);
-        const InsertedCopy* skipped =
-            skip && options_.skipped_copy_access == SkippedCopyAccess::kRemoteInstance && copies_[*skip].before_node == op.node
-                ? &copies_[*skip]
-                : nullptr;
+        const InsertedCopy* skipped = skip && options_.skipped_copy_access == SkippedCopyAccess::kRemoteInstance &&
+                                              copies_[*skip].before_node == op.node
+                                          ? &copies_[*skip]
+                                          : nullptr;
         for (const auto& a : node.accesses) {
           int from = op.logical;
           if (skipped && skipped->buffer == a.buffer && a.offset < skipped->offset + skipped->bytes &&
@@ -603,8 +610,9 @@ std::unique_ptr<LoweredState> Lowerer::run(std::shared_ptr<Backend> backend, con
     STEPGRAPH_CHECK(i < copies_.size() && copies_[i].reason == CopyReason::kInput, InvalidArgument,
                     "lower: LoweringOptions::skip_copy_for_test = {}, but the lowering inserts {} copies feeding "
                     "nodes; give the index of one of them (LoweredGraph::copies())",
-                    i, std::count_if(copies_.begin(), copies_.end(),
-                                     [](const InsertedCopy& c) { return c.reason == CopyReason::kInput; }));
+                    i, std::count_if(copies_.begin(), copies_.end(), [](const InsertedCopy& c) {
+                      return c.reason == CopyReason::kInput;
+                    }));
   }
   auto st = std::make_unique<LoweredState>();
   st->backend = std::move(backend);
@@ -766,17 +774,29 @@ void LoweredGraph::launch() {
   st.exec.launch(st.streams[0].ref());
   ++st.runs;
 }
-void LoweredGraph::synchronize() { state().streams[0].synchronize(); }
+void LoweredGraph::synchronize() {
+  state().streams[0].synchronize();
+}
 void LoweredGraph::run() {
   launch();
   synchronize();
 }
 
-const Graph& LoweredGraph::graph() const { return state().graph; }
-GraphInfo LoweredGraph::info() const { return state().graph.info(); }
-const std::vector<InsertedCopy>& LoweredGraph::copies() const { return state().copies; }
-const std::vector<LoweredDeviceStats>& LoweredGraph::device_stats() const { return state().stats; }
-std::size_t LoweredGraph::event_waits() const { return state().event_waits; }
+const Graph& LoweredGraph::graph() const {
+  return state().graph;
+}
+GraphInfo LoweredGraph::info() const {
+  return state().graph.info();
+}
+const std::vector<InsertedCopy>& LoweredGraph::copies() const {
+  return state().copies;
+}
+const std::vector<LoweredDeviceStats>& LoweredGraph::device_stats() const {
+  return state().stats;
+}
+std::size_t LoweredGraph::event_waits() const {
+  return state().event_waits;
+}
 const std::vector<PlacedRange>& LoweredGraph::homes(g::BufferId buffer) const {
   const auto& st = state();
   STEPGRAPH_CHECK(buffer < st.homes.size(), InvalidArgument, "LoweredGraph::homes: buffer id {} is not in the graph",
@@ -796,7 +816,11 @@ StreamRef LoweredGraph::stream(int logical) const {
                   "LoweredGraph::stream: no logical device {}", logical);
   return st.streams[static_cast<std::size_t>(logical)].ref();
 }
-const DeviceMap& LoweredGraph::device_map() const { return state().devices; }
-const std::vector<g::NodeId>& LoweredGraph::emission_order() const { return state().order; }
+const DeviceMap& LoweredGraph::device_map() const {
+  return state().devices;
+}
+const std::vector<g::NodeId>& LoweredGraph::emission_order() const {
+  return state().order;
+}
 
 }  // namespace stepgraph::runtime

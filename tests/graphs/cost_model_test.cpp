@@ -15,10 +15,10 @@ TEST(CostModel, NodeCostIsEstimateOverSpeedWithLaunchFloor) {
   sg::DeviceCosts gpu_only;
   gpu_only.set(sg::DeviceKind::kGpu, 10);
   auto g_only = g.add_kernel("gpu_only", gpu_only);
-  EXPECT_DOUBLE_EQ(m.node_us(g.node(big), 0), 50.0);   // 100 / speed 2
+  EXPECT_DOUBLE_EQ(m.node_us(g.node(big), 0), 50.0);  // 100 / speed 2
   EXPECT_DOUBLE_EQ(m.node_us(g.node(big), 1), 400.0);
-  EXPECT_DOUBLE_EQ(m.node_us(g.node(tiny), 0), 2.0);   // floor
-  EXPECT_DOUBLE_EQ(m.node_us(g.node(tiny), 1), 5.0);   // floor
+  EXPECT_DOUBLE_EQ(m.node_us(g.node(tiny), 0), 2.0);  // floor
+  EXPECT_DOUBLE_EQ(m.node_us(g.node(tiny), 1), 5.0);  // floor
   EXPECT_FALSE(m.can_run(g.node(g_only), 1));
   EXPECT_TRUE(std::isinf(m.node_us(g.node(g_only), 1)));
 }

@@ -61,9 +61,7 @@ TEST(GraphJson, RoundTripKeepsEveryField) {
 }
 
 TEST(GraphJson, RejectsOtherSchemaVersionNamingTheField) {
-  auto msg = error_of([] {
-    (void)sg::from_json(R"({"schema":"stepgraph.graph","version":2,"nodes":[],"edges":[]})");
-  });
+  auto msg = error_of([] { (void)sg::from_json(R"({"schema":"stepgraph.graph","version":2,"nodes":[],"edges":[]})"); });
   EXPECT_NE(msg.find("version"), std::string::npos) << msg;
   msg = error_of([] { (void)sg::from_json(R"({"schema":"other","version":1,"nodes":[],"edges":[]})"); });
   EXPECT_NE(msg.find("schema"), std::string::npos) << msg;
@@ -72,8 +70,7 @@ TEST(GraphJson, RejectsOtherSchemaVersionNamingTheField) {
 
 TEST(GraphJson, RejectsUnknownKindAndNegativeCostNamingThePath) {
   auto msg = error_of([] {
-    (void)sg::from_json(
-        R"({"schema":"stepgraph.graph","version":1,"nodes":[{"name":"a","kind":"warp"}],"edges":[]})");
+    (void)sg::from_json(R"({"schema":"stepgraph.graph","version":1,"nodes":[{"name":"a","kind":"warp"}],"edges":[]})");
   });
   EXPECT_NE(msg.find("nodes[0].kind"), std::string::npos) << msg;
   EXPECT_NE(msg.find("warp"), std::string::npos) << msg;

@@ -18,7 +18,9 @@ using stepgraph::InvalidArgument;
 namespace {
 // Two identical devices joined at 1 GB/s (1000 B/us), no latency; the ideal
 // cost model (no floors, no sync), so an edge of 5000 B costs 5 us.
-sg::Platform two_devices() { return sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0}); }
+sg::Platform two_devices() {
+  return sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+}
 
 sg::PlaceOptions opts(sg::Algorithm a) {
   sg::PlaceOptions o;
@@ -488,7 +490,7 @@ TEST(Heft, SharedLinkPenaltyBeatsQueueingAndRoundRobinOnAUniformSwitch) {
                               .seed = seed};
     const auto g = sg::make_random_dag(s);
     sg::PlaceOptions o;
-    o.search_evaluations = 0;  // the list schedules themselves
+    o.search_evaluations = 0;               // the list schedules themselves
     o.fallback = sg::SerialFallback::kOff;  // compare the list schedules themselves
     charged += sg::simulate(g, p, sg::place(g, p, o)).makespan_us;
     o.link_penalty = sg::SharedLinkPenalty::kOff;
@@ -515,8 +517,8 @@ TEST(Heft, PortfolioKeepsTheUniformViewScheduleOnlyWhenItIsFaster) {
     sg::PlaceOptions o;
     o.search_evaluations = 0;  // the list schedules themselves
     const auto heft = sg::place(g, p, o);
-    uniform_chosen += heft.source == sg::ScheduleSource::kUniformList ||
-                      heft.source == sg::ScheduleSource::kUniformLookahead;
+    uniform_chosen +=
+        heft.source == sg::ScheduleSource::kUniformList || heft.source == sg::ScheduleSource::kUniformLookahead;
     o.algorithm = sg::Algorithm::kHeftBlind;
     const auto blind = sg::place(g, p, o);
     EXPECT_LE(sg::simulate(g, p, heft).makespan_us, sg::simulate(g, p, blind).makespan_us + 1e-6) << seed;

@@ -85,7 +85,8 @@ TEST(PlatformFromCostMatrix, RoutesShareTheInterSocketLinkAndTheSwitchUplink) {
     if (std::find(r16.begin(), r16.end(), l) != r16.end()) shared.push_back(p.shared_links()[l].name);
   ASSERT_EQ(shared.size(), 2u);
   EXPECT_TRUE(std::any_of(shared.begin(), shared.end(), [](const std::string& n) { return n.starts_with("smp:"); }));
-  EXPECT_TRUE(std::any_of(shared.begin(), shared.end(), [](const std::string& n) { return n.find("03:00.0") != std::string::npos; }));
+  EXPECT_TRUE(std::any_of(shared.begin(), shared.end(),
+                          [](const std::string& n) { return n.find("03:00.0") != std::string::npos; }));
   ASSERT_EQ(p.route(0, 1).size(), 1u);
   EXPECT_TRUE(p.shared_links()[p.route(0, 1)[0]].name.starts_with("nvlink:"));
   // Every route's narrowest link is the pair's bandwidth.

@@ -14,15 +14,14 @@
 
 #include <stepgraph/runtime/backend.h>
 
-#include "expect_throw.h"
 #include "backend_tags.h"
+#include "expect_throw.h"
 #include "test_kernels.h"
 
 namespace sg = stepgraph;
 namespace rt = stepgraph::runtime;
 
 namespace {
-
 
 template <class Tag>
 class Conformance : public ::testing::Test {
@@ -302,7 +301,8 @@ TYPED_TEST(Conformance, ReplayTakesArgumentsByValueAndReadsBufferContents) {
   float a = 2.0f;
   s.begin_capture();
   s.memset(out.slice(), 0, "zero out");
-  rt::launch(s, sgtest::axpy_f32(), {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(out), rt::read(in)}},
+  rt::launch(s, sgtest::axpy_f32(),
+             {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(out), rt::read(in)}},
              out.template data<float>(), static_cast<const float*>(in.template data<float>()), kN, a);
   auto exec = s.end_capture().instantiate();
   a = 100.0f;  // a host value changed after capture is not seen by replays
@@ -376,11 +376,13 @@ TYPED_TEST(Conformance, ForkAndJoinThroughEventsGiveTheEdges) {
   auto join = this->be_->create_event(0);
   rt::LaunchDims dims = rt::LaunchDims::linear(kN);
   s.begin_capture();
-  rt::launch(s, sgtest::fill_f32(), {.name = "A", .dims = dims, .accesses = {rt::write(a)}}, a.template data<float>(), kN, 1.0f);
+  rt::launch(s, sgtest::fill_f32(), {.name = "A", .dims = dims, .accesses = {rt::write(a)}}, a.template data<float>(),
+             kN, 1.0f);
   s.record(fork);
   side.wait(fork);
   EXPECT_EQ(side.capture_status(), rt::CaptureStatus::kActive);
-  rt::launch(side, sgtest::fill_f32(), {.name = "B", .dims = dims, .accesses = {rt::write(b)}}, b.template data<float>(), kN, 2.0f);
+  rt::launch(side, sgtest::fill_f32(), {.name = "B", .dims = dims, .accesses = {rt::write(b)}},
+             b.template data<float>(), kN, 2.0f);
   rt::launch(s, sgtest::axpy_f32(), {.name = "C", .dims = dims, .accesses = {rt::read_write(a), rt::read(a)}},
              a.template data<float>(), static_cast<const float*>(a.template data<float>()), kN, 1.0f);  // a = 2a
   side.record(join);
@@ -492,8 +494,10 @@ TYPED_TEST(Conformance, IntrospectionReportsNamesKindsDevicesAndAccesses) {
   auto d = this->be_->allocate(0, kN * sizeof(float));
   s.begin_capture();
   s.copy(d.slice(), pinned.slice(), "upload");
-  rt::launch(s, sgtest::fill_f32(), {.name = "fill-half", .dims = rt::LaunchDims::linear(kN / 2),
-                                     .accesses = {rt::write(d, 0, kN / 2 * sizeof(float))}},
+  rt::launch(s, sgtest::fill_f32(),
+             {.name = "fill-half",
+              .dims = rt::LaunchDims::linear(kN / 2),
+              .accesses = {rt::write(d, 0, kN / 2 * sizeof(float))}},
              d.template data<float>(), kN / 2, 1.0f);
   s.memset(d.slice(kN / 2 * sizeof(float), kN / 2 * sizeof(float)), 0, "zero-rest");
   s.copy(pinned.slice(), d.slice(), "download");

@@ -12,8 +12,12 @@ void sgd_host(float* w, const float* g, std::size_t n, const StepScalars* s) {
 }
 
 #ifndef STEPGRAPH_TEST_DEVICE_KERNELS
-const void* read_scalars_device() { return nullptr; }
-const void* sgd_device() { return nullptr; }
+const void* read_scalars_device() {
+  return nullptr;
+}
+const void* sgd_device() {
+  return nullptr;
+}
 #endif
 
 }  // namespace sgtest

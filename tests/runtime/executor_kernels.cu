@@ -17,6 +17,10 @@ __global__ void sgd_kernel(float* w, const float* g, std::size_t n, const StepSc
   if (i < n) w[i] -= s->learning_rate * g[i];
 }
 }  // namespace
-const void* read_scalars_device() { return reinterpret_cast<const void*>(&read_scalars_kernel); }
-const void* sgd_device() { return reinterpret_cast<const void*>(&sgd_kernel); }
+const void* read_scalars_device() {
+  return reinterpret_cast<const void*>(&read_scalars_kernel);
+}
+const void* sgd_device() {
+  return reinterpret_cast<const void*>(&sgd_kernel);
+}
 }  // namespace sgtest

@@ -23,6 +23,8 @@ inline Kernel<float*, const StepScalars*> read_scalars() {
 // w[i] -= lr * g[i], lr read from the scalars
 void sgd_host(float* w, const float* g, std::size_t n, const StepScalars* s);
 const void* sgd_device();
-inline Kernel<float*, const float*, std::size_t, const StepScalars*> sgd() { return {"sgd", sgd_host, sgd_device()}; }
+inline Kernel<float*, const float*, std::size_t, const StepScalars*> sgd() {
+  return {"sgd", sgd_host, sgd_device()};
+}
 
 }  // namespace sgtest

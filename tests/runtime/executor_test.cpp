@@ -4,24 +4,23 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <future>
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <thread>
 
 #include <stepgraph/core/log.h>
 #include <stepgraph/runtime/executor.h>
 
-#include "expect_throw.h"
-#include "executor_kernels.h"
 #include "backend_tags.h"
+#include "executor_kernels.h"
+#include "expect_throw.h"
 #include "test_kernels.h"
 
 namespace sg = stepgraph;
 namespace rt = stepgraph::runtime;
 
 namespace {
-
 
 constexpr std::size_t kN = 256;
 
@@ -63,13 +62,17 @@ void training_step(rt::StepContext& ctx) {
   auto s = ctx.stream();
   rt::launch(s, sgtest::fill_f32(), {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::write(tmp)}},
              tmp.data<float>(), kN, 0.0f);
-  rt::launch(s, sgtest::axpy_f32(), {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(tmp), rt::read(x)}},
-             tmp.data<float>(), static_cast<const float*>(x.data<float>()), kN, 1.0f);
-  rt::launch(s, sgtest::axpy_f32(), {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(tmp), rt::read(w)}},
-             tmp.data<float>(), static_cast<const float*>(w.data<float>()), kN, 1.0f);
+  rt::launch(s, sgtest::axpy_f32(),
+             {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(tmp), rt::read(x)}}, tmp.data<float>(),
+             static_cast<const float*>(x.data<float>()), kN, 1.0f);
+  rt::launch(s, sgtest::axpy_f32(),
+             {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(tmp), rt::read(w)}}, tmp.data<float>(),
+             static_cast<const float*>(w.data<float>()), kN, 1.0f);
   s.copy(y.slice(), tmp.slice(), "y <- tmp");
-  rt::launch(s, sgtest::sgd(), {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(w), rt::read(x), rt::read(ctx.scalars())}},
-             w.data<float>(), static_cast<const float*>(x.data<float>()), kN, ctx.scalars_ptr());
+  rt::launch(
+      s, sgtest::sgd(),
+      {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(w), rt::read(x), rt::read(ctx.scalars())}},
+      w.data<float>(), static_cast<const float*>(x.data<float>()), kN, ctx.scalars_ptr());
   rt::launch(s, sgtest::read_scalars(), {.accesses = {rt::write(ctx.output("seen")), rt::read(ctx.scalars())}},
              ctx.output("seen").data<float>(), ctx.scalars_ptr());
 }
@@ -267,13 +270,16 @@ TYPED_TEST(Executor, AFaultFailsTheExecutorWithTheStepAndSaysSoOnEveryCall) {
   std::promise<rt::StepError> reported;
   o.on_error = [&](const rt::StepError& e) { reported.set_value(e); };
   bool faulty = false;
-  rt::StepExecutor ex(this->spec(), [&](rt::StepContext& ctx) {
-    training_step(ctx);
-    if (faulty) {
-      rt::launch(ctx.stream(), sgtest::fault(), {.name = "bad-kernel", .accesses = {rt::write(ctx.scratch("tmp"))}},
-                 ctx.scratch("tmp").data<std::int32_t>());
-    }
-  }, o);
+  rt::StepExecutor ex(
+      this->spec(),
+      [&](rt::StepContext& ctx) {
+        training_step(ctx);
+        if (faulty) {
+          rt::launch(ctx.stream(), sgtest::fault(), {.name = "bad-kernel", .accesses = {rt::write(ctx.scratch("tmp"))}},
+                     ctx.scratch("tmp").data<std::int32_t>());
+        }
+      },
+      o);
   auto h0 = ex.replay();  // warm-up, fine
   ASSERT_EQ(h0.wait(), rt::ReplayStatus::kDone);
   h0.release();
@@ -327,12 +333,15 @@ TYPED_TEST(Executor, TheCheckerCatchesAHostValueBakedIntoTheGraph) {
   auto c1 = good.check_against_eager(3);
   EXPECT_EQ(c1.worst(), 0.0);
   // Wrong: the step passes the host copy of the learning rate by value.
-  rt::StepExecutor bad(this->spec(), [](rt::StepContext& ctx) {
-    const auto& w = ctx.state("w");
-    const auto& x = ctx.input("x");
-    rt::launch(ctx.stream(), sgtest::axpy_f32(), {.accesses = {rt::read_write(w), rt::read(x)}}, w.data<float>(),
-               static_cast<const float*>(x.data<float>()), kN, -ctx.host_scalars().learning_rate);
-  }, o);
+  rt::StepExecutor bad(
+      this->spec(),
+      [](rt::StepContext& ctx) {
+        const auto& w = ctx.state("w");
+        const auto& x = ctx.input("x");
+        rt::launch(ctx.stream(), sgtest::axpy_f32(), {.accesses = {rt::read_write(w), rt::read(x)}}, w.data<float>(),
+                   static_cast<const float*>(x.data<float>()), kN, -ctx.host_scalars().learning_rate);
+      },
+      o);
   {
     auto s = bad.acquire_inputs();
     fill(s, 1.0f);
@@ -354,14 +363,17 @@ TYPED_TEST(Executor, ShapeBucketsAreCapturedOnFirstUseAndBounded) {
     std::lock_guard lock(wm);
     if (l == sg::log::Level::kWarn) warnings.emplace_back(msg);
   });
-  rt::StepExecutor ex(this->spec(), [](rt::StepContext& ctx) {
-    // The key is the number of leading elements of y set to the key.
-    const auto n = static_cast<std::size_t>(ctx.shape_key());
-    rt::launch(ctx.stream(), sgtest::fill_f32(), {.accesses = {rt::write(ctx.output("y"))}},
-               ctx.output("y").data<float>(), kN, 0.0f);
-    rt::launch(ctx.stream(), sgtest::fill_f32(), {.accesses = {rt::write(ctx.output("y"), 0, n * sizeof(float))}},
-               ctx.output("y").data<float>(), n, static_cast<float>(n));
-  }, o);
+  rt::StepExecutor ex(
+      this->spec(),
+      [](rt::StepContext& ctx) {
+        // The key is the number of leading elements of y set to the key.
+        const auto n = static_cast<std::size_t>(ctx.shape_key());
+        rt::launch(ctx.stream(), sgtest::fill_f32(), {.accesses = {rt::write(ctx.output("y"))}},
+                   ctx.output("y").data<float>(), kN, 0.0f);
+        rt::launch(ctx.stream(), sgtest::fill_f32(), {.accesses = {rt::write(ctx.output("y"), 0, n * sizeof(float))}},
+                   ctx.output("y").data<float>(), n, static_cast<float>(n));
+      },
+      o);
   for (std::uint64_t key : {3u, 5u, 3u, 9u, 5u}) {
     auto h = ex.replay(key);
     ASSERT_EQ(h.wait(), rt::ReplayStatus::kDone);

@@ -37,8 +37,12 @@ inline constexpr std::size_t kHalf = kN / 2;
 inline constexpr std::size_t kBytes = kN * sizeof(float);
 inline constexpr std::size_t kHalfBytes = kHalf * sizeof(float);
 
-inline float x_value(std::size_t i) { return static_cast<float>(i % 17) - 4.0F; }
-inline float expected_y(std::size_t i) { return (i < kHalf ? 2.0F : 3.0F) * x_value(i) + 1.5F; }
+inline float x_value(std::size_t i) {
+  return static_cast<float>(i % 17) - 4.0F;
+}
+inline float expected_y(std::size_t i) {
+  return (i < kHalf ? 2.0F : 3.0F) * x_value(i) + 1.5F;
+}
 
 /// The step's memory, and its capture.
 struct Step {
@@ -112,13 +116,13 @@ inline g::StepGraph reference_graph() {
   };
   const auto zero = node("zero y", g::NodeKind::kMemset, {{y, 0, kBytes, M::kWrite}});
   const auto up = node("upload x", g::NodeKind::kMemcpy, {{h_in, 0, kBytes, M::kRead}, {x, 0, kBytes, M::kWrite}});
-  const auto lo = node("axpy lo", g::NodeKind::kKernel, {{x, 0, kHalfBytes, M::kRead}, {y, 0, kHalfBytes, M::kReadWrite}});
+  const auto lo =
+      node("axpy lo", g::NodeKind::kKernel, {{x, 0, kHalfBytes, M::kRead}, {y, 0, kHalfBytes, M::kReadWrite}});
   const auto hi = node("axpy hi", g::NodeKind::kKernel,
                        {{x, kHalfBytes, kHalfBytes, M::kRead}, {y, kHalfBytes, kHalfBytes, M::kReadWrite}});
   const auto fz = node("fill z", g::NodeKind::kKernel, {{z, 0, kBytes, M::kWrite}});
   const auto sum = node("sum", g::NodeKind::kKernel, {{z, 0, kBytes, M::kRead}, {y, 0, kBytes, M::kReadWrite}});
-  const auto down =
-      node("download y", g::NodeKind::kMemcpy, {{y, 0, kBytes, M::kRead}, {h_out, 0, kBytes, M::kWrite}});
+  const auto down = node("download y", g::NodeKind::kMemcpy, {{y, 0, kBytes, M::kRead}, {h_out, 0, kBytes, M::kWrite}});
   // Stream order, the fork after "upload x", the join before "sum"; bytes
   // written here by hand from the accesses above.
   r.connect(zero, up, 0);

@@ -146,17 +146,17 @@ TYPED_TEST(GraphImport, UnknownBuffersGetDefaultNamesAndTheirLargestExtent) {
 TYPED_TEST(GraphImport, CostCallbackSetsEveryNodesCost) {
   imp::Step step(this->be_);
   std::size_t calls = 0;
-  const auto imported = rt::import_captured_graph(
-      step.graph, {.buffers = step.known(), .cost = [&](const rt::NodeInfo& n) {
-                     ++calls;
-                     // Copies and memsets only on the GPU, by size; kernels anywhere.
-                     if (n.kind == rt::NodeKind::kMemcpy || n.kind == rt::NodeKind::kMemset) {
-                       g::DeviceCosts c;
-                       c.set(g::DeviceKind::kGpu, static_cast<double>(n.bytes) / 1000.0);
-                       return c;
-                     }
-                     return g::DeviceCosts::gpu_cpu(2.0, 20.0);
-                   }});
+  const auto imported =
+      rt::import_captured_graph(step.graph, {.buffers = step.known(), .cost = [&](const rt::NodeInfo& n) {
+                                               ++calls;
+                                               // Copies and memsets only on the GPU, by size; kernels anywhere.
+                                               if (n.kind == rt::NodeKind::kMemcpy || n.kind == rt::NodeKind::kMemset) {
+                                                 g::DeviceCosts c;
+                                                 c.set(g::DeviceKind::kGpu, static_cast<double>(n.bytes) / 1000.0);
+                                                 return c;
+                                               }
+                                               return g::DeviceCosts::gpu_cpu(2.0, 20.0);
+                                             }});
   EXPECT_EQ(calls, imported.graph.node_count());
   const auto& up = imported.graph.node(*imported.graph.find("upload x"));
   EXPECT_EQ(up.cost.get(g::DeviceKind::kGpu), static_cast<double>(imp::kBytes) / 1000.0);
@@ -222,8 +222,8 @@ TYPED_TEST(GraphImport, ChildGraphBecomesAKernelNodeWithTheAccessesIntrospection
   rt::Graph inner;
   {
     rt::CaptureSession session(s);
-    rt::launch(s, sgtest::fill_f32(), {.name = "inner fill", .accesses = {rt::write(buf, 0, 128)}},
-               buf.data<float>(), std::size_t{32}, 1.0F);
+    rt::launch(s, sgtest::fill_f32(), {.name = "inner fill", .accesses = {rt::write(buf, 0, 128)}}, buf.data<float>(),
+               std::size_t{32}, 1.0F);
     inner = session.end();
   }
   auto exec = inner.instantiate();
@@ -231,8 +231,8 @@ TYPED_TEST(GraphImport, ChildGraphBecomesAKernelNodeWithTheAccessesIntrospection
   {
     rt::CaptureSession session(s);
     exec.launch(s);
-    rt::launch(s, sgtest::fill_f32(), {.name = "after", .accesses = {rt::write(buf, 128, 128)}},
-               buf.data<float>() + 32, std::size_t{32}, 2.0F);
+    rt::launch(s, sgtest::fill_f32(), {.name = "after", .accesses = {rt::write(buf, 128, 128)}}, buf.data<float>() + 32,
+               std::size_t{32}, 2.0F);
     outer = session.end();
   }
   const auto info = outer.info();

@@ -91,8 +91,8 @@ TEST(HostBackend, AMissingGraphEdgeShowsUpUnderTheShuffle) {
     side.wait(fork);  // the two updates below are unordered in the graph
     rt::launch(s, sgtest::affine_i64(), {.accesses = {rt::read_write(x)}}, p, static_cast<const std::int64_t*>(p),
                std::size_t{64}, std::int64_t{2}, std::int64_t{3});
-    rt::launch(side, sgtest::affine_i64(), {.accesses = {rt::read_write(x)}}, p,
-               static_cast<const std::int64_t*>(p), std::size_t{64}, std::int64_t{5}, std::int64_t{-1});
+    rt::launch(side, sgtest::affine_i64(), {.accesses = {rt::read_write(x)}}, p, static_cast<const std::int64_t*>(p),
+               std::size_t{64}, std::int64_t{5}, std::int64_t{-1});
     side.record(join);
     s.wait(join);
     auto exec = s.end_capture().instantiate();
@@ -115,14 +115,18 @@ TEST(HostBackend, UnorderedWorkRunsConcurrently) {
   auto flags = be->allocate_pinned(4 * sizeof(std::int32_t));
   auto* f = static_cast<std::int32_t*>(flags.host_data());
   std::fill(f, f + 4, 0);
-  s1.host_fn("open a, wait b", [f] {
-    std::atomic_ref<std::int32_t>(f[0]).store(1);
-    while (std::atomic_ref<std::int32_t>(f[1]).load() == 0) std::this_thread::yield();
-  }, {rt::read_write(flags)});
-  s2.host_fn("open b, wait a", [f] {
-    std::atomic_ref<std::int32_t>(f[1]).store(1);
-    while (std::atomic_ref<std::int32_t>(f[0]).load() == 0) std::this_thread::yield();
-  }, {rt::read_write(flags)});
+  s1.host_fn("open a, wait b",
+             [f] {
+               std::atomic_ref<std::int32_t>(f[0]).store(1);
+               while (std::atomic_ref<std::int32_t>(f[1]).load() == 0) std::this_thread::yield();
+             },
+             {rt::read_write(flags)});
+  s2.host_fn("open b, wait a",
+             [f] {
+               std::atomic_ref<std::int32_t>(f[1]).store(1);
+               while (std::atomic_ref<std::int32_t>(f[0]).load() == 0) std::this_thread::yield();
+             },
+             {rt::read_write(flags)});
   auto done = be->create_event(0);
   s2.record(done);
   EXPECT_TRUE(done.wait_for(std::chrono::seconds(20)));

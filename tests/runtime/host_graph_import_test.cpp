@@ -37,14 +37,14 @@ rt::RawGraphDescription raw_step() {
   rt::RawGraphDescription d;
   using T = rt::RawNodeType;
   d.nodes = {
-      {T::kMemcpy, "", 4096, 0},                                  // 0
-      {T::kKernel, "raw_scale(float*, unsigned long, float)", 0, 0},  // 1
+      {T::kMemcpy, "", 4096, 0},                                             // 0
+      {T::kKernel, "raw_scale(float*, unsigned long, float)", 0, 0},         // 1
       {T::kKernel, "raw_shift(float*, float const*, unsigned long)", 0, 0},  // 2
-      {T::kKernel, "", 0, 0},                                     // 3: a kernel CUDA could not name
-      {T::kChildGraph, "", 0, 3},                                 // 4
-      {T::kMemset, "", 1024, 0},                                  // 5
-      {T::kConditional, "", 0, 0},                                // 6
-      {T::kEventRecord, "", 0, 0},                                // 7
+      {T::kKernel, "", 0, 0},                                                // 3: a kernel CUDA could not name
+      {T::kChildGraph, "", 0, 3},                                            // 4
+      {T::kMemset, "", 1024, 0},                                             // 5
+      {T::kConditional, "", 0, 0},                                           // 6
+      {T::kEventRecord, "", 0, 0},                                           // 7
   };
   d.edges = {{0, 1}, {0, 2}, {1, 3}, {2, 3}, {3, 4}, {4, 5}, {5, 6}, {6, 7}};
   return d;
@@ -93,11 +93,20 @@ TEST(RawGraphImport, EveryNodeTypeMapsToItsDocumentedKind) {
   using T = rt::RawNodeType;
   using K = g::NodeKind;
   const std::vector<std::pair<T, K>> table = {
-      {T::kKernel, K::kKernel},        {T::kMemcpy, K::kMemcpy},         {T::kMemset, K::kMemset},
-      {T::kHost, K::kHost},            {T::kChildGraph, K::kEmpty},      {T::kEmpty, K::kEmpty},
-      {T::kEventWait, K::kEventWait},  {T::kEventRecord, K::kEventRecord}, {T::kSemaphoreSignal, K::kEventRecord},
-      {T::kSemaphoreWait, K::kEventWait}, {T::kMemAlloc, K::kEmpty},     {T::kMemFree, K::kEmpty},
-      {T::kConditional, K::kEmpty},    {T::kUnknown, K::kEmpty},
+      {T::kKernel, K::kKernel},
+      {T::kMemcpy, K::kMemcpy},
+      {T::kMemset, K::kMemset},
+      {T::kHost, K::kHost},
+      {T::kChildGraph, K::kEmpty},
+      {T::kEmpty, K::kEmpty},
+      {T::kEventWait, K::kEventWait},
+      {T::kEventRecord, K::kEventRecord},
+      {T::kSemaphoreSignal, K::kEventRecord},
+      {T::kSemaphoreWait, K::kEventWait},
+      {T::kMemAlloc, K::kEmpty},
+      {T::kMemFree, K::kEmpty},
+      {T::kConditional, K::kEmpty},
+      {T::kUnknown, K::kEmpty},
   };
   std::set<std::string> names;
   for (const auto& [type, kind] : table) {

@@ -39,8 +39,8 @@ std::size_t input_copies(const rt::LoweredGraph& l) {
 
 /// Lowers `graph` placed by `algorithm` on `devices` host devices, runs it
 /// `runs` times and compares every buffer with the single-device run.
-void expect_equal_to_single_device(const g::StepGraph& graph, int devices, g::Algorithm algorithm,
-                                   std::uint64_t seed, int runs, const rt::LoweringOptions& options = {}) {
+void expect_equal_to_single_device(const g::StepGraph& graph, int devices, g::Algorithm algorithm, std::uint64_t seed,
+                                   int runs, const rt::LoweringOptions& options = {}) {
   SCOPED_TRACE("devices=" + std::to_string(devices) + " algorithm=" + std::string(g::to_string(algorithm)) +
                " seed=" + std::to_string(seed) +
                (options.homes == rt::HomePolicy::kFirstUse ? " homes=first-use" : " homes=last-writer"));
@@ -52,12 +52,10 @@ void expect_equal_to_single_device(const g::StepGraph& graph, int devices, g::Al
   EXPECT_GT(lowered.event_waits(), 0u);
   std::size_t bytes = 0;
   for (const auto& st : lowered.device_stats()) bytes += st.bytes_in;
-  std::cout << "[ lowering ] " << graph.node_count() << " nodes, " << devices << " devices, "
-            << g::to_string(algorithm)
+  std::cout << "[ lowering ] " << graph.node_count() << " nodes, " << devices << " devices, " << g::to_string(algorithm)
             << (options.homes == rt::HomePolicy::kFirstUse ? ", first-use homes" : ", last-writer homes") << ": "
-            << lowered.copies().size() << " copies (" << input_copies(lowered)
-            << " inputs), " << bytes << " bytes, " << lowered.event_waits() << " cross-device waits, "
-            << lowered.info().nodes.size() << " backend nodes\n";
+            << lowered.copies().size() << " copies (" << input_copies(lowered) << " inputs), " << bytes << " bytes, "
+            << lowered.event_waits() << " cross-device waits, " << lowered.info().nodes.size() << " backend nodes\n";
   const auto got = lw::run_and_read(lowered, graph, runs);
   const auto want = lw::reference(graph, runs, options);
   ASSERT_EQ(got.size(), want.size());
@@ -103,7 +101,8 @@ TEST(Lowering, RandomDagsEqualTheSingleDeviceRunBitForBit) {
 TEST(Lowering, WideRandomDagUnderSeveralShuffleSeedsEqualsTheSingleDeviceRun) {
   const g::RandomDagSpec spec{.nodes = 100, .shape = 2.0, .out_degree = 5, .ccr = 0.1, .seed = 7};
   const auto graph = lw::with_dataflow(g::make_random_dag(spec), 8);
-  for (std::uint64_t shuffle : {11u, 12u, 13u}) expect_equal_to_single_device(graph, 4, g::Algorithm::kHeft, shuffle, 1);
+  for (std::uint64_t shuffle : {11u, 12u, 13u})
+    expect_equal_to_single_device(graph, 4, g::Algorithm::kHeft, shuffle, 1);
 }
 
 TEST(Lowering, ForkJoinEqualsTheSingleDeviceRunBitForBit) {
@@ -267,15 +266,15 @@ TEST(Lowering, AWriteAfterReadEdgeBecomesAWaitWithoutACopy) {
   EXPECT_EQ(lowered.copies()[0].dst_logical, 0);
   EXPECT_EQ(lowered.event_waits(), 2u) << "B waits for A; the write-back on L0 waits for B";
   const auto info = lowered.info();
-  const auto a_in = info.find("A/w0/in0"), b_seed = info.find("B/w0/seed"), wb = info.find("copy x[0:+64] L1->L0 write-back");
+  const auto a_in = info.find("A/w0/in0"), b_seed = info.find("B/w0/seed"),
+             wb = info.find("copy x[0:+64] L1->L0 write-back");
   EXPECT_TRUE(info.reaches(a_in, b_seed));
   EXPECT_TRUE(info.reaches(b_seed, wb));
   const auto want = lw::reference(graph, 2);
   auto got = lw::run_and_read(lowered, graph, 2);
   for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
 
-  auto by_last_writer =
-      rt::lower(graph, placement, host_backend(2, 9), rt::DeviceMap::identity(2), lw::mix_emitter());
+  auto by_last_writer = rt::lower(graph, placement, host_backend(2, 9), rt::DeviceMap::identity(2), lw::mix_emitter());
   EXPECT_EQ(by_last_writer.homes(x)[0].logical, 1);
   ASSERT_EQ(by_last_writer.copies().size(), 1u);
   EXPECT_EQ(by_last_writer.copies()[0].reason, rt::CopyReason::kInput);

@@ -93,8 +93,8 @@ rt::NodeEmitter mix_emitter() {
                    {.name = base + "/in" + std::to_string(k),
                     .dims = dims,
                     .accesses = {rt::read_write(*w.instance, w.offset, w.bytes), r.declare()}},
-                   w.data<std::uint64_t>(), n, static_cast<const std::uint64_t*>(r.data<std::uint64_t>()),
-                   r.bytes / 8, seed + k + 1);
+                   w.data<std::uint64_t>(), n, static_cast<const std::uint64_t*>(r.data<std::uint64_t>()), r.bytes / 8,
+                   seed + k + 1);
       }
     }
   };
@@ -118,8 +118,7 @@ std::vector<std::vector<std::byte>> run_and_read(rt::LoweredGraph& lowered, cons
   return out;
 }
 
-std::vector<std::vector<std::byte>> reference(const g::StepGraph& graph, int runs,
-                                              const rt::LoweringOptions& options) {
+std::vector<std::vector<std::byte>> reference(const g::StepGraph& graph, int runs, const rt::LoweringOptions& options) {
   rt::BackendOptions bo;
   bo.host_devices = 1;
   auto be = rt::Backend::create(rt::BackendKind::kHost, bo);

@@ -46,12 +46,12 @@ namespace rt = stepgraph::runtime;
 /// Uploads the initial contents of every buffer, runs `runs` times, reads
 /// every buffer back.
 [[nodiscard]] std::vector<std::vector<std::byte>> run_and_read(rt::LoweredGraph& lowered, const g::StepGraph& graph,
-                                                              int runs);
+                                                               int runs);
 
 /// The independent reference: the single-device lowering on a fresh host
 /// backend with one device, no shuffle.
 [[nodiscard]] std::vector<std::vector<std::byte>> reference(const g::StepGraph& graph, int runs,
-                                                           const rt::LoweringOptions& options = {});
+                                                            const rt::LoweringOptions& options = {});
 
 /// Number of distinct devices the placement uses (collectives not counted).
 [[nodiscard]] int devices_used(const g::StepGraph& graph, const g::Placement& placement);

@@ -4,7 +4,9 @@ namespace sgtest::lowering {
 
 namespace {
 constexpr std::uint64_t kStride = 0x100000001b3ull;
-constexpr std::uint64_t rotl(std::uint64_t x, unsigned r) { return (x << r) | (x >> (64u - r)); }
+constexpr std::uint64_t rotl(std::uint64_t x, unsigned r) {
+  return (x << r) | (x >> (64u - r));
+}
 }  // namespace
 
 void mix_seed_host(std::uint64_t* dst, std::size_t n, std::uint64_t seed) {
@@ -18,9 +20,15 @@ void mix_in_host(std::uint64_t* dst, std::size_t n, const std::uint64_t* src, st
 }
 
 #ifndef STEPGRAPH_TEST_DEVICE_KERNELS
-const void* mix_seed_device() { return nullptr; }
-const void* mix_keep_device() { return nullptr; }
-const void* mix_in_device() { return nullptr; }
+const void* mix_seed_device() {
+  return nullptr;
+}
+const void* mix_keep_device() {
+  return nullptr;
+}
+const void* mix_in_device() {
+  return nullptr;
+}
 #endif
 
 }  // namespace sgtest::lowering

@@ -27,9 +27,15 @@ __device__ std::uint64_t mix64(std::uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-__device__ std::uint64_t rotl(std::uint64_t x, unsigned r) { return (x << r) | (x >> (64u - r)); }
-__device__ std::size_t first_index() { return static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ std::size_t grid_stride() { return static_cast<std::size_t>(gridDim.x) * blockDim.x; }
+__device__ std::uint64_t rotl(std::uint64_t x, unsigned r) {
+  return (x << r) | (x >> (64u - r));
+}
+__device__ std::size_t first_index() {
+  return static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ std::size_t grid_stride() {
+  return static_cast<std::size_t>(gridDim.x) * blockDim.x;
+}
 
 __global__ void mix_seed_kernel(std::uint64_t* dst, std::size_t n, std::uint64_t seed) {
   for (std::size_t i = first_index(); i < n; i += grid_stride()) dst[i] = mix64(seed ^ (i * kStride));
@@ -46,7 +52,13 @@ __global__ void mix_in_kernel(std::uint64_t* dst, std::size_t n, const std::uint
 }  // namespace
 
 namespace sgtest::lowering {
-const void* mix_seed_device() { return reinterpret_cast<const void*>(&mix_seed_kernel); }
-const void* mix_keep_device() { return reinterpret_cast<const void*>(&mix_keep_kernel); }
-const void* mix_in_device() { return reinterpret_cast<const void*>(&mix_in_kernel); }
+const void* mix_seed_device() {
+  return reinterpret_cast<const void*>(&mix_seed_kernel);
+}
+const void* mix_keep_device() {
+  return reinterpret_cast<const void*>(&mix_keep_kernel);
+}
+const void* mix_in_device() {
+  return reinterpret_cast<const void*>(&mix_in_kernel);
+}
 }  // namespace sgtest::lowering

@@ -32,14 +32,14 @@ __global__ void raw_combine(float* a, const float* b, std::size_t n) {
 
 namespace sgtest::raw {
 
-#define SG_RAW_TRY(expr)                       \
-  do {                                         \
-    const cudaError_t e_ = (expr);             \
-    if (e_ != cudaSuccess) {                   \
-      out.error = cudaGetErrorString(e_);      \
-      out.failed_call = #expr;                 \
-      return out;                              \
-    }                                          \
+#define SG_RAW_TRY(expr)                  \
+  do {                                    \
+    const cudaError_t e_ = (expr);        \
+    if (e_ != cudaSuccess) {              \
+      out.error = cudaGetErrorString(e_); \
+      out.failed_call = #expr;            \
+      return out;                         \
+    }                                     \
   } while (0)
 
 RawCapture capture_raw_graph() {

@@ -20,7 +20,9 @@ void wait_flag_host(volatile std::int32_t* flag, std::int32_t* out) {
   while (std::atomic_ref<std::int32_t>(*const_cast<std::int32_t*>(flag)).load() == 0) std::this_thread::yield();
   *out = *flag;
 }
-void fault_host(std::int32_t*) { throw std::runtime_error("test kernel 'fault' failed on purpose"); }
+void fault_host(std::int32_t*) {
+  throw std::runtime_error("test kernel 'fault' failed on purpose");
+}
 void spin_ns_host(std::int64_t* counter, std::int64_t ns) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(ns);
   while (std::chrono::steady_clock::now() < end) {
@@ -29,12 +31,24 @@ void spin_ns_host(std::int64_t* counter, std::int64_t ns) {
 }
 
 #ifndef STEPGRAPH_TEST_DEVICE_KERNELS
-const void* fill_f32_device() { return nullptr; }
-const void* axpy_f32_device() { return nullptr; }
-const void* affine_i64_device() { return nullptr; }
-const void* wait_flag_device() { return nullptr; }
-const void* fault_device() { return nullptr; }
-const void* spin_ns_device() { return nullptr; }
+const void* fill_f32_device() {
+  return nullptr;
+}
+const void* axpy_f32_device() {
+  return nullptr;
+}
+const void* affine_i64_device() {
+  return nullptr;
+}
+const void* wait_flag_device() {
+  return nullptr;
+}
+const void* fault_device() {
+  return nullptr;
+}
+const void* spin_ns_device() {
+  return nullptr;
+}
 #endif
 
 }  // namespace sgtest

@@ -29,7 +29,9 @@ namespace {
 __device__ std::size_t first_index() {
   return static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
-__device__ std::size_t grid_stride() { return static_cast<std::size_t>(gridDim.x) * blockDim.x; }
+__device__ std::size_t grid_stride() {
+  return static_cast<std::size_t>(gridDim.x) * blockDim.x;
+}
 __device__ bool is_first_thread() {
   return first_index() == 0 && blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.y == 0 && threadIdx.z == 0;
 }
@@ -93,10 +95,22 @@ __global__ void spin_ns_kernel(std::int64_t* counter, std::int64_t ns) {
 }  // namespace
 
 namespace sgtest {
-const void* fill_f32_device() { return reinterpret_cast<const void*>(&fill_f32_kernel); }
-const void* axpy_f32_device() { return reinterpret_cast<const void*>(&axpy_f32_kernel); }
-const void* affine_i64_device() { return reinterpret_cast<const void*>(&affine_i64_kernel); }
-const void* wait_flag_device() { return reinterpret_cast<const void*>(&wait_flag_kernel); }
-const void* fault_device() { return reinterpret_cast<const void*>(&fault_kernel); }
-const void* spin_ns_device() { return reinterpret_cast<const void*>(&spin_ns_kernel); }
+const void* fill_f32_device() {
+  return reinterpret_cast<const void*>(&fill_f32_kernel);
+}
+const void* axpy_f32_device() {
+  return reinterpret_cast<const void*>(&axpy_f32_kernel);
+}
+const void* affine_i64_device() {
+  return reinterpret_cast<const void*>(&affine_i64_kernel);
+}
+const void* wait_flag_device() {
+  return reinterpret_cast<const void*>(&wait_flag_kernel);
+}
+const void* fault_device() {
+  return reinterpret_cast<const void*>(&fault_kernel);
+}
+const void* spin_ns_device() {
+  return reinterpret_cast<const void*>(&spin_ns_kernel);
+}
 }  // namespace sgtest

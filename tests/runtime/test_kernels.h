@@ -16,7 +16,9 @@ using stepgraph::runtime::Kernel;
 // p[i] = v for i < n
 void fill_f32_host(float* p, std::size_t n, float v);
 const void* fill_f32_device();
-inline Kernel<float*, std::size_t, float> fill_f32() { return {"fill_f32", fill_f32_host, fill_f32_device()}; }
+inline Kernel<float*, std::size_t, float> fill_f32() {
+  return {"fill_f32", fill_f32_host, fill_f32_device()};
+}
 
 // y[i] = a * x[i] + y[i]
 void axpy_f32_host(float* y, const float* x, std::size_t n, float a);
@@ -43,12 +45,16 @@ inline Kernel<volatile std::int32_t*, std::int32_t*> wait_flag() {
 // A kernel that faults: the host version throws; the device version traps.
 void fault_host(std::int32_t* p);
 const void* fault_device();
-inline Kernel<std::int32_t*> fault() { return {"fault", fault_host, fault_device()}; }
+inline Kernel<std::int32_t*> fault() {
+  return {"fault", fault_host, fault_device()};
+}
 
 // Spins for about `ns` nanoseconds (host: a busy loop on the steady clock;
 // device: __nanosleep), then adds 1 to *counter.
 void spin_ns_host(std::int64_t* counter, std::int64_t ns);
 const void* spin_ns_device();
-inline Kernel<std::int64_t*, std::int64_t> spin_ns() { return {"spin_ns", spin_ns_host, spin_ns_device()}; }
+inline Kernel<std::int64_t*, std::int64_t> spin_ns() {
+  return {"spin_ns", spin_ns_host, spin_ns_device()};
+}
 
 }  // namespace sgtest

@@ -59,8 +59,22 @@ int main(int argc, char** argv) {
   }
   if (corpus.empty()) return 2;
   std::mt19937_64 rng(12345);
-  const char* tokens[] = {"<", ">", "/>", "\"", "=", "<pci busid=\"0000:00:00.0\">", "</pci>", "<gpu>", "<nvlink target=\"x\" count=\"-1\"/>",
-                          "<cpu numaid=\"7\">", "</cpu>", "0x", "class=\"0x060400\"", "link_width=\"99999999999\"", "&amp;", "\0"};
+  const char* tokens[] = {"<",
+                          ">",
+                          "/>",
+                          "\"",
+                          "=",
+                          "<pci busid=\"0000:00:00.0\">",
+                          "</pci>",
+                          "<gpu>",
+                          "<nvlink target=\"x\" count=\"-1\"/>",
+                          "<cpu numaid=\"7\">",
+                          "</cpu>",
+                          "0x",
+                          "class=\"0x060400\"",
+                          "link_width=\"99999999999\"",
+                          "&amp;",
+                          "\0"};
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   long runs = 0;
   while (std::chrono::steady_clock::now() < end) {
@@ -69,10 +83,18 @@ int main(int argc, char** argv) {
     for (int i = 0; i < edits && !s.empty(); ++i) {
       const std::size_t pos = rng() % s.size();
       switch (rng() % 4) {
-        case 0: s[pos] = static_cast<char>(rng()); break;
-        case 1: s.erase(pos, rng() % 64); break;
-        case 2: s.insert(pos, tokens[rng() % (sizeof tokens / sizeof tokens[0])]); break;
-        default: s = s.substr(0, pos); break;
+        case 0:
+          s[pos] = static_cast<char>(rng());
+          break;
+        case 1:
+          s.erase(pos, rng() % 64);
+          break;
+        case 2:
+          s.insert(pos, tokens[rng() % (sizeof tokens / sizeof tokens[0])]);
+          break;
+        default:
+          s = s.substr(0, pos);
+          break;
       }
     }
     LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());

@@ -41,10 +41,14 @@ std::string read_text(const std::filesystem::path& p) {
   return ss.str();
 }
 
-const sg::topology::Path& gpu_gpu(const CostMatrix& m, int a, int b) { return m.path(gpu_pos(m, a), gpu_pos(m, b)); }
+const sg::topology::Path& gpu_gpu(const CostMatrix& m, int a, int b) {
+  return m.path(gpu_pos(m, a), gpu_pos(m, b));
+}
 
 // Prints what the file is known to hide (docs/topology.md table).
-void known_hidden(const std::string& what) { std::printf("[ NOTE     ] %s\n", what.c_str()); }
+void known_hidden(const std::string& what) {
+  std::printf("[ NOTE     ] %s\n", what.c_str());
+}
 
 }  // namespace
 
@@ -98,7 +102,7 @@ TEST(TopologyDgx2, MergesSwitchPortsIntoTwoLevelsOfPlxSwitches) {
     for (int n = pci[static_cast<std::size_t>(g.pci)].parent; n >= 0; n = pci[static_cast<std::size_t>(n)].parent)
       chain.push_back(n);
     ASSERT_EQ(chain.size(), 4u) << g.name;  // switch, switch, root port, host bridge
-    for (int i = 0; i < 2; ++i)  // PLX (PEX9781 on one baseboard, PEX9797 on the other)
+    for (int i = 0; i < 2; ++i)             // PLX (PEX9781 on one baseboard, PEX9797 on the other)
       EXPECT_EQ(pci[static_cast<std::size_t>(chain[static_cast<std::size_t>(i)])].vendor_id, 0x10b5) << g.name;
     EXPECT_EQ(pci[static_cast<std::size_t>(chain[2])].vendor_id, 0x8086);  // Intel root port
     EXPECT_EQ(pci[static_cast<std::size_t>(chain[3])].kind, sg::topology::PciKind::kHostBridge);
@@ -252,9 +256,9 @@ TEST(TopologyP4d, FollowsTheTwoSwitchesPerSocketLayout) {
   EXPECT_EQ(t.nic_count(), 4u);  // 4 EFA
   EXPECT_EQ(t.numa_count(), 2u);
   const CostMatrix m = CostMatrix::build(t);
-  EXPECT_EQ(gpu_gpu(m, 0, 1).kind, PathKind::kPix);                    // same switch
+  EXPECT_EQ(gpu_gpu(m, 0, 1).kind, PathKind::kPix);                      // same switch
   EXPECT_EQ(m.path(gpu_pos(m, 0), nic_pos(m, 0)).kind, PathKind::kPix);  // GPU0 + NIC0 on switch 0
-  EXPECT_EQ(gpu_gpu(m, 0, 2).kind, PathKind::kPhb);                    // other switch, same CPU
+  EXPECT_EQ(gpu_gpu(m, 0, 2).kind, PathKind::kPhb);                      // other switch, same CPU
   EXPECT_EQ(m.path(gpu_pos(m, 0), nic_pos(m, 1)).kind, PathKind::kPhb);
   EXPECT_EQ(gpu_gpu(m, 0, 4).kind, PathKind::kSys);  // other socket
   // Gen3 x16 = 12 GB/s; Skylake inter-socket (modelid 85) SKL_QPI_BW = 10 GB/s.
@@ -298,7 +302,7 @@ TEST(TopologyIbmCloudH100, IsNv18EverywhereAndClampsTheVirtualX1Switches) {
   for (int a = 0; a < 8; ++a)
     for (int b = 0; b < 8; ++b)
       if (a != b) {
-        EXPECT_EQ(gpu_gpu(m, a, b).label(), "NV18");  // 5+5+4+4 links to the 4 NVSwitches
+        EXPECT_EQ(gpu_gpu(m, a, b).label(), "NV18");                    // 5+5+4+4 links to the 4 NVSwitches
         EXPECT_NEAR(gpu_gpu(m, a, b).bandwidth_gbps, 18 * 20.6, 1e-9);  // NCCL SM90_NVLINK_BW
       }
   // Each GPU shares its virtual switch with one NIC: PIX, and not at the
@@ -607,8 +611,7 @@ TEST(Binding, BindsTheCallingThreadNearALiveNic) {
 
 TEST(TopologyBadInput, MissingFileAndDirectoryAreClearErrors) {
   EXPECT_THROW((void)Topology::load(fixture("no-such-file.xml")), sg::InvalidArgument);
-  EXPECT_THROW((void)Topology::load(std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fixtures"),
-               sg::InvalidArgument);
+  EXPECT_THROW((void)Topology::load(std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fixtures"), sg::InvalidArgument);
   if (std::filesystem::exists("/dev/zero")) {
     EXPECT_THROW((void)Topology::load("/dev/zero"), sg::InvalidArgument);  // would never end
   }
@@ -648,7 +651,8 @@ TEST(TopologyBadInput, MissingAttributesAreClearErrors) {
 
 TEST(TopologyBadInput, AFileWithoutGpusGivesACpuOnlyMatrix) {
   const Topology t = Topology::parse(
-      "<system version=\"1\"><cpu numaid=\"0\" affinity=\"0000000f\"/><cpu numaid=\"1\" affinity=\"000000f0\"/></system>",
+      "<system version=\"1\"><cpu numaid=\"0\" affinity=\"0000000f\"/><cpu numaid=\"1\" "
+      "affinity=\"000000f0\"/></system>",
       "cpu-only");
   EXPECT_EQ(t.gpu_count(), 0u);
   const CostMatrix m = CostMatrix::build(t);

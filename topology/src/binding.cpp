@@ -35,23 +35,27 @@ CpuSet bind_to(const Locality& l, const char* what, int index) {
 
 Locality gpu_locality(const Topology& topo, int gpu) {
   STEPGRAPH_CHECK(gpu >= 0 && static_cast<std::size_t>(gpu) < topo.gpu_count(), InvalidArgument,
-                  "gpu_locality: GPU {} does not exist in {} ({} GPU(s)); use an index below that", gpu,
-                  topo.source(), topo.gpu_count());
+                  "gpu_locality: GPU {} does not exist in {} ({} GPU(s)); use an index below that", gpu, topo.source(),
+                  topo.gpu_count());
   const Gpu& g = topo.gpus()[static_cast<std::size_t>(gpu)];
   return locality_of(topo, g.numa_node, g.cpus);
 }
 
 Locality nic_locality(const Topology& topo, int nic) {
   STEPGRAPH_CHECK(nic >= 0 && static_cast<std::size_t>(nic) < topo.nic_count(), InvalidArgument,
-                  "nic_locality: NIC {} does not exist in {} ({} NIC(s)); use an index below that", nic,
-                  topo.source(), topo.nic_count());
+                  "nic_locality: NIC {} does not exist in {} ({} NIC(s)); use an index below that", nic, topo.source(),
+                  topo.nic_count());
   const Nic& n = topo.nics()[static_cast<std::size_t>(nic)];
   return locality_of(topo, n.numa_node, n.cpus);
 }
 
-CpuSet bind_thread_near_gpu(int gpu) { return bind_to(gpu_locality(Topology::live(), gpu), "GPU", gpu); }
+CpuSet bind_thread_near_gpu(int gpu) {
+  return bind_to(gpu_locality(Topology::live(), gpu), "GPU", gpu);
+}
 
-CpuSet bind_thread_near_nic(int nic) { return bind_to(nic_locality(Topology::live(), nic), "NIC", nic); }
+CpuSet bind_thread_near_nic(int nic) {
+  return bind_to(nic_locality(Topology::live(), nic), "NIC", nic);
+}
 
 void* allocate_on_numa(std::size_t bytes, int numa_os_index) {
   return LiveMachine::get().allocate_on_node(bytes, numa_os_index);

@@ -36,22 +36,32 @@ constexpr double kDramLatency = 0.1;
 
 std::string_view to_string(PathKind kind) {
   switch (kind) {
-    case PathKind::kSelf: return "X";
-    case PathKind::kNvLink: return "NV";
-    case PathKind::kPix: return "PIX";
-    case PathKind::kPxb: return "PXB";
-    case PathKind::kPhb: return "PHB";
-    case PathKind::kNode: return "NODE";
-    case PathKind::kSys: return "SYS";
+    case PathKind::kSelf:
+      return "X";
+    case PathKind::kNvLink:
+      return "NV";
+    case PathKind::kPix:
+      return "PIX";
+    case PathKind::kPxb:
+      return "PXB";
+    case PathKind::kPhb:
+      return "PHB";
+    case PathKind::kNode:
+      return "NODE";
+    case PathKind::kSys:
+      return "SYS";
   }
   return "SYS";
 }
 
 std::string_view to_string(EndpointKind kind) {
   switch (kind) {
-    case EndpointKind::kGpu: return "gpu";
-    case EndpointKind::kNic: return "nic";
-    case EndpointKind::kNuma: return "numa";
+    case EndpointKind::kGpu:
+      return "gpu";
+    case EndpointKind::kNic:
+      return "nic";
+    case EndpointKind::kNuma:
+      return "numa";
   }
   return "numa";
 }
@@ -65,10 +75,10 @@ std::string Path::label() const {
 double inter_cpu_gbps(const CpuModel& cpu) {
   auto starts = [](const std::string& s, const char* p) { return s.rfind(p, 0) == 0; };
   if (starts(cpu.arch, "ppc") || starts(cpu.arch, "power") || starts(cpu.model, "POWER") || cpu.vendor == "IBM")
-    return 32.0;  // P9_BW
-  if (starts(cpu.arch, "aarch64") || starts(cpu.arch, "arm")) return 6.0;  // ARM_BW
+    return 32.0;                                                                  // P9_BW
+  if (starts(cpu.arch, "aarch64") || starts(cpu.arch, "arm")) return 6.0;         // ARM_BW
   if (cpu.vendor == "AuthenticAMD" || cpu.vendor == "HygonGenuine") return 16.0;  // AMD_BW
-  if (cpu.vendor == "CentaurHauls" || cpu.vendor == "  Shanghai  ") return 6.0;  // ZPI_BW
+  if (cpu.vendor == "CentaurHauls" || cpu.vendor == "  Shanghai  ") return 6.0;   // ZPI_BW
   if (cpu.vendor == "GenuineIntel") {
     if (cpu.model_id >= 0xCF) return 40.0;  // ERP_QPI_BW (Emerald Rapids+)
     if (cpu.model_id >= 0x8F) return 22.0;  // SRP_QPI_BW (Sapphire Rapids)
@@ -165,8 +175,10 @@ class Builder {
       cur = nodes[static_cast<std::size_t>(cur)].parent;
     }
     a.root = cur >= 0 ? cur : -1;
-    if (cur >= 0) a.numa = nodes[static_cast<std::size_t>(cur)].numa_nodes;
-    else if (!a.chain.empty()) a.numa = nodes[static_cast<std::size_t>(a.chain.back())].numa_nodes;
+    if (cur >= 0)
+      a.numa = nodes[static_cast<std::size_t>(cur)].numa_nodes;
+    else if (!a.chain.empty())
+      a.numa = nodes[static_cast<std::size_t>(a.chain.back())].numa_nodes;
     if (a.root == -1 && !a.chain.empty()) a.root = -1000000 - a.chain.back();  // a tree without host bridge
     return a;
   }
@@ -179,7 +191,9 @@ class Builder {
     return t_.numa_distance(static_cast<std::size_t>(a.front()), static_cast<std::size_t>(b.front()));
   }
 
-  double sys_latency(double dist) const { return kPixLatency + 3 * kStepLatency + kStepLatency * std::max(0.0, dist - 10.0) / 10.0; }
+  double sys_latency(double dist) const {
+    return kPixLatency + 3 * kStepLatency + kStepLatency * std::max(0.0, dist - 10.0) / 10.0;
+  }
 
   /// The PCIe/SMP path between two attached devices.
   Path pci_path(const Attach& a, const Attach& b) const {
@@ -228,8 +242,9 @@ class Builder {
     } else {
       p.kind = PathKind::kSys;
       bw = std::min(bw, inter_cpu_);
-      p.latency_us = sys_latency(a.numa.empty() ? 20.0 : t_.numa_distance(static_cast<std::size_t>(a.numa.front()),
-                                                                           static_cast<std::size_t>(numa)));
+      p.latency_us = sys_latency(
+          a.numa.empty() ? 20.0
+                         : t_.numa_distance(static_cast<std::size_t>(a.numa.front()), static_cast<std::size_t>(numa)));
     }
     p.bandwidth_gbps = std::isfinite(bw) ? bw : kLocalBandwidth;
     return p;
@@ -562,7 +577,9 @@ double CostMatrix::numa_distance(std::size_t a, std::size_t b) const {
 }
 
 namespace {
-std::string pad(const std::string& s, std::size_t w) { return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' '); }
+std::string pad(const std::string& s, std::size_t w) {
+  return s.size() >= w ? s + " " : s + std::string(w - s.size(), ' ');
+}
 
 constexpr const char* kLegend =
     "Legend:\n\n"
@@ -651,8 +668,11 @@ std::string CostMatrix::to_json() const {
     json row = json::array();
     for (std::size_t c = 0; c < size(); ++c) {
       const Path& p = path(r, c);
-      row.push_back({{"kind", p.label()}, {"nvlinks", p.nvlinks}, {"bandwidth_gbps", p.bandwidth_gbps},
-                     {"latency_us", p.latency_us}, {"links", p.links}});
+      row.push_back({{"kind", p.label()},
+                     {"nvlinks", p.nvlinks},
+                     {"bandwidth_gbps", p.bandwidth_gbps},
+                     {"latency_us", p.latency_us},
+                     {"links", p.links}});
     }
     paths.push_back(row);
   }

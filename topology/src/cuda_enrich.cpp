@@ -76,8 +76,8 @@ void enrich_cuda(TopologyBuilder& b) {
       g.bus_id = bus;
       gi = g.index;
       b.gpus().push_back(g);
-      STEPGRAPH_INFO(kTopology, "CUDA device {} ({}) is not in hwloc's PCI tree; added from cudaDeviceGetPCIBusId",
-                     dev, bus);
+      STEPGRAPH_INFO(kTopology, "CUDA device {} ({}) is not in hwloc's PCI tree; added from cudaDeviceGetPCIBusId", dev,
+                     bus);
     }
     Gpu& g = b.gpus()[static_cast<std::size_t>(gi)];
     g.cuda_device = dev;
@@ -201,8 +201,10 @@ void enrich_nvml(TopologyBuilder& b) {
           const auto& numa = b.pci()[static_cast<std::size_t>(g.pci)].numa_nodes;
           if (numa.size() == 1) package = b.numa()[static_cast<std::size_t>(numa.front())].package;
         }
-        if (package >= 0) b.add_nvlink(static_cast<int>(gi), LinkPeer{LinkPeerKind::kCpu, package}, count);
-        else b.note(fmt::format("GPU{}: {} NVLink(s) to a CPU whose package is unknown; ignored", gi, count));
+        if (package >= 0)
+          b.add_nvlink(static_cast<int>(gi), LinkPeer{LinkPeerKind::kCpu, package}, count);
+        else
+          b.note(fmt::format("GPU{}: {} NVLink(s) to a CPU whose package is unknown; ignored", gi, count));
         continue;
       }
       if (type_of[remote] == kNvmlRemoteGpu && peer_gpu < 0) {

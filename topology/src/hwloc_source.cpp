@@ -208,9 +208,15 @@ class Converter {
         BridgeRole parent_role = pit == role_.end() ? BridgeRole::kHost : pit->second;
         BridgeRole r;
         switch (parent_role) {
-          case BridgeRole::kHost: r = role_below_host(obj); break;
-          case BridgeRole::kSwitchUp: r = BridgeRole::kSwitchDown; break;
-          default: r = BridgeRole::kSwitchUp; break;
+          case BridgeRole::kHost:
+            r = role_below_host(obj);
+            break;
+          case BridgeRole::kSwitchUp:
+            r = BridgeRole::kSwitchDown;
+            break;
+          default:
+            r = BridgeRole::kSwitchUp;
+            break;
         }
         role_[obj] = r;
         if (r == BridgeRole::kSwitchDown && parent_node >= 0) {
@@ -298,8 +304,7 @@ class Converter {
     hwloc_distances_s* d = nullptr;
     if (hwloc_distances_get_by_name(topo_, "NUMALatency", &nr, &d, 0) != 0 || nr == 0) {
       nr = 1;
-      if (hwloc_distances_get_by_type(topo_, HWLOC_OBJ_NUMANODE, &nr, &d, HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) !=
-              0 ||
+      if (hwloc_distances_get_by_type(topo_, HWLOC_OBJ_NUMANODE, &nr, &d, HWLOC_DISTANCES_KIND_MEANS_LATENCY, 0) != 0 ||
           nr == 0)
         return;
     }
@@ -376,8 +381,8 @@ class Converter {
         const double per_link = hwloc_nvlink_mbps_per_link(sm);
         int count = static_cast<int>(std::lround(mbps / per_link));
         if (count == 0) {
-          b_.note(fmt::format("NVLinkBandwidth {} MB/s for GPU{} is below one link ({} MB/s); counted as 1",
-                              mbps, a.index, per_link));
+          b_.note(fmt::format("NVLinkBandwidth {} MB/s for GPU{} is below one link ({} MB/s); counted as 1", mbps,
+                              a.index, per_link));
           count = 1;
         }
         b_.add_nvlink(a.index, c, count);
@@ -404,13 +409,15 @@ Topology load_hwloc_xml(const std::string& text, const std::string& origin) {
   HwlocTopology topo;
   // hwloc wants the terminating NUL counted in the size (hwloc.h, set_xmlbuffer).
   if (hwloc_topology_set_xmlbuffer(topo.get(), text.c_str(), static_cast<int>(text.size() + 1)) != 0)
-    throw InvalidArgument(fmt::format("{}: hwloc cannot read this XML ({}); check it is an hwloc 2.x export "
-                                      "(lstopo --of xml)",
-                                      origin, std::strerror(errno)));
+    throw InvalidArgument(
+        fmt::format("{}: hwloc cannot read this XML ({}); check it is an hwloc 2.x export "
+                    "(lstopo --of xml)",
+                    origin, std::strerror(errno)));
   if (hwloc_topology_load(topo.get()) != 0)
-    throw InvalidArgument(fmt::format("{}: hwloc could not import this XML ({}); check it is a complete hwloc 2.x "
-                                      "export (lstopo --of xml)",
-                                      origin, std::strerror(errno)));
+    throw InvalidArgument(
+        fmt::format("{}: hwloc could not import this XML ({}); check it is a complete hwloc 2.x "
+                    "export (lstopo --of xml)",
+                    origin, std::strerror(errno)));
   TopologyBuilder b(origin, SourceFormat::kHwlocXml);
   Converter(b, topo.get()).run();
   return b.finish();
@@ -419,9 +426,10 @@ Topology load_hwloc_xml(const std::string& text, const std::string& origin) {
 Topology discover_live_hwloc() {
   HwlocTopology topo;
   if (hwloc_topology_load(topo.get()) != 0)
-    throw HwlocError(fmt::format("hwloc could not discover this machine ({}); set STEPGRAPH_TOPO_FILE to a "
-                                 "recorded topology to plan without it",
-                                 std::strerror(errno)));
+    throw HwlocError(
+        fmt::format("hwloc could not discover this machine ({}); set STEPGRAPH_TOPO_FILE to a "
+                    "recorded topology to plan without it",
+                    std::strerror(errno)));
   TopologyBuilder b("live", SourceFormat::kLive);
   Converter(b, topo.get()).run();
   enrich_with_cuda(b);

@@ -67,8 +67,8 @@ LiveMachine::LiveMachine() : impl_(new Impl) {
     info.cpus = from_bitmap(obj->cpuset);
     numa_.push_back(std::move(info));
   }
-  STEPGRAPH_DEBUG(kTopology, "live machine: {} packages, {} cores, {} PUs, {} NUMA nodes", package_count_,
-                  core_count_, pu_count_, numa_.size());
+  STEPGRAPH_DEBUG(kTopology, "live machine: {} packages, {} cores, {} PUs, {} NUMA nodes", package_count_, core_count_,
+                  pu_count_, numa_.size());
 }
 
 LiveMachine::~LiveMachine() {
@@ -84,9 +84,10 @@ const LiveMachine& LiveMachine::get() {
 const NumaNodeInfo& LiveMachine::numa_node(int os_index) const {
   for (const auto& n : numa_)
     if (n.os_index == os_index) return n;
-  throw InvalidArgument(fmt::format("NUMA node {} does not exist on this machine ({} node(s)); "
-                                    "use one `stepgraph info` lists",
-                                    os_index, numa_.size()));
+  throw InvalidArgument(
+      fmt::format("NUMA node {} does not exist on this machine ({} node(s)); "
+                  "use one `stepgraph info` lists",
+                  os_index, numa_.size()));
 }
 
 void LiveMachine::bind(const CpuSet& cpus, BindScope scope) const {
@@ -108,14 +109,14 @@ void* LiveMachine::allocate_on_node(std::size_t bytes, int os_index) const {
   STEPGRAPH_CHECK(bytes > 0, InvalidArgument, "allocate_on_node: zero bytes requested on NUMA node {}", os_index);
   (void)numa_node(os_index);  // validates
   hwloc_obj_t node = hwloc_get_numanode_obj_by_os_index(impl_->topo, static_cast<unsigned>(os_index));
-  void* p = hwloc_alloc_membind(impl_->topo, bytes, node->nodeset, HWLOC_MEMBIND_BIND,
-                                HWLOC_MEMBIND_BYNODESET);
+  void* p = hwloc_alloc_membind(impl_->topo, bytes, node->nodeset, HWLOC_MEMBIND_BIND, HWLOC_MEMBIND_BYNODESET);
   if (p == nullptr) {
-    STEPGRAPH_WARN(kMemory, "hwloc could not bind {} bytes to NUMA node {} ({}); using first-touch memory",
-                   bytes, os_index, std::strerror(errno));
+    STEPGRAPH_WARN(kMemory, "hwloc could not bind {} bytes to NUMA node {} ({}); using first-touch memory", bytes,
+                   os_index, std::strerror(errno));
     p = hwloc_alloc(impl_->topo, bytes);
   }
-  if (p == nullptr) throw HwlocError(fmt::format("out of host memory allocating {} bytes on NUMA node {}", bytes, os_index));
+  if (p == nullptr)
+    throw HwlocError(fmt::format("out of host memory allocating {} bytes on NUMA node {}", bytes, os_index));
   return p;
 }
 

@@ -74,9 +74,10 @@ class NcclReader {
   void run(const pugi::xml_node& system) {
     const std::string version = system.attribute("version").as_string("");
     if (version != "1")
-      throw InvalidArgument(fmt::format("{}: NCCL topology XML version \"{}\" is not supported (expected "
-                                        "<system version=\"1\">, NCCL_TOPO_XML_VERSION 1)",
-                                        origin_, version));
+      throw InvalidArgument(
+          fmt::format("{}: NCCL topology XML version \"{}\" is not supported (expected "
+                      "<system version=\"1\">, NCCL_TOPO_XML_VERSION 1)",
+                      origin_, version));
     for (pugi::xml_node cpu : system.children("cpu")) read_cpu(cpu);
     if (b_.numa().empty()) return;
     resolve_links();
@@ -94,9 +95,10 @@ class NcclReader {
   void read_cpu(const pugi::xml_node& cpu) {
     const char* numaid = cpu.attribute("numaid").as_string(nullptr);
     if (numaid == nullptr || *numaid == '\0')
-      throw InvalidArgument(fmt::format("{}: <cpu> at byte {} has no numaid attribute; every <cpu> of an NCCL "
-                                        "topology names its NUMA node",
-                                        origin_, cpu.offset_debug()));
+      throw InvalidArgument(
+          fmt::format("{}: <cpu> at byte {} has no numaid attribute; every <cpu> of an NCCL "
+                      "topology names its NUMA node",
+                      origin_, cpu.offset_debug()));
     NumaNode n;
     n.index = static_cast<int>(b_.numa().size());
     n.os_index = parse_int(cpu, "numaid", -1);
@@ -104,8 +106,8 @@ class NcclReader {
       throw InvalidArgument(fmt::format("{}: <cpu numaid=\"{}\"> is not a NUMA node number", origin_, numaid));
     for (const auto& other : b_.numa())
       if (other.os_index == n.os_index)
-        throw InvalidArgument(fmt::format("{}: two <cpu> elements with numaid={}; each NUMA node appears once",
-                                          origin_, n.os_index));
+        throw InvalidArgument(
+            fmt::format("{}: two <cpu> elements with numaid={}; each NUMA node appears once", origin_, n.os_index));
     if (const char* aff = cpu.attribute("affinity").as_string(nullptr)) {
       auto set = parse_cpumask(aff);
       if (!set)
@@ -155,8 +157,10 @@ class NcclReader {
     b_.pci().push_back(std::move(host));
 
     for (pugi::xml_node child : cpu.children()) {
-      if (std::string_view(child.name()) == "pci") read_pci(child, host_index, numa, 0);
-      else if (std::string_view(child.name()) == "nic") read_nic(child, -1, numa);
+      if (std::string_view(child.name()) == "pci")
+        read_pci(child, host_index, numa, 0);
+      else if (std::string_view(child.name()) == "nic")
+        read_nic(child, -1, numa);
     }
   }
 
@@ -168,8 +172,10 @@ class NcclReader {
       n.pci = pci_index;
       n.name = net.attribute("name").as_string("");
       n.speed_gbps = net.attribute("speed").as_double(0) / 1000.0;  // NCCL: Mbit/s
-      if (pci_index >= 0) n.bus_id = b_.pci()[static_cast<std::size_t>(pci_index)].bus_id;
-      else n.numa_node = numa;
+      if (pci_index >= 0)
+        n.bus_id = b_.pci()[static_cast<std::size_t>(pci_index)].bus_id;
+      else
+        n.numa_node = numa;
       b_.nics().push_back(std::move(n));
       any = true;
     }
@@ -177,8 +183,10 @@ class NcclReader {
       Nic n;
       n.index = static_cast<int>(b_.nics().size());
       n.pci = pci_index;
-      if (pci_index >= 0) n.bus_id = b_.pci()[static_cast<std::size_t>(pci_index)].bus_id;
-      else n.numa_node = numa;
+      if (pci_index >= 0)
+        n.bus_id = b_.pci()[static_cast<std::size_t>(pci_index)].bus_id;
+      else
+        n.numa_node = numa;
       b_.nics().push_back(std::move(n));
     }
     if (pci_index >= 0) b_.pci()[static_cast<std::size_t>(pci_index)].kind = PciKind::kNic;
@@ -190,9 +198,10 @@ class NcclReader {
                                         origin_, kMaxDepth, x.offset_debug()));
     const char* busid = x.attribute("busid").as_string(nullptr);
     if (busid == nullptr || *busid == '\0')
-      throw InvalidArgument(fmt::format("{}: <pci> at byte {} has no busid attribute; NCCL needs one on every "
-                                        "<pci>",
-                                        origin_, x.offset_debug()));
+      throw InvalidArgument(
+          fmt::format("{}: <pci> at byte {} has no busid attribute; NCCL needs one on every "
+                      "<pci>",
+                      origin_, x.offset_debug()));
     PciNode n;
     n.index = static_cast<int>(b_.pci().size());
     n.parent = parent;
@@ -203,8 +212,10 @@ class NcclReader {
     n.link_speed_gts = leading_double(x.attribute("link_speed").as_string(nullptr));
     n.link_width = parse_int(x, "link_width", 0);
     const bool has_speed = n.link_speed_gts > 0 || n.link_width > 0;
-    if (x.attribute("link_gbps")) n.link_gbps = x.attribute("link_gbps").as_double(0);  // our own dumps
-    else if (has_speed) n.link_gbps = pcie::nccl_link_gbps(n.link_speed_gts, n.link_width);
+    if (x.attribute("link_gbps"))
+      n.link_gbps = x.attribute("link_gbps").as_double(0);  // our own dumps
+    else if (has_speed)
+      n.link_gbps = pcie::nccl_link_gbps(n.link_speed_gts, n.link_width);
     if (has_speed && n.link_width == 0) ++zero_width_;
     n.numa_nodes = {numa};
 
@@ -212,11 +223,16 @@ class NcclReader {
     const pugi::xml_node nic = x.child("nic");
     const std::uint32_t cls = n.class_id >> 16;  // 0x03 display, 0x02 network, 0x06 bridge
     const bool real_vendor = n.vendor_id != 0 && n.vendor_id != 0xffff;
-    if (gpu || (cls == 0x03 && (!real_vendor || n.vendor_id == 0x10de))) n.kind = PciKind::kGpu;
-    else if ((n.class_id >> 8) == 0x0680 || n.class_id == 0x068000) n.kind = PciKind::kNvSwitch;
-    else if (cls == 0x02 || nic) n.kind = PciKind::kNic;
-    else if ((n.class_id >> 8) == 0x0604 || (n.class_id >> 8) == 0x0801 || x.child("pci")) n.kind = PciKind::kBridge;
-    else n.kind = PciKind::kOther;
+    if (gpu || (cls == 0x03 && (!real_vendor || n.vendor_id == 0x10de)))
+      n.kind = PciKind::kGpu;
+    else if ((n.class_id >> 8) == 0x0680 || n.class_id == 0x068000)
+      n.kind = PciKind::kNvSwitch;
+    else if (cls == 0x02 || nic)
+      n.kind = PciKind::kNic;
+    else if ((n.class_id >> 8) == 0x0604 || (n.class_id >> 8) == 0x0801 || x.child("pci"))
+      n.kind = PciKind::kBridge;
+    else
+      n.kind = PciKind::kOther;
     const int index = n.index;
     const PciKind kind = n.kind;
     const std::string bus = n.bus_id;
@@ -233,18 +249,20 @@ class NcclReader {
         for (pugi::xml_node l : gpu.children("nvlink")) {
           const char* target = l.attribute("target").as_string(nullptr);
           if (target == nullptr)
-            throw InvalidArgument(fmt::format("{}: <nvlink> at byte {} has no target attribute", origin_,
-                                              l.offset_debug()));
-          links_.push_back(PendingLink{g.index, target, parse_hex(l, "tclass", 0x030200), parse_int(l, "count", 1),
-                                       numa});
+            throw InvalidArgument(
+                fmt::format("{}: <nvlink> at byte {} has no target attribute", origin_, l.offset_debug()));
+          links_.push_back(
+              PendingLink{g.index, target, parse_hex(l, "tclass", 0x030200), parse_int(l, "count", 1), numa});
         }
       }
       b_.gpus().push_back(std::move(g));
     } else if (kind == PciKind::kNvSwitch) {
       switch_by_bus(bus, index);
     }
-    if (nic) read_nic(nic, index, numa);
-    else if (kind == PciKind::kNic) read_nic(pugi::xml_node(), index, numa);
+    if (nic)
+      read_nic(nic, index, numa);
+    else if (kind == PciKind::kNic)
+      read_nic(pugi::xml_node(), index, numa);
     for (pugi::xml_node child : x.children("pci")) read_pci(child, index, numa, depth + 1);
   }
 
@@ -254,8 +272,7 @@ class NcclReader {
       if (pci_index >= 0) b_.nvswitches()[static_cast<std::size_t>(it->second)].pci = pci_index;
       return it->second;
     }
-    NvSwitch s{static_cast<int>(b_.nvswitches().size()), pci_index,
-               bus.rfind("fffffff", 0) == 0 ? std::string() : bus};
+    NvSwitch s{static_cast<int>(b_.nvswitches().size()), pci_index, bus.rfind("fffffff", 0) == 0 ? std::string() : bus};
     b_.nvswitches().push_back(s);
     switch_by_bus_[bus] = s.index;
     return s.index;
@@ -270,8 +287,7 @@ class NcclReader {
       }
       if (l.tclass == 0x068000) {
         // NVSwitch; a VM hides it as fffffff:ff:ff.0 (NCCL xml.cc), still one switch.
-        b_.add_nvlink(l.gpu, LinkPeer{LinkPeerKind::kNvSwitch, switch_by_bus(canonical_bus_id(l.target), -1)},
-                      l.count);
+        b_.add_nvlink(l.gpu, LinkPeer{LinkPeerKind::kNvSwitch, switch_by_bus(canonical_bus_id(l.target), -1)}, l.count);
       } else if (l.tclass == 0x068001) {
         // NVLink to the CPU (POWER9): the package of the GPU's NUMA node, or the node itself.
         const NumaNode& n = b_.numa()[static_cast<std::size_t>(l.numa)];
@@ -342,8 +358,7 @@ class NcclReader {
 Topology load_nccl_xml(const std::string& text, const std::string& origin) {
   pugi::xml_document doc;
   const pugi::xml_parse_result r = doc.load_buffer(text.data(), text.size());
-  if (!r)
-    throw InvalidArgument(fmt::format("{}: malformed XML at byte {}: {}", origin, r.offset, r.description()));
+  if (!r) throw InvalidArgument(fmt::format("{}: malformed XML at byte {}: {}", origin, r.offset, r.description()));
   TopologyBuilder b(origin, SourceFormat::kNcclXml);
   NcclReader(b, origin).run(doc.document_element());
   return b.finish();

@@ -49,18 +49,26 @@ double pcie::nccl_link_gbps(double gts, int width) {
   // 32 -> 240, 64 -> 480; unknown -> 60. bw = width * code / 80.
   double code = 60;
   if (gts > 0) {
-    if (gts < 3.5) code = 15;
-    else if (gts < 6.5) code = 30;
-    else if (gts < 12) code = 60;
-    else if (gts < 24) code = 120;
-    else if (gts < 48) code = 240;
-    else code = 480;
+    if (gts < 3.5)
+      code = 15;
+    else if (gts < 6.5)
+      code = 30;
+    else if (gts < 12)
+      code = 60;
+    else if (gts < 24)
+      code = 120;
+    else if (gts < 48)
+      code = 240;
+    else
+      code = 480;
   }
   const int w = width > 0 ? width : 16;
   return w * code / 80.0;
 }
 
-double pcie::from_hwloc_gbps(double hwloc_gbps) { return hwloc_gbps * kDefaultPcieGbps / kHwlocGen3x16; }
+double pcie::from_hwloc_gbps(double hwloc_gbps) {
+  return hwloc_gbps * kDefaultPcieGbps / kHwlocGen3x16;
+}
 
 double nvlink_gbps_per_link(int sm) {
   // NCCL topo.h ncclTopoNVLinkBw.
@@ -93,19 +101,44 @@ int sm_from_model(std::string_view model, std::uint16_t device_id) {
   if (has("K40") || has("K80") || has("M2070") || has("M2075") || has("M2090")) return 35;
   // PCI device ids of the datacenter parts seen in the recorded files.
   switch (device_id) {
-    case 0x15f7: case 0x15f8: case 0x15f9: return 60;                                    // P100
-    case 0x1db1: case 0x1db4: case 0x1db5: case 0x1db6: case 0x1db8: case 0x1df6: return 70;  // V100
-    case 0x20b0: case 0x20b1: case 0x20b2: case 0x20b3: case 0x20b5: case 0x20f1: return 80;  // A100
-    case 0x2236: case 0x2237: return 86;                                                  // A10 / A10G
-    case 0x2321: case 0x2322: case 0x2324: case 0x2330: case 0x2331: case 0x2335: return 90;  // H100/H200
-    default: return 0;
+    case 0x15f7:
+    case 0x15f8:
+    case 0x15f9:
+      return 60;  // P100
+    case 0x1db1:
+    case 0x1db4:
+    case 0x1db5:
+    case 0x1db6:
+    case 0x1db8:
+    case 0x1df6:
+      return 70;  // V100
+    case 0x20b0:
+    case 0x20b1:
+    case 0x20b2:
+    case 0x20b3:
+    case 0x20b5:
+    case 0x20f1:
+      return 80;  // A100
+    case 0x2236:
+    case 0x2237:
+      return 86;  // A10 / A10G
+    case 0x2321:
+    case 0x2322:
+    case 0x2324:
+    case 0x2330:
+    case 0x2331:
+    case 0x2335:
+      return 90;  // H100/H200
+    default:
+      return 0;
   }
 }
 
 std::string canonical_bus_id(std::string_view text) {
   std::string s;
   for (char c : text)
-    if (!std::isspace(static_cast<unsigned char>(c))) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!std::isspace(static_cast<unsigned char>(c)))
+      s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   // [domain:]bus:dev.fn, hex; reformatted as dddd:bb:dd.f (NVML writes 8-digit domains).
   unsigned long domain = 0;
   unsigned long bus = 0;
@@ -151,7 +184,8 @@ std::optional<CpuSet> parse_cpumask(std::string_view text) {
     std::string w = *it;
     if (w.rfind("0x", 0) == 0 || w.rfind("0X", 0) == 0) w = w.substr(2);
     if (w.empty()) continue;
-    if (w.size() > 8 || !std::all_of(w.begin(), w.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
+    if (w.size() > 8 ||
+        !std::all_of(w.begin(), w.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
       return std::nullopt;
     const unsigned long v = std::stoul(w, nullptr, 16);
     for (int bit = 0; bit < 32; ++bit)
@@ -178,16 +212,17 @@ std::string format_cpumask(const CpuSet& cpus) {
 // TopologyBuilder
 
 void TopologyBuilder::note(std::string text, NoteLevel level) {
-  if (level == NoteLevel::kWarn) STEPGRAPH_WARN(kTopology, "{}: {}", t_.source_, text);
-  else STEPGRAPH_DEBUG(kTopology, "{}: {}", t_.source_, text);
+  if (level == NoteLevel::kWarn)
+    STEPGRAPH_WARN(kTopology, "{}: {}", t_.source_, text);
+  else
+    STEPGRAPH_DEBUG(kTopology, "{}: {}", t_.source_, text);
   t_.notes_.push_back(std::move(text));
 }
 
 void TopologyBuilder::add_nvlink(int gpu, LinkPeer peer, int count) {
   for (auto& l : t_.nvlinks_) {
-    const bool same = (l.gpu == gpu && l.peer == peer) ||
-                      (peer.kind == LinkPeerKind::kGpu && l.gpu == peer.index && l.peer.kind == LinkPeerKind::kGpu &&
-                       l.peer.index == gpu);
+    const bool same = (l.gpu == gpu && l.peer == peer) || (peer.kind == LinkPeerKind::kGpu && l.gpu == peer.index &&
+                                                           l.peer.kind == LinkPeerKind::kGpu && l.peer.index == gpu);
     if (same) {
       // A GPU pair appears from both sides in NCCL XML: the same bundle.
       // Several entries for one GPU and one switch are separate links: add.
@@ -238,9 +273,10 @@ Topology TopologyBuilder::finish() {
         const std::string rate = n.link_speed_gts > 0 || n.link_width > 0
                                      ? fmt::format(" ({:g} GT/s x{})", n.link_speed_gts, n.link_width)
                                      : std::string();
-        note(fmt::format("PCI switch {} reports {:.2f} GB/s{} above a {:.2f} GB/s device: a switch never carries "
-                         "less than one of its ports (a virtual switch of a VM); using {:.2f} GB/s",
-                         n.bus_id.empty() ? std::string("?") : n.bus_id, n.link_gbps, rate, below, below));
+        note(
+            fmt::format("PCI switch {} reports {:.2f} GB/s{} above a {:.2f} GB/s device: a switch never carries "
+                        "less than one of its ports (a virtual switch of a VM); using {:.2f} GB/s",
+                        n.bus_id.empty() ? std::string("?") : n.bus_id, n.link_gbps, rate, below, below));
         n.link_gbps = below;
       }
     }
@@ -296,14 +332,15 @@ namespace {
 std::string read_file(const std::filesystem::path& file) {
   std::error_code ec;
   if (!std::filesystem::exists(file, ec))
-    throw InvalidArgument(fmt::format("topology file {} does not exist; give an hwloc XML (lstopo --of xml) or "
-                                      "NCCL topology XML (NCCL_TOPO_DUMP_FILE) file",
-                                      file.string()));
+    throw InvalidArgument(
+        fmt::format("topology file {} does not exist; give an hwloc XML (lstopo --of xml) or "
+                    "NCCL topology XML (NCCL_TOPO_DUMP_FILE) file",
+                    file.string()));
   if (std::filesystem::is_directory(file, ec))
     throw InvalidArgument(fmt::format("topology file {} is a directory; give the XML file inside it", file.string()));
   if (!std::filesystem::is_regular_file(file, ec))
-    throw InvalidArgument(fmt::format("topology file {} is not a regular file (a device or a pipe?); give an XML file",
-                                      file.string()));
+    throw InvalidArgument(
+        fmt::format("topology file {} is not a regular file (a device or a pipe?); give an XML file", file.string()));
   // The largest real topology files are a few MB (hwloc XML of big NUMA machines).
   constexpr std::uintmax_t kMaxBytes = 256u << 20;
   if (std::filesystem::file_size(file, ec) > kMaxBytes)
@@ -316,7 +353,9 @@ std::string read_file(const std::filesystem::path& file) {
 }
 }  // namespace
 
-Topology Topology::load(const std::filesystem::path& file) { return parse(read_file(file), file.string()); }
+Topology Topology::load(const std::filesystem::path& file) {
+  return parse(read_file(file), file.string());
+}
 
 Topology Topology::parse(const std::string& text, const std::string& origin) {
   pugi::xml_document doc;
@@ -329,22 +368,27 @@ Topology Topology::parse(const std::string& text, const std::string& origin) {
   if (name == "topology") {
     const std::string version = root.attribute("version").as_string("");
     if (version.empty() || version[0] != '2')
-      throw InvalidArgument(fmt::format("{}: hwloc XML version \"{}\" is not supported (stepgraph reads hwloc 2.x XML); "
-                                        "re-export it with hwloc 2.x: lstopo --of xml",
-                                        origin, version));
+      throw InvalidArgument(
+          fmt::format("{}: hwloc XML version \"{}\" is not supported (stepgraph reads hwloc 2.x XML); "
+                      "re-export it with hwloc 2.x: lstopo --of xml",
+                      origin, version));
     return load_hwloc_xml(text, origin);
   }
   if (name == "system") return load_nccl_xml(text, origin);
   if (name == "graphs")
-    throw InvalidArgument(fmt::format("{}: this is an NCCL graph file (NCCL_GRAPH_FILE), not a topology; give the "
-                                      "NCCL_TOPO_FILE / NCCL_TOPO_DUMP_FILE of that machine instead",
-                                      origin));
-  throw InvalidArgument(fmt::format("{}: unknown topology format (root element <{}>); expected hwloc XML "
-                                    "<topology version=\"2.0\"> or NCCL XML <system version=\"1\">",
-                                    origin, name));
+    throw InvalidArgument(
+        fmt::format("{}: this is an NCCL graph file (NCCL_GRAPH_FILE), not a topology; give the "
+                    "NCCL_TOPO_FILE / NCCL_TOPO_DUMP_FILE of that machine instead",
+                    origin));
+  throw InvalidArgument(
+      fmt::format("{}: unknown topology format (root element <{}>); expected hwloc XML "
+                  "<topology version=\"2.0\"> or NCCL XML <system version=\"1\">",
+                  origin, name));
 }
 
-Topology Topology::discover() { return discover_live_hwloc(); }
+Topology Topology::discover() {
+  return discover_live_hwloc();
+}
 
 const Topology& Topology::live() {
   static const Topology t = discover();
@@ -384,28 +428,40 @@ int Topology::nic_by_name(const std::string& name) const {
 namespace {
 std::string_view kind_name(PciKind k) {
   switch (k) {
-    case PciKind::kHostBridge: return "host_bridge";
-    case PciKind::kBridge: return "bridge";
-    case PciKind::kGpu: return "gpu";
-    case PciKind::kNic: return "nic";
-    case PciKind::kNvSwitch: return "nvswitch";
-    case PciKind::kOther: return "other";
+    case PciKind::kHostBridge:
+      return "host_bridge";
+    case PciKind::kBridge:
+      return "bridge";
+    case PciKind::kGpu:
+      return "gpu";
+    case PciKind::kNic:
+      return "nic";
+    case PciKind::kNvSwitch:
+      return "nvswitch";
+    case PciKind::kOther:
+      return "other";
   }
   return "other";
 }
 std::string_view peer_kind_name(LinkPeerKind k) {
   switch (k) {
-    case LinkPeerKind::kGpu: return "gpu";
-    case LinkPeerKind::kNvSwitch: return "nvswitch";
-    case LinkPeerKind::kCpu: return "cpu";
+    case LinkPeerKind::kGpu:
+      return "gpu";
+    case LinkPeerKind::kNvSwitch:
+      return "nvswitch";
+    case LinkPeerKind::kCpu:
+      return "cpu";
   }
   return "gpu";
 }
 std::string_view format_name(SourceFormat f) {
   switch (f) {
-    case SourceFormat::kLive: return "live";
-    case SourceFormat::kHwlocXml: return "hwloc-xml";
-    case SourceFormat::kNcclXml: return "nccl-xml";
+    case SourceFormat::kLive:
+      return "live";
+    case SourceFormat::kHwlocXml:
+      return "hwloc-xml";
+    case SourceFormat::kNcclXml:
+      return "nccl-xml";
   }
   return "live";
 }
@@ -418,12 +474,18 @@ std::string Topology::to_json() const {
   j["format"] = format_name(format_);
   j["pu_count"] = pu_count_;
   j["core_count"] = core_count_;
-  j["cpu"] = {{"vendor", cpu_.vendor}, {"model", cpu_.model}, {"arch", cpu_.arch},
-              {"family", cpu_.family}, {"model_id", cpu_.model_id}};
+  j["cpu"] = {{"vendor", cpu_.vendor},
+              {"model", cpu_.model},
+              {"arch", cpu_.arch},
+              {"family", cpu_.family},
+              {"model_id", cpu_.model_id}};
   j["packages"] = json::array();
   for (const auto& p : packages_)
-    j["packages"].push_back({{"index", p.index}, {"os_index", p.os_index}, {"cpu_model", p.cpu_model},
-                             {"cpus", p.cpus.to_string()}, {"core_count", p.core_count},
+    j["packages"].push_back({{"index", p.index},
+                             {"os_index", p.os_index},
+                             {"cpu_model", p.cpu_model},
+                             {"cpus", p.cpus.to_string()},
+                             {"core_count", p.core_count},
                              {"numa_nodes", p.numa_nodes}});
   j["numa_nodes"] = json::array();
   for (const auto& n : numa_)
@@ -446,13 +508,25 @@ std::string Topology::to_json() const {
                         {"numa_nodes", n.numa_nodes}});
   j["gpus"] = json::array();
   for (const auto& g : gpus_)
-    j["gpus"].push_back({{"index", g.index}, {"name", g.name}, {"model", g.model}, {"bus_id", g.bus_id},
-                         {"pci", g.pci}, {"sm", g.sm}, {"cuda_device", g.cuda_device}, {"numa_node", g.numa_node},
-                         {"memory_numa_node", g.memory_numa_node}, {"cpus", g.cpus.to_string()}});
+    j["gpus"].push_back({{"index", g.index},
+                         {"name", g.name},
+                         {"model", g.model},
+                         {"bus_id", g.bus_id},
+                         {"pci", g.pci},
+                         {"sm", g.sm},
+                         {"cuda_device", g.cuda_device},
+                         {"numa_node", g.numa_node},
+                         {"memory_numa_node", g.memory_numa_node},
+                         {"cpus", g.cpus.to_string()}});
   j["nics"] = json::array();
   for (const auto& n : nics_)
-    j["nics"].push_back({{"index", n.index}, {"name", n.name}, {"bus_id", n.bus_id}, {"pci", n.pci},
-                         {"speed_gbps", n.speed_gbps}, {"numa_node", n.numa_node}, {"cpus", n.cpus.to_string()}});
+    j["nics"].push_back({{"index", n.index},
+                         {"name", n.name},
+                         {"bus_id", n.bus_id},
+                         {"pci", n.pci},
+                         {"speed_gbps", n.speed_gbps},
+                         {"numa_node", n.numa_node},
+                         {"cpus", n.cpus.to_string()}});
   j["nvswitches"] = json::array();
   for (const auto& s : nvswitches_)
     j["nvswitches"].push_back({{"index", s.index}, {"bus_id", s.bus_id}, {"pci", s.pci}});
@@ -568,8 +642,10 @@ std::string Topology::to_nccl_xml() const {
       if (!g.model.empty()) gx.append_attribute("model") = g.model.c_str();
       for (const auto& l : nvlinks_) {
         int other = -1;
-        if (l.gpu == gi) other = 0;
-        else if (l.peer.kind == LinkPeerKind::kGpu && l.peer.index == gi) other = 1;
+        if (l.gpu == gi)
+          other = 0;
+        else if (l.peer.kind == LinkPeerKind::kGpu && l.peer.index == gi)
+          other = 1;
         if (other < 0) continue;
         pugi::xml_node lx = gx.append_child("nvlink");
         std::string target;
@@ -593,7 +669,8 @@ std::string Topology::to_nccl_xml() const {
         lx.append_attribute("tclass") = tclass.c_str();
       }
     }
-    if (!nics_of_pci[static_cast<std::size_t>(n.index)].empty()) add_nets(x, nics_of_pci[static_cast<std::size_t>(n.index)]);
+    if (!nics_of_pci[static_cast<std::size_t>(n.index)].empty())
+      add_nets(x, nics_of_pci[static_cast<std::size_t>(n.index)]);
   }
   for (const auto& n : nics_) {
     if (n.pci >= 0 || cpu_nodes.empty()) continue;
@@ -606,7 +683,9 @@ std::string Topology::to_nccl_xml() const {
 
 void Topology::dump(const std::filesystem::path& file) const {
   std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  if (!out) throw InvalidArgument(fmt::format("cannot write the topology to {}; check the directory exists and is writable", file.string()));
+  if (!out)
+    throw InvalidArgument(
+        fmt::format("cannot write the topology to {}; check the directory exists and is writable", file.string()));
   out << to_nccl_xml();
   if (!out) throw InvalidArgument(fmt::format("writing the topology to {} failed; check the disk", file.string()));
 }

@@ -16,7 +16,9 @@
 
 namespace stepgraph::runtime {
 
-bool Backend::cuda_compiled() noexcept { return true; }
+bool Backend::cuda_compiled() noexcept {
+  return true;
+}
 
 namespace detail {
 
@@ -57,14 +59,22 @@ CudaStream& as_cuda(detail::StreamImpl& stream, std::string_view call) {
 
 NodeKind node_kind(cudaGraphNodeType type) noexcept {
   switch (type) {
-    case cudaGraphNodeTypeKernel: return NodeKind::kKernel;
-    case cudaGraphNodeTypeMemcpy: return NodeKind::kMemcpy;
-    case cudaGraphNodeTypeMemset: return NodeKind::kMemset;
-    case cudaGraphNodeTypeHost: return NodeKind::kHost;
-    case cudaGraphNodeTypeEmpty: return NodeKind::kEmpty;
-    case cudaGraphNodeTypeWaitEvent: return NodeKind::kEventWait;
-    case cudaGraphNodeTypeEventRecord: return NodeKind::kEventRecord;
-    default: return NodeKind::kOther;
+    case cudaGraphNodeTypeKernel:
+      return NodeKind::kKernel;
+    case cudaGraphNodeTypeMemcpy:
+      return NodeKind::kMemcpy;
+    case cudaGraphNodeTypeMemset:
+      return NodeKind::kMemset;
+    case cudaGraphNodeTypeHost:
+      return NodeKind::kHost;
+    case cudaGraphNodeTypeEmpty:
+      return NodeKind::kEmpty;
+    case cudaGraphNodeTypeWaitEvent:
+      return NodeKind::kEventWait;
+    case cudaGraphNodeTypeEventRecord:
+      return NodeKind::kEventRecord;
+    default:
+      return NodeKind::kOther;
   }
 }
 
@@ -106,18 +116,24 @@ DeviceInfo query_device(int index) {
 
 cudaStreamCaptureMode to_cuda(CaptureMode mode) {
   switch (mode) {
-    case CaptureMode::kGlobal: return cudaStreamCaptureModeGlobal;
-    case CaptureMode::kThreadLocal: return cudaStreamCaptureModeThreadLocal;
-    case CaptureMode::kRelaxed: return cudaStreamCaptureModeRelaxed;
+    case CaptureMode::kGlobal:
+      return cudaStreamCaptureModeGlobal;
+    case CaptureMode::kThreadLocal:
+      return cudaStreamCaptureModeThreadLocal;
+    case CaptureMode::kRelaxed:
+      return cudaStreamCaptureModeRelaxed;
   }
   return cudaStreamCaptureModeThreadLocal;
 }
 
 CaptureMode from_cuda(cudaStreamCaptureMode mode) {
   switch (mode) {
-    case cudaStreamCaptureModeGlobal: return CaptureMode::kGlobal;
-    case cudaStreamCaptureModeThreadLocal: return CaptureMode::kThreadLocal;
-    case cudaStreamCaptureModeRelaxed: return CaptureMode::kRelaxed;
+    case cudaStreamCaptureModeGlobal:
+      return CaptureMode::kGlobal;
+    case cudaStreamCaptureModeThreadLocal:
+      return CaptureMode::kThreadLocal;
+    case cudaStreamCaptureModeRelaxed:
+      return CaptureMode::kRelaxed;
   }
   return CaptureMode::kGlobal;
 }
@@ -252,8 +268,8 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t byt
     if (e != cudaSuccess) {
       live->free_on_node(host, bytes);
       if (is_capture_error(e)) invalidate_prohibiting_captures();
-      throw_cuda_error(e, "cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable)",
-                       __FILE__, __LINE__);
+      throw_cuda_error(e, "cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable)", __FILE__,
+                       __LINE__);
     }
     void* dev = nullptr;
     const cudaError_t e2 = cudaHostGetDevicePointer(&dev, host, 0);
@@ -296,8 +312,8 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::register_host(void* ptr, std::s
   const cudaError_t reg = cudaHostRegister(ptr, bytes, kRegisterFlags);
   if (reg != cudaSuccess) {
     if (is_capture_error(reg)) invalidate_prohibiting_captures();
-    throw_cuda_error(reg, "cudaHostRegister(ptr, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable)",
-                     __FILE__, __LINE__);
+    throw_cuda_error(reg, "cudaHostRegister(ptr, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable)", __FILE__,
+                     __LINE__);
   }
   void* dev = nullptr;
   const cudaError_t e = cudaHostGetDevicePointer(&dev, ptr, 0);
@@ -333,8 +349,10 @@ void CudaBackend::enable_peer_access(int device, int peer) {
   // cudaErrorPeerAccessAlreadyEnabled when repeated, which is harmless
   // (CUDA Runtime API, "Peer Device Memory Access").
   const cudaError_t e = cudaDeviceEnablePeerAccess(peer, 0);
-  if (e == cudaErrorPeerAccessAlreadyEnabled) (void)cudaGetLastError();
-  else if (e != cudaSuccess) throw_cuda_error(e, "cudaDeviceEnablePeerAccess(peer, 0)", __FILE__, __LINE__);
+  if (e == cudaErrorPeerAccessAlreadyEnabled)
+    (void)cudaGetLastError();
+  else if (e != cudaSuccess)
+    throw_cuda_error(e, "cudaDeviceEnablePeerAccess(peer, 0)", __FILE__, __LINE__);
   set_peer_enabled(device, peer);
 }
 
@@ -371,8 +389,8 @@ std::optional<std::string> CudaBackend::device_fault(int device) const {
     DeviceGuard guard(device);
     const cudaError_t e = cudaPeekAtLastError();
     if (is_sticky(e)) {
-      fault_registry().record(device, fmt::format("device {} faulted: {} ({})", device, cudaGetErrorName(e),
-                                                  cudaGetErrorString(e)));
+      fault_registry().record(
+          device, fmt::format("device {} faulted: {} ({})", device, cudaGetErrorName(e), cudaGetErrorString(e)));
     }
   } catch (const DeviceFault&) {
     // The guard itself met the fault and recorded it.
@@ -505,8 +523,8 @@ bool CudaEvent::wait_for(std::chrono::nanoseconds timeout) {
       continue;
     }
     backoff = std::min(backoff * 2, std::chrono::microseconds{1000});
-    std::this_thread::sleep_for(
-        std::min<std::chrono::nanoseconds>(backoff, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now)));
+    std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(
+        backoff, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now)));
   }
 }
 
@@ -520,9 +538,10 @@ float CudaEvent::elapsed_ms(const detail::EventImpl& end_impl) const {
   const cudaError_t e = cudaEventElapsedTime(&ms, event_.get(), end->event_.get());
   if (e == cudaErrorNotReady) {
     (void)cudaGetLastError();
-    throw InvalidState(fmt::format("Event::elapsed_ms on device {}: an event has not completed yet; synchronize "
-                                   "the end event first",
-                                   device_));
+    throw InvalidState(
+        fmt::format("Event::elapsed_ms on device {}: an event has not completed yet; synchronize "
+                    "the end event first",
+                    device_));
   }
   if (e != cudaSuccess) throw_cuda_error(e, "cudaEventElapsedTime(&ms, start, end)", __FILE__, __LINE__);
   return ms;

@@ -32,7 +32,8 @@
 #include <vector>
 
 #if !defined(CUDART_VERSION) || CUDART_VERSION < 12000
-#error "the stepgraph cuda backend needs the CUDA 12 or 13 runtime (cudaGraphInstantiateWithParams, cudaLaunchKernelExC)"
+#error \
+    "the stepgraph cuda backend needs the CUDA 12 or 13 runtime (cudaGraphInstantiateWithParams, cudaLaunchKernelExC)"
 #endif
 
 namespace stepgraph::runtime::cuda {
@@ -114,17 +115,14 @@ void warn_cuda_error(cudaError_t e, const char* expr, const char* file, int line
 /// only the v2 form without it). `deps` may be null. Edge data is asked for
 /// whenever dependencies are, as CUDA 13 returns cudaErrorLossyQuery
 /// otherwise for annotated edges.
-inline cudaError_t stream_get_capture_info(cudaStream_t stream, cudaStreamCaptureStatus* status,
-                                           unsigned long long* id, cudaGraph_t* graph,
-                                           const cudaGraphNode_t** deps, std::size_t* num_deps) {
+inline cudaError_t stream_get_capture_info(cudaStream_t stream, cudaStreamCaptureStatus* status, unsigned long long* id,
+                                           cudaGraph_t* graph, const cudaGraphNode_t** deps, std::size_t* num_deps) {
 #if CUDART_VERSION >= 13000
   const cudaGraphEdgeData* edge_data = nullptr;
-  return cudaStreamGetCaptureInfo(stream, status, id, graph, deps, deps != nullptr ? &edge_data : nullptr,
-                                  num_deps);
+  return cudaStreamGetCaptureInfo(stream, status, id, graph, deps, deps != nullptr ? &edge_data : nullptr, num_deps);
 #elif CUDART_VERSION >= 12030
   const cudaGraphEdgeData* edge_data = nullptr;
-  return cudaStreamGetCaptureInfo_v3(stream, status, id, graph, deps, deps != nullptr ? &edge_data : nullptr,
-                                     num_deps);
+  return cudaStreamGetCaptureInfo_v3(stream, status, id, graph, deps, deps != nullptr ? &edge_data : nullptr, num_deps);
 #else
   return cudaStreamGetCaptureInfo(stream, status, id, graph, deps, num_deps);
 #endif
@@ -135,8 +133,7 @@ inline cudaError_t stream_get_capture_info(cudaStream_t stream, cudaStreamCaptur
 /// it fills *count edges, and an edge data array of that size is passed
 /// along, since CUDA returns cudaErrorLossyQuery without one when an edge
 /// carries data.
-inline cudaError_t graph_get_edges(cudaGraph_t graph, cudaGraphNode_t* from, cudaGraphNode_t* to,
-                                   std::size_t* count) {
+inline cudaError_t graph_get_edges(cudaGraph_t graph, cudaGraphNode_t* from, cudaGraphNode_t* to, std::size_t* count) {
 #if CUDART_VERSION >= 12030
   std::vector<cudaGraphEdgeData> edge_data(from != nullptr ? *count : 0);
 #if CUDART_VERSION >= 13000
@@ -195,17 +192,17 @@ inline int host_numa_node(int device) {
 }  // namespace stepgraph::runtime::cuda
 
 /// Checks a CUDA runtime call; throws per Note [CUDA error classes].
-#define STEPGRAPH_CUDA_CHECK(expr)                                                       \
-  do {                                                                                   \
-    const cudaError_t sg_cuda_err_ = (expr);                                             \
-    if (sg_cuda_err_ != cudaSuccess)                                                     \
+#define STEPGRAPH_CUDA_CHECK(expr)                                                           \
+  do {                                                                                       \
+    const cudaError_t sg_cuda_err_ = (expr);                                                 \
+    if (sg_cuda_err_ != cudaSuccess)                                                         \
       ::stepgraph::runtime::cuda::throw_cuda_error(sg_cuda_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 /// The twin for destructors and cleanup paths: logs instead of throwing.
-#define STEPGRAPH_CUDA_CHECK_WARN(expr)                                                  \
-  do {                                                                                   \
-    const cudaError_t sg_cuda_err_ = (expr);                                             \
-    if (sg_cuda_err_ != cudaSuccess)                                                     \
+#define STEPGRAPH_CUDA_CHECK_WARN(expr)                                                     \
+  do {                                                                                      \
+    const cudaError_t sg_cuda_err_ = (expr);                                                \
+    if (sg_cuda_err_ != cudaSuccess)                                                        \
       ::stepgraph::runtime::cuda::warn_cuda_error(sg_cuda_err_, #expr, __FILE__, __LINE__); \
   } while (0)

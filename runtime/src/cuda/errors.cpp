@@ -27,10 +27,11 @@ std::optional<std::string> FaultRegistry::fault(int device) const {
 
 void FaultRegistry::throw_if_faulted(int device, std::string_view call) const {
   if (auto f = fault(device)) {
-    throw DeviceFault(fmt::format("{}: device {} has faulted earlier and CUDA faults are sticky for the whole "
-                                  "process ({}); no further work can run on it: report the failure and restart "
-                                  "the process",
-                                  call, device, *f));
+    throw DeviceFault(
+        fmt::format("{}: device {} has faulted earlier and CUDA faults are sticky for the whole "
+                    "process ({}); no further work can run on it: report the failure and restart "
+                    "the process",
+                    call, device, *f));
   }
 }
 
@@ -105,8 +106,10 @@ void warn_cuda_error(cudaError_t e, const char* expr, const char* file, int line
   try {
     int device = -1;
     std::string msg = describe(e, expr, file, line, device);
-    if (is_sticky(e)) fault_registry().record(device, msg);
-    else (void)cudaGetLastError();
+    if (is_sticky(e))
+      fault_registry().record(device, msg);
+    else
+      (void)cudaGetLastError();
     STEPGRAPH_WARN(kRuntime, "{}", msg);
   } catch (...) {
     // A cleanup path must not throw (formatting or logging failed).

@@ -15,27 +15,41 @@ namespace {
 
 UpdateResult from_cuda(cudaGraphExecUpdateResult r) {
   switch (r) {
-    case cudaGraphExecUpdateSuccess: return UpdateResult::kSuccess;
-    case cudaGraphExecUpdateError: return UpdateResult::kError;
-    case cudaGraphExecUpdateErrorTopologyChanged: return UpdateResult::kTopologyChanged;
-    case cudaGraphExecUpdateErrorNodeTypeChanged: return UpdateResult::kNodeTypeChanged;
+    case cudaGraphExecUpdateSuccess:
+      return UpdateResult::kSuccess;
+    case cudaGraphExecUpdateError:
+      return UpdateResult::kError;
+    case cudaGraphExecUpdateErrorTopologyChanged:
+      return UpdateResult::kTopologyChanged;
+    case cudaGraphExecUpdateErrorNodeTypeChanged:
+      return UpdateResult::kNodeTypeChanged;
     case cudaGraphExecUpdateErrorFunctionChanged:
-    case cudaGraphExecUpdateErrorUnsupportedFunctionChange: return UpdateResult::kFunctionChanged;
-    case cudaGraphExecUpdateErrorParametersChanged: return UpdateResult::kParametersChanged;
-    case cudaGraphExecUpdateErrorNotSupported: return UpdateResult::kNotSupported;
-    case cudaGraphExecUpdateErrorAttributesChanged: return UpdateResult::kAttributesChanged;
+    case cudaGraphExecUpdateErrorUnsupportedFunctionChange:
+      return UpdateResult::kFunctionChanged;
+    case cudaGraphExecUpdateErrorParametersChanged:
+      return UpdateResult::kParametersChanged;
+    case cudaGraphExecUpdateErrorNotSupported:
+      return UpdateResult::kNotSupported;
+    case cudaGraphExecUpdateErrorAttributesChanged:
+      return UpdateResult::kAttributesChanged;
   }
   return UpdateResult::kError;
 }
 
 std::string_view instantiate_result_name(cudaGraphInstantiateResult r) {
   switch (r) {
-    case cudaGraphInstantiateSuccess: return "success";
-    case cudaGraphInstantiateError: return "error";
-    case cudaGraphInstantiateInvalidStructure: return "invalid structure (a cycle?)";
-    case cudaGraphInstantiateNodeOperationNotSupported: return "a node's operation is not supported";
-    case cudaGraphInstantiateMultipleDevicesNotSupported: return "nodes on several devices are not supported";
-    case cudaGraphInstantiateConditionalHandleUnused: return "a conditional handle is unused";
+    case cudaGraphInstantiateSuccess:
+      return "success";
+    case cudaGraphInstantiateError:
+      return "error";
+    case cudaGraphInstantiateInvalidStructure:
+      return "invalid structure (a cycle?)";
+    case cudaGraphInstantiateNodeOperationNotSupported:
+      return "a node's operation is not supported";
+    case cudaGraphInstantiateMultipleDevicesNotSupported:
+      return "nodes on several devices are not supported";
+    case cudaGraphInstantiateConditionalHandleUnused:
+      return "a conditional handle is unused";
   }
   return "unknown";
 }
@@ -114,8 +128,10 @@ CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGra
     index_.emplace(it.node, i);
     info_.nodes.push_back(std::move(ni));
   }
-  if (record != nullptr) keep_ = record->keep;
-  else keep_ = std::make_shared<KeepAlive>();
+  if (record != nullptr)
+    keep_ = record->keep;
+  else
+    keep_ = std::make_shared<KeepAlive>();
   if (lock.owns_lock()) lock.unlock();
 
   std::size_t edges = 0;
@@ -162,8 +178,10 @@ std::unique_ptr<detail::GraphExecImpl> CudaGraph::instantiate(const InstantiateO
     (void)cudaGetLastError();
     std::string node;
     if (params.errNode_out != nullptr) {
-      if (auto i = index_of(params.errNode_out)) node = info_.nodes[*i].name;
-      else node = "<a node stepgraph does not know>";
+      if (auto i = index_of(params.errNode_out))
+        node = info_.nodes[*i].name;
+      else
+        node = "<a node stepgraph does not know>";
     }
     throw GraphInstantiateError(
         fmt::format("Graph::instantiate on device {} failed: {} ({}), result: {}{}; fix that node (its launch "
@@ -262,9 +280,10 @@ UpdateInfo CudaGraphExec::update(const detail::GraphImpl& graph_impl) {
   // then CUDA's own check, which may refuse more (attributes, priorities).
   UpdateInfo rules = detail::check_update_rules(info_, next);
   if (!rules.ok()) {
-    rules.message = fmt::format("GraphExec::update refused: {}; the executable is unchanged: instantiate the new "
-                                "graph instead",
-                                rules.message);
+    rules.message = fmt::format(
+        "GraphExec::update refused: {}; the executable is unchanged: instantiate the new "
+        "graph instead",
+        rules.message);
     return rules;
   }
   DeviceGuard guard(device_);

@@ -36,19 +36,32 @@ bool query_ok(cudaError_t e) noexcept {
 RawNodeType raw_type(cudaGraphNodeType type) noexcept {
   if (cuda::is_conditional_node(type)) return RawNodeType::kConditional;
   switch (type) {
-    case cudaGraphNodeTypeKernel: return RawNodeType::kKernel;
-    case cudaGraphNodeTypeMemcpy: return RawNodeType::kMemcpy;
-    case cudaGraphNodeTypeMemset: return RawNodeType::kMemset;
-    case cudaGraphNodeTypeHost: return RawNodeType::kHost;
-    case cudaGraphNodeTypeGraph: return RawNodeType::kChildGraph;
-    case cudaGraphNodeTypeEmpty: return RawNodeType::kEmpty;
-    case cudaGraphNodeTypeWaitEvent: return RawNodeType::kEventWait;
-    case cudaGraphNodeTypeEventRecord: return RawNodeType::kEventRecord;
-    case cudaGraphNodeTypeExtSemaphoreSignal: return RawNodeType::kSemaphoreSignal;
-    case cudaGraphNodeTypeExtSemaphoreWait: return RawNodeType::kSemaphoreWait;
-    case cudaGraphNodeTypeMemAlloc: return RawNodeType::kMemAlloc;
-    case cudaGraphNodeTypeMemFree: return RawNodeType::kMemFree;
-    default: return RawNodeType::kUnknown;
+    case cudaGraphNodeTypeKernel:
+      return RawNodeType::kKernel;
+    case cudaGraphNodeTypeMemcpy:
+      return RawNodeType::kMemcpy;
+    case cudaGraphNodeTypeMemset:
+      return RawNodeType::kMemset;
+    case cudaGraphNodeTypeHost:
+      return RawNodeType::kHost;
+    case cudaGraphNodeTypeGraph:
+      return RawNodeType::kChildGraph;
+    case cudaGraphNodeTypeEmpty:
+      return RawNodeType::kEmpty;
+    case cudaGraphNodeTypeWaitEvent:
+      return RawNodeType::kEventWait;
+    case cudaGraphNodeTypeEventRecord:
+      return RawNodeType::kEventRecord;
+    case cudaGraphNodeTypeExtSemaphoreSignal:
+      return RawNodeType::kSemaphoreSignal;
+    case cudaGraphNodeTypeExtSemaphoreWait:
+      return RawNodeType::kSemaphoreWait;
+    case cudaGraphNodeTypeMemAlloc:
+      return RawNodeType::kMemAlloc;
+    case cudaGraphNodeTypeMemFree:
+      return RawNodeType::kMemFree;
+    default:
+      return RawNodeType::kUnknown;
   }
 }
 
@@ -94,7 +107,8 @@ void describe_node(cudaGraphNode_t node, RawNode& out) {
       if (query_ok(cudaGraphMemAllocNodeGetParams(node, &p))) out.bytes = p.bytesize;
       break;
     }
-    default: break;
+    default:
+      break;
   }
 }
 

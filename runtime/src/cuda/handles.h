@@ -54,8 +54,10 @@ class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
     STEPGRAPH_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device) STEPGRAPH_CUDA_CHECK(cudaSetDevice(device));
-    else previous_ = -1;  // nothing to restore
+    if (previous_ != device)
+      STEPGRAPH_CUDA_CHECK(cudaSetDevice(device));
+    else
+      previous_ = -1;  // nothing to restore
   }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;

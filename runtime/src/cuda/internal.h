@@ -65,7 +65,7 @@ struct CaptureRecord {
   int device = 0;                 // the origin stream's device
   cudaStream_t origin = nullptr;  // the stream the capture began on
   CaptureMode mode = CaptureMode::kThreadLocal;
-  std::thread::id owner;          // the thread that began it
+  std::thread::id owner;  // the thread that began it
   std::unordered_map<cudaGraphNode_t, NodeMeta> nodes;
   std::uint64_t next_seq = 0;
   std::shared_ptr<KeepAlive> keep = std::make_shared<KeepAlive>();
@@ -253,8 +253,7 @@ class CudaBackend final : public detail::BackendImpl {
   }
 
   // capture records (see CaptureRecord)
-  std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device, cudaStream_t origin,
-                                              CaptureMode mode);
+  std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device, cudaStream_t origin, CaptureMode mode);
   /// After CUDA refused a potentially unsafe call of this thread (an
   /// allocation, a registration) because of a capture in progress:
   /// invalidates the captures whose mode prohibits it (global ones, and

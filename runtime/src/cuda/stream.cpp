@@ -35,8 +35,8 @@ void CUDART_CB run_host_fn(void* data) {
     STEPGRAPH_LOG(kError, kRuntime, "{}", msg);
     fault_registry().record(box->device, msg);
   } catch (...) {
-    const std::string msg = fmt::format("host function '{}' on device {} threw a non-standard exception", box->name,
-                                        box->device);
+    const std::string msg =
+        fmt::format("host function '{}' on device {} threw a non-standard exception", box->name, box->device);
     STEPGRAPH_LOG(kError, kRuntime, "{}", msg);
     fault_registry().record(box->device, msg);
   }
@@ -59,9 +59,12 @@ CudaEvent& as_cuda_event(detail::EventImpl& event, std::string_view call) {
 
 cudaStreamCaptureMode to_cuda_mode(CaptureMode mode) {
   switch (mode) {
-    case CaptureMode::kGlobal: return cudaStreamCaptureModeGlobal;
-    case CaptureMode::kThreadLocal: return cudaStreamCaptureModeThreadLocal;
-    case CaptureMode::kRelaxed: return cudaStreamCaptureModeRelaxed;
+    case CaptureMode::kGlobal:
+      return cudaStreamCaptureModeGlobal;
+    case CaptureMode::kThreadLocal:
+      return cudaStreamCaptureModeThreadLocal;
+    case CaptureMode::kRelaxed:
+      return cudaStreamCaptureModeRelaxed;
   }
   return cudaStreamCaptureModeThreadLocal;
 }
@@ -81,7 +84,9 @@ void* host_or_device_ptr(const BufferSlice& s) {
   return base + s.offset;
 }
 
-void* device_ptr(const BufferSlice& s) { return static_cast<char*>(s.buffer->device_ptr) + s.offset; }
+void* device_ptr(const BufferSlice& s) {
+  return static_cast<char*>(s.buffer->device_ptr) + s.offset;
+}
 
 }  // namespace
 
@@ -119,7 +124,9 @@ CudaStream::~CudaStream() {
   }
 }
 
-void CudaStream::check_usable(std::string_view call) const { backend_->throw_if_faulted(device_, call); }
+void CudaStream::check_usable(std::string_view call) const {
+  backend_->throw_if_faulted(device_, call);
+}
 
 // ---------------------------------------------------------------- capture helpers
 
@@ -138,8 +145,10 @@ std::shared_ptr<CaptureRecord> CudaStream::captured_nodes(std::vector<cudaGraphN
   if (status != cudaStreamCaptureStatusActive) return nullptr;
   auto rec = backend_->find_capture(id);
   if (rec == nullptr) {
-    STEPGRAPH_WARN(kCapture, "stream of device {} captures into capture {} that stepgraph did not begin; its "
-                   "nodes stay unnamed", device_, id);
+    STEPGRAPH_WARN(kCapture,
+                   "stream of device {} captures into capture {} that stepgraph did not begin; its "
+                   "nodes stay unnamed",
+                   device_, id);
     return nullptr;
   }
   nodes.assign(deps, deps + n);
@@ -325,8 +334,7 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
     } else {
       // A capture stepgraph did not begin: nothing would own the box.
       // Leak it rather than let the graph call freed memory.
-      STEPGRAPH_WARN(kCapture, "host function '{}' captured into a foreign capture; its state is leaked",
-                     meta.name);
+      STEPGRAPH_WARN(kCapture, "host function '{}' captured into a foreign capture; its state is leaked", meta.name);
       new std::shared_ptr<HostFnBox>(box);
     }
     return;
@@ -487,11 +495,11 @@ std::unique_ptr<detail::GraphImpl> CudaStream::end_capture() {
   if (e != cudaSuccess) {
     if (!is_capture_error(e)) throw_cuda_error(e, "cudaStreamEndCapture(stream, &graph)", __FILE__, __LINE__);
     (void)cudaGetLastError();
-    throw InvalidState(fmt::format(
-        "Stream::end_capture on device {}: the capture yields no graph: {} ({}); either an illegal call "
-        "invalidated it or a forked stream was not joined back to the origin stream; the stream is out of "
-        "capture and usable again: fix the step and capture again",
-        device_, cudaGetErrorName(e), cudaGetErrorString(e)));
+    throw InvalidState(
+        fmt::format("Stream::end_capture on device {}: the capture yields no graph: {} ({}); either an illegal call "
+                    "invalidated it or a forked stream was not joined back to the origin stream; the stream is out of "
+                    "capture and usable again: fix the step and capture again",
+                    device_, cudaGetErrorName(e), cudaGetErrorString(e)));
   }
   STEPGRAPH_CHECK(graph, InvalidState,
                   "Stream::end_capture on device {}: CUDA returned no graph; the capture was invalidated", device_);
@@ -501,9 +509,12 @@ std::unique_ptr<detail::GraphImpl> CudaStream::end_capture() {
 
 CaptureStatus CudaStream::capture_status() const {
   switch (capture_state().status) {
-    case cudaStreamCaptureStatusActive: return CaptureStatus::kActive;
-    case cudaStreamCaptureStatusInvalidated: return CaptureStatus::kInvalidated;
-    case cudaStreamCaptureStatusNone: return CaptureStatus::kNone;
+    case cudaStreamCaptureStatusActive:
+      return CaptureStatus::kActive;
+    case cudaStreamCaptureStatusInvalidated:
+      return CaptureStatus::kInvalidated;
+    case cudaStreamCaptureStatusNone:
+      return CaptureStatus::kNone;
   }
   return CaptureStatus::kNone;
 }

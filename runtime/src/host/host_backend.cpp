@@ -126,8 +126,10 @@ class HostStream final : public StreamImpl {
   void submit(CapturedNode node);
   void launch_exec(const std::shared_ptr<const ExecPayload>& payload, std::shared_ptr<Task>& exec_last,
                    std::mutex& exec_mutex);
-  std::string label() const { return legacy_ ? fmt::format("legacy default stream of host device {}", device_)
-                                             : fmt::format("stream of host device {}", device_); }
+  std::string label() const {
+    return legacy_ ? fmt::format("legacy default stream of host device {}", device_)
+                   : fmt::format("stream of host device {}", device_);
+  }
 
   HostBackend& backend_;
   const int device_;
@@ -184,18 +186,14 @@ class HostBackend final : public BackendImpl {
     check_fault(device, "create_stream");
     return std::make_unique<HostStream>(*this, device, options.priority, false);
   }
-  std::unique_ptr<EventImpl> create_event(int device) override {
-    return std::make_unique<HostEvent>(*this, device);
-  }
+  std::unique_ptr<EventImpl> create_event(int device) override { return std::make_unique<HostEvent>(*this, device); }
   StreamImpl* legacy_default_stream(int device) override { return legacy_[static_cast<std::size_t>(device)].get(); }
   void synchronize_device(int device) override;
   std::optional<std::string> device_fault(int device) const override {
     auto f = scheduler_->fault(device);
     return f ? std::optional<std::string>(f->message) : std::nullopt;
   }
-  CaptureMode exchange_thread_capture_mode(CaptureMode mode) override {
-    return std::exchange(tls_capture_mode, mode);
-  }
+  CaptureMode exchange_thread_capture_mode(CaptureMode mode) override { return std::exchange(tls_capture_mode, mode); }
 
   /// Throws DeviceFault if `device` has faulted (sticky).
   void check_fault(int device, std::string_view what) const {
@@ -235,8 +233,8 @@ class HostBackend final : public BackendImpl {
 // ------------------------------------------------------------------ backend
 
 HostBackend::HostBackend(const BackendOptions& options) {
-  STEPGRAPH_CHECK(options.host_devices >= 1, InvalidArgument,
-                  "host backend: host_devices is {}; give at least 1", options.host_devices);
+  STEPGRAPH_CHECK(options.host_devices >= 1, InvalidArgument, "host backend: host_devices is {}; give at least 1",
+                  options.host_devices);
   STEPGRAPH_CHECK(options.workers_per_device >= 1, InvalidArgument,
                   "host backend: workers_per_device is {}; give at least 1", options.workers_per_device);
   const auto& machine = topology::LiveMachine::get();
@@ -286,11 +284,11 @@ void HostBackend::check_unsafe_call(std::string_view what) {
     const bool own = cap->thread == self && cap->mode != CaptureMode::kRelaxed;
     const bool other_global = cap->thread != self && mine == CaptureMode::kGlobal && cap->mode == CaptureMode::kGlobal;
     if (own || other_global) {
-      const std::string reason =
-          fmt::format("{} was called while a {} capture was running{}; it is not permitted then "
-                      "(cudaErrorStreamCaptureUnsupported) and invalidated the capture. Allocate and "
-                      "synchronise before capture, or use thread-local capture / a relaxed CaptureModeGuard",
-                      what, to_string(cap->mode), own ? " on this thread" : " on another thread");
+      const std::string reason = fmt::format(
+          "{} was called while a {} capture was running{}; it is not permitted then "
+          "(cudaErrorStreamCaptureUnsupported) and invalidated the capture. Allocate and "
+          "synchronise before capture, or use thread-local capture / a relaxed CaptureModeGuard",
+          what, to_string(cap->mode), own ? " on this thread" : " on another thread");
       if (!cap->invalidated) cap->invalidated = reason;
       throw InvalidState(reason);
     }
@@ -315,8 +313,10 @@ std::shared_ptr<BufferImpl> HostBackend::make_buffer(MemoryKind kind, int device
   b->keep_backend = shared_from_this();
   if (caller_memory == nullptr) {
     b->release = [p, bytes, numa] {
-      if (numa >= 0) topology::LiveMachine::get().free_on_node(p, bytes);
-      else ::operator delete(p);
+      if (numa >= 0)
+        topology::LiveMachine::get().free_on_node(p, bytes);
+      else
+        ::operator delete(p);
     };
   }
   return b;
@@ -355,9 +355,10 @@ std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, 
     const auto& n = graph.nodes_[i];
     if (!n.runnable) {
       *failing_node = i;
-      *why = fmt::format("kernel node '{}' has no host implementation (like a CUDA kernel with no image for "
-                         "the device); give Kernel::host",
-                         n.name);
+      *why = fmt::format(
+          "kernel node '{}' has no host implementation (like a CUDA kernel with no image for "
+          "the device); give Kernel::host",
+          n.name);
       return nullptr;
     }
     auto& e = payload->nodes[i];
@@ -374,7 +375,8 @@ std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, 
   }
   for (std::size_t i = 0; i < payload->nodes.size(); ++i)
     if (payload->nodes[i].in_degree == 0) payload->roots.push_back(static_cast<std::uint32_t>(i));
-  for (const auto& n : graph.nodes_) payload->accesses.insert(payload->accesses.end(), n.accesses.begin(), n.accesses.end());
+  for (const auto& n : graph.nodes_)
+    payload->accesses.insert(payload->accesses.end(), n.accesses.begin(), n.accesses.end());
   return payload;
 }
 
@@ -406,9 +408,9 @@ std::unique_ptr<GraphExecImpl> HostGraph::instantiate(const InstantiateOptions& 
   std::string why;
   auto payload = backend_.build_payload(*this, options, &failing, &why);
   if (!payload) {
-    throw GraphInstantiateError(fmt::format("instantiate failed at node {} ('{}'): {}", *failing,
-                                            nodes_[*failing].name, why),
-                                nodes_[*failing].name);
+    throw GraphInstantiateError(
+        fmt::format("instantiate failed at node {} ('{}'): {}", *failing, nodes_[*failing].name, why),
+        nodes_[*failing].name);
   }
   return std::make_unique<HostGraphExec>(backend_, std::shared_ptr<const ExecPayload>(std::move(payload)), info(),
                                          options);
@@ -456,10 +458,11 @@ std::shared_ptr<CaptureState> HostEvent::live_capture(std::vector<std::uint32_t>
 
 void HostEvent::check_not_captured(std::string_view what) {
   if (auto cap = live_capture()) {
-    std::string reason = fmt::format("Event::{} on an event recorded inside a capture in progress is not "
-                                     "permitted (cudaErrorStreamCaptureUnsupported) and invalidated the capture; "
-                                     "query or wait on it only after the graph runs",
-                                     what);
+    std::string reason = fmt::format(
+        "Event::{} on an event recorded inside a capture in progress is not "
+        "permitted (cudaErrorStreamCaptureUnsupported) and invalidated the capture; "
+        "query or wait on it only after the graph runs",
+        what);
     std::lock_guard cl(cap->mutex);
     if (!cap->invalidated) cap->invalidated = reason;
     throw InvalidState(reason);
@@ -547,9 +550,10 @@ void HostStream::submit(CapturedNode node) {
   if (auto cap = capture()) {
     std::lock_guard cl(cap->mutex);
     if (cap->invalidated)
-      throw InvalidState(fmt::format("'{}' on a capture that was invalidated earlier ({}); end the capture on its "
-                                     "origin stream and capture again",
-                                     node.name, *cap->invalidated));
+      throw InvalidState(
+          fmt::format("'{}' on a capture that was invalidated earlier ({}); end the capture on its "
+                      "origin stream and capture again",
+                      node.name, *cap->invalidated));
     auto& g = *cap->graph;
     const auto index = static_cast<std::uint32_t>(g.nodes_.size());
     if (node.priority == 0) node.priority = priority_;
@@ -669,8 +673,9 @@ void HostStream::wait(const EventImpl& event_impl) {
   auto my_cap = capture();
   if (ev_cap) {
     if (my_cap && my_cap != ev_cap)
-      invalidate_and_throw(my_cap, "Stream::wait: the event was recorded in another capture; captures cannot be "
-                                   "merged (cudaErrorStreamCaptureMerge)");
+      invalidate_and_throw(my_cap,
+                           "Stream::wait: the event was recorded in another capture; captures cannot be "
+                           "merged (cudaErrorStreamCaptureMerge)");
     {
       std::lock_guard cl(ev_cap->mutex);
       if (ev_cap->invalidated)
@@ -766,8 +771,9 @@ std::unique_ptr<GraphImpl> HostStream::end_capture() {
                                           "is invalidated: end it on its origin stream",
                                           label()));
   if (cap->mode == CaptureMode::kThreadLocal && cap->thread != std::this_thread::get_id())
-    throw InvalidState("Stream::end_capture: a thread-local capture must be ended by the thread that began it "
-                       "(cudaErrorStreamCaptureWrongThread)");
+    throw InvalidState(
+        "Stream::end_capture: a thread-local capture must be ended by the thread that began it "
+        "(cudaErrorStreamCaptureWrongThread)");
   std::vector<HostStream*> streams;
   std::optional<std::string> invalidated;
   std::unique_ptr<HostGraph> graph;
@@ -784,14 +790,16 @@ std::unique_ptr<GraphImpl> HostStream::end_capture() {
   for (HostStream* s : streams) {
     std::lock_guard lock(s->mutex_);
     if (s->capture_ != cap) continue;
-    if (s == this) origin_frontier = s->frontier_;
-    else others.emplace_back(s, s->frontier_);
+    if (s == this)
+      origin_frontier = s->frontier_;
+    else
+      others.emplace_back(s, s->frontier_);
     s->capture_.reset();
     s->frontier_.clear();
   }
   if (invalidated)
-    throw InvalidState(fmt::format("Stream::end_capture: the capture was invalidated and yields no graph: {}",
-                                   *invalidated));
+    throw InvalidState(
+        fmt::format("Stream::end_capture: the capture was invalidated and yields no graph: {}", *invalidated));
   // Every joined stream's last work must be an ancestor of (or be) the
   // origin's frontier (cudaErrorStreamCaptureUnjoined).
   std::vector<std::vector<std::size_t>> preds(graph->nodes_.size());

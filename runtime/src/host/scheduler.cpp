@@ -55,7 +55,9 @@ bool spin_until(Ready ready, std::chrono::microseconds budget) {
 }
 }  // namespace
 
-bool Scheduler::on_worker_of(const void* owner) noexcept { return owner != nullptr && tls_worker_owner == owner; }
+bool Scheduler::on_worker_of(const void* owner) noexcept {
+  return owner != nullptr && tls_worker_owner == owner;
+}
 
 Scheduler::Scheduler(const Options& options) {
   for (int d = 0; d < options.devices; ++d) {
@@ -67,7 +69,8 @@ Scheduler::Scheduler(const Options& options) {
   for (int d = 0; d < options.devices; ++d) {
     for (int w = 0; w < options.workers_per_device; ++w) {
       std::vector<int> cpus;
-      if (static_cast<std::size_t>(d) < options.device_cpus.size()) cpus = options.device_cpus[static_cast<std::size_t>(d)];
+      if (static_cast<std::size_t>(d) < options.device_cpus.size())
+        cpus = options.device_cpus[static_cast<std::size_t>(d)];
       threads_.emplace_back([this, d, w, cpus, owner = options.owner] {
         tls_worker_owner = owner;
         if (!cpus.empty()) {
@@ -104,7 +107,8 @@ void Scheduler::add_dependency(const std::shared_ptr<Task>& task, const std::sha
 
 void Scheduler::submit(const std::shared_ptr<Task>& task) {
   queues_[static_cast<std::size_t>(task->device)]->inflight.fetch_add(1, std::memory_order_relaxed);
-  if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) push(task->device, WorkItem{task, nullptr, 0, task->priority});
+  if (task->pending.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    push(task->device, WorkItem{task, nullptr, 0, task->priority});
 }
 
 void Scheduler::push_all(std::vector<WorkItem>& items) {
@@ -126,8 +130,10 @@ void Scheduler::push_all(std::vector<WorkItem>& items) {
       }
       if (added) q.size.store(q.items.size(), std::memory_order_release);
     }
-    if (added == 1) q.cv.notify_one();
-    else if (added > 1) q.cv.notify_all();
+    if (added == 1)
+      q.cv.notify_one();
+    else if (added > 1)
+      q.cv.notify_all();
   }
   items.clear();
 }
@@ -186,12 +192,13 @@ void Scheduler::execute(WorkItem item, int device) {
           tls_ready = nullptr;
         } catch (const std::exception& e) {
           tls_ready = nullptr;
-          set_fault(item.task->device, item.task->name, fmt::format("'{}' on host device {} faulted: {}", item.task->name,
-                                                   item.task->device, e.what()));
+          set_fault(item.task->device, item.task->name,
+                    fmt::format("'{}' on host device {} faulted: {}", item.task->name, item.task->device, e.what()));
         } catch (...) {
           tls_ready = nullptr;
-          set_fault(item.task->device, item.task->name,
-                    fmt::format("'{}' on host device {} faulted (unknown exception)", item.task->name, item.task->device));
+          set_fault(
+              item.task->device, item.task->name,
+              fmt::format("'{}' on host device {} faulted (unknown exception)", item.task->name, item.task->device));
         }
       }
       if (completed) finish_task(item.task, ready);
@@ -201,15 +208,15 @@ void Scheduler::execute(WorkItem item, int device) {
       // Continue inline with a single ready node of this device while
       // nothing else waits (Note [Host execution model]): no hand-off, no
       // reference-count traffic.
-      if (ready.empty() && ready_nodes.size() == 1 &&
-          item.run->payload->nodes[ready_nodes[0]].device == device &&
+      if (ready.empty() && ready_nodes.size() == 1 && item.run->payload->nodes[ready_nodes[0]].device == device &&
           q.size.load(std::memory_order_acquire) == 0) {
         item.node = ready_nodes[0];
         continue;
       }
       for (auto n : ready_nodes) ready.push_back(WorkItem{nullptr, item.run, n, item.run->payload->nodes[n].priority});
     }
-    if (ready.size() == 1 && (ready[0].task ? ready[0].task->device : ready[0].run->payload->nodes[ready[0].node].device) == device &&
+    if (ready.size() == 1 &&
+        (ready[0].task ? ready[0].task->device : ready[0].run->payload->nodes[ready[0].node].device) == device &&
         q.size.load(std::memory_order_acquire) == 0) {
       item = std::move(ready[0]);
       continue;
@@ -225,7 +232,8 @@ void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
   try {
     n.fn();
   } catch (const std::exception& e) {
-    set_fault(n.device, n.name, fmt::format("graph node '{}' on host device {} faulted: {}", n.name, n.device, e.what()));
+    set_fault(n.device, n.name,
+              fmt::format("graph node '{}' on host device {} faulted: {}", n.name, n.device, e.what()));
   } catch (...) {
     set_fault(n.device, n.name,
               fmt::format("graph node '{}' on host device {} faulted (unknown exception)", n.name, n.device));
@@ -297,8 +305,7 @@ void Scheduler::finish_task(const std::shared_ptr<Task>& task, std::vector<WorkI
 }
 
 bool Scheduler::wait(Task& task, std::optional<std::chrono::nanoseconds> timeout) {
-  if (spin_until([&] { return task.done.load(std::memory_order_acquire); }, kWaiterSpin))
-    return true;
+  if (spin_until([&] { return task.done.load(std::memory_order_acquire); }, kWaiterSpin)) return true;
   waiters_.fetch_add(1, std::memory_order_seq_cst);
   std::unique_lock lock(done_mutex_);
   bool ok = true;

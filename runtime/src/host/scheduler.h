@@ -65,7 +65,7 @@ struct ExecNode {
   std::string name;
   int device = 0;
   int priority = 0;
-  std::function<void()> fn;  // empty for empty nodes
+  std::function<void()> fn;          // empty for empty nodes
   std::shared_ptr<const void> keep;  // what fn needs alive (declared buffers)
   std::vector<std::uint32_t> successors;
   std::uint32_t in_degree = 0;
@@ -86,7 +86,7 @@ struct GraphRun {
   std::shared_ptr<const ExecPayload> payload;
   std::unique_ptr<std::atomic<std::uint32_t>[]> pending;
   std::atomic<std::size_t> remaining{0};  // sinks not yet run
-  std::shared_ptr<Task> launch_task;  // completes when every node has run
+  std::shared_ptr<Task> launch_task;      // completes when every node has run
 };
 
 struct DeviceQueue;

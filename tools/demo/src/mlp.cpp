@@ -20,7 +20,9 @@ namespace {
 
 namespace k = kernels;
 
-k::MlpDims dims_of(const MlpShape& s) { return {s.batch, s.inputs, s.hidden}; }
+k::MlpDims dims_of(const MlpShape& s) {
+  return {s.batch, s.inputs, s.hidden};
+}
 
 rt::Kernel<const float*, const float*, float*, k::MlpDims> forward_hidden() {
   return {"mlp.forward_hidden", k::forward_hidden_host, k::forward_hidden_device()};
@@ -96,9 +98,10 @@ void enqueue_mlp_step(rt::StreamRef stream, const MlpShape& shape, const MlpStep
                            rt::read(*b.y), rt::write(*b.out), rt::write(*b.dout)}},
              b.act->data<const float>(), b.params->data<const float>(), b.y->data<const float>(), b.out->data<float>(),
              b.dout->data<float>(), d);
-  rt::launch(stream, mse_loss(),
-             {.dims = rt::LaunchDims::linear(1, 32), .accesses = {rt::read(*b.out), rt::read(*b.y), rt::write(*b.loss)}},
-             b.out->data<const float>(), b.y->data<const float>(), b.loss->data<float>(), d);
+  rt::launch(
+      stream, mse_loss(),
+      {.dims = rt::LaunchDims::linear(1, 32), .accesses = {rt::read(*b.out), rt::read(*b.y), rt::write(*b.loss)}},
+      b.out->data<const float>(), b.y->data<const float>(), b.loss->data<float>(), d);
   rt::launch(stream, grad_output(),
              {.dims = rt::LaunchDims::linear(static_cast<std::size_t>(shape.hidden) + 1, 128),
               .accesses = {rt::read(*b.act), rt::read(*b.dout),
@@ -175,8 +178,8 @@ void mlp_make_batch(const MlpShape& shape, std::uint64_t seed, std::int64_t step
   const auto n = static_cast<std::size_t>(shape.inputs);
   const auto batch = static_cast<std::size_t>(shape.batch);
   STEPGRAPH_CHECK(x.size() >= batch * n && y.size() >= batch, InvalidArgument,
-                  "mlp_make_batch: x has {} and y {} elements; a batch needs {} and {}", x.size(), y.size(),
-                  batch * n, batch);
+                  "mlp_make_batch: x has {} and y {} elements; a batch needs {} and {}", x.size(), y.size(), batch * n,
+                  batch);
   // The teacher: y = tanh(a . x) + 0.5 * x0 * x1, with a fixed by the seed.
   std::vector<float> a(n);
   const float scale = 2.0f / std::sqrt(static_cast<float>(n));

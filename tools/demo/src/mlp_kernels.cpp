@@ -97,13 +97,27 @@ void sgd_update_host(float* params, const float* grads, std::size_t n, const flo
 
 #ifndef STEPGRAPH_DEMO_DEVICE_KERNELS
 // A build without CUDA: no device code; the cuda backend is absent too.
-const void* forward_hidden_device() { return nullptr; }
-const void* forward_output_device() { return nullptr; }
-const void* mse_loss_device() { return nullptr; }
-const void* grad_output_device() { return nullptr; }
-const void* backward_hidden_device() { return nullptr; }
-const void* grad_hidden_device() { return nullptr; }
-const void* sgd_update_device() { return nullptr; }
+const void* forward_hidden_device() {
+  return nullptr;
+}
+const void* forward_output_device() {
+  return nullptr;
+}
+const void* mse_loss_device() {
+  return nullptr;
+}
+const void* grad_output_device() {
+  return nullptr;
+}
+const void* backward_hidden_device() {
+  return nullptr;
+}
+const void* grad_hidden_device() {
+  return nullptr;
+}
+const void* sgd_update_device() {
+  return nullptr;
+}
 #endif
 
 }  // namespace stepgraph::demo::kernels

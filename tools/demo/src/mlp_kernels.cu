@@ -12,7 +12,9 @@ namespace {
 __device__ std::size_t first_index() {
   return static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
-__device__ std::size_t grid_stride() { return static_cast<std::size_t>(gridDim.x) * blockDim.x; }
+__device__ std::size_t grid_stride() {
+  return static_cast<std::size_t>(gridDim.x) * blockDim.x;
+}
 
 __global__ void forward_hidden_kernel(const float* x, const float* params, float* act, MlpDims d) {
   const float* w1 = params + w1_offset(d);
@@ -111,12 +113,26 @@ __global__ void sgd_update_kernel(float* params, const float* grads, std::size_t
 
 }  // namespace
 
-const void* forward_hidden_device() { return reinterpret_cast<const void*>(&forward_hidden_kernel); }
-const void* forward_output_device() { return reinterpret_cast<const void*>(&forward_output_kernel); }
-const void* mse_loss_device() { return reinterpret_cast<const void*>(&mse_loss_kernel); }
-const void* grad_output_device() { return reinterpret_cast<const void*>(&grad_output_kernel); }
-const void* backward_hidden_device() { return reinterpret_cast<const void*>(&backward_hidden_kernel); }
-const void* grad_hidden_device() { return reinterpret_cast<const void*>(&grad_hidden_kernel); }
-const void* sgd_update_device() { return reinterpret_cast<const void*>(&sgd_update_kernel); }
+const void* forward_hidden_device() {
+  return reinterpret_cast<const void*>(&forward_hidden_kernel);
+}
+const void* forward_output_device() {
+  return reinterpret_cast<const void*>(&forward_output_kernel);
+}
+const void* mse_loss_device() {
+  return reinterpret_cast<const void*>(&mse_loss_kernel);
+}
+const void* grad_output_device() {
+  return reinterpret_cast<const void*>(&grad_output_kernel);
+}
+const void* backward_hidden_device() {
+  return reinterpret_cast<const void*>(&backward_hidden_kernel);
+}
+const void* grad_hidden_device() {
+  return reinterpret_cast<const void*>(&grad_hidden_kernel);
+}
+const void* sgd_update_device() {
+  return reinterpret_cast<const void*>(&sgd_update_kernel);
+}
 
 }  // namespace stepgraph::demo::kernels

@@ -42,11 +42,21 @@ struct MlpDims {
   std::int32_t hidden;
 };
 
-STEPGRAPH_DEMO_HD inline std::size_t w1_offset(const MlpDims&) { return 0; }
-STEPGRAPH_DEMO_HD inline std::size_t b1_offset(const MlpDims& d) { return static_cast<std::size_t>(d.hidden) * d.inputs; }
-STEPGRAPH_DEMO_HD inline std::size_t w2_offset(const MlpDims& d) { return b1_offset(d) + static_cast<std::size_t>(d.hidden); }
-STEPGRAPH_DEMO_HD inline std::size_t b2_offset(const MlpDims& d) { return w2_offset(d) + static_cast<std::size_t>(d.hidden); }
-STEPGRAPH_DEMO_HD inline std::size_t param_count(const MlpDims& d) { return b2_offset(d) + 1; }
+STEPGRAPH_DEMO_HD inline std::size_t w1_offset(const MlpDims&) {
+  return 0;
+}
+STEPGRAPH_DEMO_HD inline std::size_t b1_offset(const MlpDims& d) {
+  return static_cast<std::size_t>(d.hidden) * d.inputs;
+}
+STEPGRAPH_DEMO_HD inline std::size_t w2_offset(const MlpDims& d) {
+  return b1_offset(d) + static_cast<std::size_t>(d.hidden);
+}
+STEPGRAPH_DEMO_HD inline std::size_t b2_offset(const MlpDims& d) {
+  return w2_offset(d) + static_cast<std::size_t>(d.hidden);
+}
+STEPGRAPH_DEMO_HD inline std::size_t param_count(const MlpDims& d) {
+  return b2_offset(d) + 1;
+}
 
 // act[b,j] = relu(b1[j] + sum_k x[b,k] * W1[j,k])          one thread per (b, j)
 void forward_hidden_host(const float* x, const float* params, float* act, MlpDims d);

@@ -87,23 +87,21 @@ class Timeout : public Error {
 };
 
 namespace detail {
-[[noreturn]] void internal_assert_failed(const char* expr, const char* file, int line,
-                                         const std::string& msg);
+[[noreturn]] void internal_assert_failed(const char* expr, const char* file, int line, const std::string& msg);
 }  // namespace detail
 
 }  // namespace stepgraph
 
 /// Caller errors: throws `Type` (an InvalidArgument or InvalidState) with a
 /// formatted message when `cond` is false. Kept apart from internal asserts.
-#define STEPGRAPH_CHECK(cond, Type, ...)                                   \
-  do {                                                                     \
-    if (!(cond)) throw ::stepgraph::Type(::fmt::format(__VA_ARGS__));      \
+#define STEPGRAPH_CHECK(cond, Type, ...)                              \
+  do {                                                                \
+    if (!(cond)) throw ::stepgraph::Type(::fmt::format(__VA_ARGS__)); \
   } while (0)
 
 /// Internal invariants: a failure is a bug in stepgraph, not a caller error.
-#define STEPGRAPH_INTERNAL_ASSERT(cond, ...)                                             \
-  do {                                                                                   \
-    if (!(cond))                                                                         \
-      ::stepgraph::detail::internal_assert_failed(#cond, __FILE__, __LINE__,             \
-                                                  ::fmt::format("" __VA_ARGS__));        \
+#define STEPGRAPH_INTERNAL_ASSERT(cond, ...)                                                                 \
+  do {                                                                                                       \
+    if (!(cond))                                                                                             \
+      ::stepgraph::detail::internal_assert_failed(#cond, __FILE__, __LINE__, ::fmt::format("" __VA_ARGS__)); \
   } while (0)

@@ -50,12 +50,11 @@ void write(Level level, Subsystem subsystem, std::string_view message);
 
 }  // namespace stepgraph::log
 
-#define STEPGRAPH_LOG(lvl, subsys, ...)                                                        \
-  do {                                                                                         \
-    if (::stepgraph::log::enabled(::stepgraph::log::Level::lvl,                                \
-                                  ::stepgraph::log::Subsystem::subsys))                        \
-      ::stepgraph::log::write(::stepgraph::log::Level::lvl,                                    \
-                              ::stepgraph::log::Subsystem::subsys, ::fmt::format(__VA_ARGS__)); \
+#define STEPGRAPH_LOG(lvl, subsys, ...)                                                               \
+  do {                                                                                                \
+    if (::stepgraph::log::enabled(::stepgraph::log::Level::lvl, ::stepgraph::log::Subsystem::subsys)) \
+      ::stepgraph::log::write(::stepgraph::log::Level::lvl, ::stepgraph::log::Subsystem::subsys,      \
+                              ::fmt::format(__VA_ARGS__));                                            \
   } while (0)
 
 #define STEPGRAPH_WARN(subsys, ...) STEPGRAPH_LOG(kWarn, subsys, __VA_ARGS__)

@@ -231,8 +231,8 @@ void validate(const StepGraph& graph, const ValidateOptions& options = {});
 [[nodiscard]] std::vector<NodeId> find_cycle(const StepGraph& graph);
 
 struct CriticalPath {
-  double length_us = 0;        ///< sum of node weights along the path
-  std::vector<NodeId> nodes;   ///< entry to exit
+  double length_us = 0;       ///< sum of node weights along the path
+  std::vector<NodeId> nodes;  ///< entry to exit
 };
 
 /// Longest path by node weight (`weight_us[node]`), edges weigh nothing.

@@ -107,9 +107,7 @@ class Platform {
   [[nodiscard]] const std::vector<Device>& devices() const noexcept { return devices_; }
   [[nodiscard]] const Device& device(std::size_t i) const { return devices_.at(i); }
   [[nodiscard]] const Link& link(std::size_t a, std::size_t b) const noexcept { return links_[a * size() + b]; }
-  [[nodiscard]] double numa_distance(std::size_t a, std::size_t b) const noexcept {
-    return numa_[a * size() + b];
-  }
+  [[nodiscard]] double numa_distance(std::size_t a, std::size_t b) const noexcept { return numa_[a * size() + b]; }
   /// Mean over ordered pairs a != b (0 / 0 for a single device).
   [[nodiscard]] double mean_bandwidth_gbps() const noexcept;
   [[nodiscard]] double mean_latency_us() const noexcept;

@@ -50,12 +50,12 @@ struct SimulateOptions {
 
 struct SimResult {
   double makespan_us = 0;
-  std::vector<ScheduledNode> nodes;   ///< simulated start/finish per node
-  std::vector<double> busy_us;        ///< per device (gang nodes count on each)
-  std::vector<double> utilization;    ///< busy / makespan per device
-  std::size_t transfers = 0;          ///< cross-device edges simulated
+  std::vector<ScheduledNode> nodes;  ///< simulated start/finish per node
+  std::vector<double> busy_us;       ///< per device (gang nodes count on each)
+  std::vector<double> utilization;   ///< busy / makespan per device
+  std::size_t transfers = 0;         ///< cross-device edges simulated
   double transfer_bytes = 0;
-  std::string trace_json;             ///< set when options.trace != kNone
+  std::string trace_json;  ///< set when options.trace != kNone
 };
 
 /// Throws InvalidArgument when the placement does not match the graph or the

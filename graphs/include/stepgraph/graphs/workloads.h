@@ -38,10 +38,10 @@ struct TransformerSpec {
 
 struct RandomDagSpec {
   std::size_t nodes = 100;
-  double shape = 1.0;     ///< α
+  double shape = 1.0;  ///< α
   int out_degree = 3;
   double ccr = 1.0;
-  double heterogeneity = 0.0;  ///< β in [0, 2)
+  double heterogeneity = 0.0;   ///< β in [0, 2)
   double mean_cost_us = 100.0;  ///< w_dag
   double reference_bandwidth_gbps = 25.0;
   std::uint64_t seed = 1;

@@ -51,8 +51,7 @@ class GraphExecImpl;
 /// A graph could not be instantiated; `node()` names the failing node.
 class GraphInstantiateError : public InvalidState {
  public:
-  GraphInstantiateError(const std::string& what, std::string node)
-      : InvalidState(what), node_(std::move(node)) {}
+  GraphInstantiateError(const std::string& what, std::string node) : InvalidState(what), node_(std::move(node)) {}
   [[nodiscard]] const std::string& node() const noexcept { return node_; }
 
  private:
@@ -86,8 +85,8 @@ struct KernelParams {
   LaunchDims dims;
   std::vector<BufferAccess> accesses;
   int priority = 0;
-  std::function<void()> host;      // host backend: runs the kernel on its by-value arguments
-  const void* device_fn = nullptr;  // cuda backend
+  std::function<void()> host;         // host backend: runs the kernel on its by-value arguments
+  const void* device_fn = nullptr;    // cuda backend
   std::shared_ptr<void> arg_storage;  // the arguments, by value
   std::vector<void*> args;            // one pointer per parameter, into arg_storage
 };
@@ -119,8 +118,7 @@ class StreamRef {
   void copy(const BufferSlice& dst, const BufferSlice& src, std::string name = {}) const;
   void memset(const BufferSlice& dst, unsigned char value, std::string name = {}) const;
   /// A host function node (cudaLaunchHostFunc). It must not call the backend.
-  void host_fn(std::string name, std::function<void()> fn,
-               std::vector<BufferAccess> accesses = {}) const;
+  void host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses = {}) const;
   void record(Event& event) const;
   /// Makes later work on this stream wait for the event's latest record.
   void wait(const Event& event) const;

@@ -62,7 +62,7 @@ enum class ExecutionMode { kGraph, kEager };
 struct BufferSpec {
   std::string name;
   std::size_t bytes = 0;
-  DType dtype = DType::kFloat32;  // for check_against_eager's element-wise difference
+  DType dtype = DType::kFloat32;          // for check_against_eager's element-wise difference
   InputMode mode = InputMode::kZeroCopy;  // inputs only
 };
 
@@ -74,7 +74,6 @@ struct StepSpec {
   std::vector<BufferSpec> state;    // device memory shared by all steps (parameters, optimizer state)
   std::vector<BufferSpec> scratch;  // device memory per slot (activations, gradients)
 };
-
 
 enum class StepErrorKind { kDeviceFault, kTimeout, kCancelled, kCallback, kCollective };
 [[nodiscard]] std::string_view to_string(StepErrorKind k) noexcept;
@@ -197,15 +196,15 @@ using StepFunction = std::function<void(StepContext&)>;
 using ErrorCallback = std::function<void(const StepError&)>;
 
 struct ExecutorOptions {
-  std::string backend = "auto";              // auto | cuda | host (ignored if backend_instance is set)
+  std::string backend = "auto";               // auto | cuda | host (ignored if backend_instance is set)
   std::shared_ptr<Backend> backend_instance;  // share a backend with other code
   BackendOptions backend_options;
   int device = 0;
-  int warmup = 3;                // eager iterations on the capture stream before capture
-  int max_in_flight = 2;         // slots
-  int launch_ahead = 2;          // replays handed to the device at once; later ones queue (cancellable)
+  int warmup = 3;         // eager iterations on the capture stream before capture
+  int max_in_flight = 2;  // slots
+  int launch_ahead = 2;   // replays handed to the device at once; later ones queue (cancellable)
   OnBusy on_busy = OnBusy::kBlock;
-  ErrorCallback on_error;        // runs on the executor's thread
+  ErrorCallback on_error;                 // runs on the executor's thread
   std::chrono::milliseconds deadline{0};  // per replay; 0 = none (watchdog off)
   std::size_t max_shape_buckets = 8;      // past it: a warning, and the least recently used bucket is dropped
   ExecutionMode mode = ExecutionMode::kGraph;
@@ -214,9 +213,9 @@ struct ExecutorOptions {
 };
 
 struct MemoryReport {
-  std::size_t arena_bytes = 0;      // the device arena, allocated before warm-up
+  std::size_t arena_bytes = 0;  // the device arena, allocated before warm-up
   std::size_t arena_used = 0;
-  std::size_t pinned_bytes = 0;     // every pinned buffer (inputs, outputs, scalars) of every slot
+  std::size_t pinned_bytes = 0;  // every pinned buffer (inputs, outputs, scalars) of every slot
   std::size_t per_slot_pinned = 0;
   std::size_t per_slot_device = 0;  // scratch and copy-in buffers of one slot
   std::size_t state_bytes = 0;

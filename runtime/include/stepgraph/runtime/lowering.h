@@ -94,7 +94,7 @@ class DeviceMap {
 struct ResolvedAccess {
   graphs::BufferId buffer = 0;
   const Buffer* instance = nullptr;  ///< owned by the LoweredGraph; outlives the graph
-  std::size_t offset = 0;           ///< bytes, into `instance` (same as the IR access)
+  std::size_t offset = 0;            ///< bytes, into `instance` (same as the IR access)
   std::size_t bytes = 0;
   graphs::AccessMode mode = graphs::AccessMode::kRead;
 
@@ -197,11 +197,11 @@ struct PlacedRange {
 struct LoweredDeviceStats {
   int logical = 0;
   int backend_device = 0;
-  std::size_t nodes = 0;           ///< IR nodes emitted on this device
-  std::size_t copies_in = 0;       ///< copies this device's stream performed (into its instances)
+  std::size_t nodes = 0;      ///< IR nodes emitted on this device
+  std::size_t copies_in = 0;  ///< copies this device's stream performed (into its instances)
   std::size_t bytes_in = 0;
-  std::size_t event_waits = 0;     ///< cross-device waits (not counting the capture's fork)
-  std::size_t instances = 0;       ///< buffer instances on this device
+  std::size_t event_waits = 0;  ///< cross-device waits (not counting the capture's fork)
+  std::size_t instances = 0;    ///< buffer instances on this device
   std::size_t arena_bytes = 0;
 };
 

@@ -30,8 +30,12 @@ enum class MemoryKind {
 
 enum class Access : std::uint8_t { kRead, kWrite, kReadWrite };
 [[nodiscard]] std::string_view to_string(Access access) noexcept;
-[[nodiscard]] constexpr bool writes(Access a) noexcept { return a != Access::kRead; }
-[[nodiscard]] constexpr bool reads(Access a) noexcept { return a != Access::kWrite; }
+[[nodiscard]] constexpr bool writes(Access a) noexcept {
+  return a != Access::kRead;
+}
+[[nodiscard]] constexpr bool reads(Access a) noexcept {
+  return a != Access::kWrite;
+}
 
 /// How calls made by *other* code interact with a capture in progress; the
 /// same three modes as cudaStreamCaptureMode (CUDA runtime API, "Stream
@@ -81,12 +85,12 @@ struct DeviceInfo {
   int index = 0;
   BackendKind backend = BackendKind::kHost;
   std::string name;
-  int numa_node = -1;               // the closest NUMA node (live machine), -1 if unknown
-  topology::CpuSet cpus;            // the cpus a device's host threads bind to
-  std::uint64_t memory_bytes = 0;   // device memory (host: the NUMA node's memory)
-  std::string pci_bus_id;           // cuda only
-  int workers = 0;                  // host only: worker threads
-  int compute_capability = 0;       // cuda only: major*10+minor
+  int numa_node = -1;              // the closest NUMA node (live machine), -1 if unknown
+  topology::CpuSet cpus;           // the cpus a device's host threads bind to
+  std::uint64_t memory_bytes = 0;  // device memory (host: the NUMA node's memory)
+  std::string pci_bus_id;          // cuda only
+  int workers = 0;                 // host only: worker threads
+  int compute_capability = 0;      // cuda only: major*10+minor
 };
 
 namespace detail {

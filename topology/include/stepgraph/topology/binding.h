@@ -23,8 +23,8 @@ namespace stepgraph::topology {
 
 /// The PUs and NUMA node nearest a device.
 struct Locality {
-  CpuSet cpus;           // empty when the source does not say
-  int numa_node = -1;    // NUMA position in Topology::numa_nodes(), -1 unknown
+  CpuSet cpus;         // empty when the source does not say
+  int numa_node = -1;  // NUMA position in Topology::numa_nodes(), -1 unknown
   int numa_os_index = -1;
 };
 

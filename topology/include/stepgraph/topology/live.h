@@ -32,9 +32,9 @@ struct CpuSet {
 };
 
 struct NumaNodeInfo {
-  int os_index = 0;              // the OS's NUMA node number
+  int os_index = 0;                // the OS's NUMA node number
   std::uint64_t memory_bytes = 0;  // local memory hwloc reports (0 if unknown)
-  CpuSet cpus;                   // the PUs local to this node
+  CpuSet cpus;                     // the PUs local to this node
 };
 
 enum class BindScope { kThread, kProcess };

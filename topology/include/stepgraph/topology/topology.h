@@ -35,12 +35,12 @@ enum class SourceFormat { kLive, kHwlocXml, kNcclXml };
 /// One processor package (socket). `index` is its position in packages().
 struct Package {
   int index = 0;
-  int os_index = -1;         // -1 when the source does not say
-  std::string cpu_vendor;    // "GenuineIntel", "AuthenticAMD", "IBM", ... ("" if unknown)
-  std::string cpu_model;     // "Intel(R) Xeon(R) Platinum 8174 CPU @ 3.10GHz", "POWER8NVL", ...
-  int cpu_family = -1;       // CPUID family (x86), -1 if unknown
-  int cpu_model_id = -1;     // CPUID model (x86), -1 if unknown
-  std::string arch;          // "x86_64", "ppc64", "aarch64", ... ("" if unknown)
+  int os_index = -1;       // -1 when the source does not say
+  std::string cpu_vendor;  // "GenuineIntel", "AuthenticAMD", "IBM", ... ("" if unknown)
+  std::string cpu_model;   // "Intel(R) Xeon(R) Platinum 8174 CPU @ 3.10GHz", "POWER8NVL", ...
+  int cpu_family = -1;     // CPUID family (x86), -1 if unknown
+  int cpu_model_id = -1;   // CPUID model (x86), -1 if unknown
+  std::string arch;        // "x86_64", "ppc64", "aarch64", ... ("" if unknown)
   CpuSet cpus;
   int core_count = 0;           // physical cores (0 if the source does not say)
   std::vector<int> numa_nodes;  // positions in Topology::numa_nodes()
@@ -49,11 +49,11 @@ struct Package {
 /// The machine's CPU model, as the source gives it (first package, or the
 /// first `<cpu>` of NCCL XML). Picks the inter-socket bandwidth.
 struct CpuModel {
-  std::string vendor;   // "GenuineIntel", "AuthenticAMD", ... ("" unknown)
-  std::string model;    // marketing name ("" unknown)
-  std::string arch;     // "x86_64", "ppc64le", ... ("" unknown)
-  int family = -1;      // CPUID family, -1 unknown
-  int model_id = -1;    // CPUID model, -1 unknown
+  std::string vendor;  // "GenuineIntel", "AuthenticAMD", ... ("" unknown)
+  std::string model;   // marketing name ("" unknown)
+  std::string arch;    // "x86_64", "ppc64le", ... ("" unknown)
+  int family = -1;     // CPUID family, -1 unknown
+  int model_id = -1;   // CPUID model, -1 unknown
 };
 
 enum class NumaKind { kCpu, kGpuMemory };
@@ -75,8 +75,8 @@ enum class PciKind { kHostBridge, kBridge, kGpu, kNic, kNvSwitch, kOther };
 /// PCIe switch is one kBridge node (hwloc's upstream and downstream ports of
 /// one switch are merged; an NCCL `<pci class=0x0604..>` is one switch).
 struct PciNode {
-  int index = 0;                // position in pci_nodes()
-  int parent = -1;              // position in pci_nodes(); -1 for a host bridge
+  int index = 0;    // position in pci_nodes()
+  int parent = -1;  // position in pci_nodes(); -1 for a host bridge
   PciKind kind = PciKind::kOther;
   std::string bus_id;           // "0000:3b:00.0" lower case ("" for a host bridge with none)
   std::uint16_t vendor_id = 0;  // 0 when absent or sanitized
@@ -94,32 +94,32 @@ struct PciNode {
 /// A GPU: a PCI device of class 0x0302/0x0300 from vendor 0x10de (or with no
 /// real vendor), or a `<gpu>` of NCCL XML, or a CUDA device (live).
 struct Gpu {
-  int index = 0;                // position in gpus() (PCI order of the source)
-  int pci = -1;                 // position in pci_nodes(), -1 if none
-  std::string name;             // "GPU0", ...
-  std::string model;            // "Tesla V100-SXM3-32GB-H" ("" if unknown)
-  std::string bus_id;           // as PciNode::bus_id ("" if none)
-  int sm = 0;                   // compute capability × 10 (70 = Volta); 0 if unknown
-  int cuda_device = -1;         // CUDA ordinal on the live machine, -1 if unknown
-  int numa_node = -1;           // nearest NUMA position, -1 if unknown
-  int memory_numa_node = -1;    // NUMA position of the GPU's own memory (POWER9 GPUMemory), -1 if none
-  CpuSet cpus;                  // nearest PUs (empty: unknown)
+  int index = 0;              // position in gpus() (PCI order of the source)
+  int pci = -1;               // position in pci_nodes(), -1 if none
+  std::string name;           // "GPU0", ...
+  std::string model;          // "Tesla V100-SXM3-32GB-H" ("" if unknown)
+  std::string bus_id;         // as PciNode::bus_id ("" if none)
+  int sm = 0;                 // compute capability × 10 (70 = Volta); 0 if unknown
+  int cuda_device = -1;       // CUDA ordinal on the live machine, -1 if unknown
+  int numa_node = -1;         // nearest NUMA position, -1 if unknown
+  int memory_numa_node = -1;  // NUMA position of the GPU's own memory (POWER9 GPUMemory), -1 if none
+  CpuSet cpus;                // nearest PUs (empty: unknown)
 };
 
 /// A network interface (one per PCI network function, or per `<net>` of NCCL XML).
 struct Nic {
   int index = 0;
-  int pci = -1;                 // position in pci_nodes(), -1 for a socket-attached NIC
-  std::string name;             // "mlx5_0", "ib0", "eth0", "NIC0", ...
+  int pci = -1;      // position in pci_nodes(), -1 for a socket-attached NIC
+  std::string name;  // "mlx5_0", "ib0", "eth0", "NIC0", ...
   std::string bus_id;
-  double speed_gbps = 0;        // line rate in Gbit/s (0 unknown)
+  double speed_gbps = 0;  // line rate in Gbit/s (0 unknown)
   int numa_node = -1;
   CpuSet cpus;
 };
 
 struct NvSwitch {
   int index = 0;
-  int pci = -1;                 // -1 when hidden (VMs: NCCL target fffffff:ff:ff.0)
+  int pci = -1;  // -1 when hidden (VMs: NCCL target fffffff:ff:ff.0)
   std::string bus_id;
 };
 
@@ -134,7 +134,7 @@ struct LinkPeer {
 
 /// `count` NVLinks between a GPU and a peer (undirected, one entry per pair).
 struct NvLink {
-  int gpu = 0;                  // position in gpus()
+  int gpu = 0;  // position in gpus()
   LinkPeer peer;
   int count = 0;
 };

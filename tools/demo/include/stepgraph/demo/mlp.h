@@ -97,10 +97,10 @@ struct DemoOptions {
 
 /// One training run of `options.steps` steps.
 struct TrainingRun {
-  std::vector<float> params;   // after the last step
-  std::vector<float> losses;   // per step, read from the pinned output
-  std::vector<double> step_us; // per step: acquire, fill inputs, replay, wait, read loss, release
-  std::size_t graph_nodes = 0; // nodes of the captured step (graph mode)
+  std::vector<float> params;    // after the last step
+  std::vector<float> losses;    // per step, read from the pinned output
+  std::vector<double> step_us;  // per step: acquire, fill inputs, replay, wait, read loss, release
+  std::size_t graph_nodes = 0;  // nodes of the captured step (graph mode)
 };
 
 /// Trains with a StepExecutor in `mode` (kEager: the step function launches
@@ -123,9 +123,9 @@ struct DemoReport {
   std::size_t graph_nodes = 0;
   float first_loss = 0;
   float last_loss = 0;
-  std::vector<float> losses;     // the replay run's loss curve
-  double max_abs_param_diff = 0; // eager vs replay after the last step; must be exactly 0
-  double max_abs_loss_diff = 0;  // eager vs replay, over every step
+  std::vector<float> losses;      // the replay run's loss curve
+  double max_abs_param_diff = 0;  // eager vs replay after the last step; must be exactly 0
+  double max_abs_loss_diff = 0;   // eager vs replay, over every step
   [[nodiscard]] bool identical() const { return max_abs_param_diff == 0.0 && max_abs_loss_diff == 0.0; }
 };
 
