@@ -114,18 +114,6 @@ DeviceInfo query_device(int index) {
   return info;
 }
 
-cudaStreamCaptureMode to_cuda(CaptureMode mode) {
-  switch (mode) {
-    case CaptureMode::kGlobal:
-      return cudaStreamCaptureModeGlobal;
-    case CaptureMode::kThreadLocal:
-      return cudaStreamCaptureModeThreadLocal;
-    case CaptureMode::kRelaxed:
-      return cudaStreamCaptureModeRelaxed;
-  }
-  return cudaStreamCaptureModeThreadLocal;
-}
-
 CaptureMode from_cuda(cudaStreamCaptureMode mode) {
   switch (mode) {
     case cudaStreamCaptureModeGlobal:

@@ -288,4 +288,6 @@ CudaStream& as_cuda(detail::StreamImpl& stream, std::string_view call);
 
 [[nodiscard]] NodeKind node_kind(cudaGraphNodeType type) noexcept;
 
+[[nodiscard]] cudaStreamCaptureMode to_cuda(CaptureMode mode) noexcept;
+
 }  // namespace stepgraph::runtime::cuda

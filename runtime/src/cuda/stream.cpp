@@ -57,18 +57,6 @@ CudaEvent& as_cuda_event(detail::EventImpl& event, std::string_view call) {
   return *e;
 }
 
-cudaStreamCaptureMode to_cuda_mode(CaptureMode mode) {
-  switch (mode) {
-    case CaptureMode::kGlobal:
-      return cudaStreamCaptureModeGlobal;
-    case CaptureMode::kThreadLocal:
-      return cudaStreamCaptureModeThreadLocal;
-    case CaptureMode::kRelaxed:
-      return cudaStreamCaptureModeRelaxed;
-  }
-  return cudaStreamCaptureModeThreadLocal;
-}
-
 KeepAlive keep_buffers(const std::vector<BufferAccess>& accesses) {
   KeepAlive keep;
   keep.buffers.reserve(accesses.size());
@@ -89,6 +77,18 @@ void* device_ptr(const BufferSlice& s) {
 }
 
 }  // namespace
+
+cudaStreamCaptureMode to_cuda(CaptureMode mode) noexcept {
+  switch (mode) {
+    case CaptureMode::kGlobal:
+      return cudaStreamCaptureModeGlobal;
+    case CaptureMode::kThreadLocal:
+      return cudaStreamCaptureModeThreadLocal;
+    case CaptureMode::kRelaxed:
+      return cudaStreamCaptureModeRelaxed;
+  }
+  return cudaStreamCaptureModeThreadLocal;
+}
 
 // ---------------------------------------------------------------- life cycle
 
@@ -458,7 +458,7 @@ void CudaStream::begin_capture(CaptureMode mode) {
   // synchronize, ...) invalidate this capture: thread-local by default, so
   // other threads' work is unaffected (CUDA Runtime API, "Stream
   // Management", cudaStreamBeginCapture / cudaThreadExchangeStreamCaptureMode).
-  STEPGRAPH_CUDA_CHECK(cudaStreamBeginCapture(stream_, to_cuda_mode(mode)));
+  STEPGRAPH_CUDA_CHECK(cudaStreamBeginCapture(stream_, to_cuda(mode)));
   const CaptureState st = capture_state();
   origin_capture_ = st.id;
   (void)backend_->open_capture(st.id, device_, stream_, mode);
