@@ -292,9 +292,75 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
     bool local_everywhere;  // a gang source: its result is on every device
   };
   std::vector<PredInfo> preds;
-  // Arrival of every input at device d; commit = reserve the links.
   const bool charge = model_links && link_penalty == SharedLinkPenalty::kCharge;
   double inflicted = 0;  // set by ready_at: Note [Shared-link penalty]
+  // Arrival at device d of a transfer over the modelled links, each view
+  // adding its shared-link penalty to `inflicted`; commit = reserve them.
+  // Shared view (Note [Shared bandwidth in HEFT]): the transfer flows at its
+  // smallest share along the route, walking the links' step functions.
+  auto shared_arrival = [&](const PredInfo& pr, std::size_t d, bool commit) {
+    const double dt = data_us(pr.dev, d, pr.bytes);
+    const auto& route = plat.route(pr.dev, d);
+    const double pair_bw = plat.link(pr.dev, d).bandwidth_gbps;
+    const double flow_start = pr.finish + model.transfer_us(pr.dev, d, pr.bytes) - dt;
+    on_route.clear();
+    auto via = [&](detail::ShareLine& line, double relative_bw) {
+      on_route.push_back({&line, relative_bw, {line, flow_start}});
+    };
+    if (route.empty()) via(lines[pr.dev * p + d], 1.0);
+    for (auto l : route) via(lines[p * p + l], plat.shared_links()[l].bandwidth_gbps / pair_bw);
+    double t = flow_start, left = dt;
+    for (int steps = 0;; ++steps) {
+      double rate = 1.0, next = kInf;
+      bool crowded = false;
+      for (const auto& on : on_route) {
+        const int k = on.at.count();
+        crowded = crowded || k > 0;
+        rate = std::min(rate, on.relative_bw / (k + 1));
+        next = std::min(next, on.at.next());
+      }
+      // Past kShareWalk breakpoints the current share is assumed to
+      // last: bounds the cost of a query on a busy link.
+      const double step = steps < kShareWalk ? (next - t) * rate : kInf;
+      if (step >= left) {
+        if (crowded && charge) inflicted += left;
+        t += left / rate;
+        break;
+      }
+      if (crowded && charge) inflicted += step;
+      left -= step;
+      t = next;
+      for (auto& on : on_route)
+        if (on.at.next() == t) on.at.advance();
+    }
+    if (commit)
+      for (const auto& on : on_route) on.line->add(flow_start, t);
+    return t;
+  };
+  // Queue view: the transfer needs the same slot on every link of its route
+  // (Note [Routes] in platform.h): the earliest start all agree on.
+  auto queued_arrival = [&](const PredInfo& pr, std::size_t d, bool commit) {
+    const double dt = data_us(pr.dev, d, pr.bytes);
+    const auto& route = plat.route(pr.dev, d);
+    double s = pr.finish;
+    if (route.empty()) {
+      auto& link = links[pr.dev * p + d];
+      s = link.earliest_start(s, dt);
+      if (commit) link.occupy(s, dt);
+    } else {
+      for (;;) {
+        double next = s;
+        for (auto l : route) next = std::max(next, links[p * p + l].earliest_start(s, dt));
+        if (next == s) break;
+        s = next;
+      }
+      if (commit)
+        for (auto l : route) links[p * p + l].occupy(s, dt);
+    }
+    if (charge) inflicted += std::min(dt, s - pr.finish);
+    return s + model.transfer_us(pr.dev, d, pr.bytes);
+  };
+  // Arrival of every input at device d; commit = reserve the links.
   auto ready_at = [&](std::size_t d, bool commit) {
     double r = 0;
     inflicted = 0;
@@ -304,66 +370,7 @@ Placement heft(const StepGraph& g, const CostModel& model, const std::vector<Nod
       } else if (!model_links || pr.bytes == 0) {
         r = std::max(r, pr.finish + model.transfer_us(pr.dev, d, pr.bytes));
       } else {
-        // The transfer needs the same slot on every link of its route
-        // (Note [Routes] in platform.h): the earliest start all agree on.
-        const double dt = data_us(pr.dev, d, pr.bytes);
-        const auto& route = plat.route(pr.dev, d);
-        if (share_links) {
-          // Note [Shared bandwidth in HEFT]
-          const double pair_bw = plat.link(pr.dev, d).bandwidth_gbps;
-          const double flow_start = pr.finish + model.transfer_us(pr.dev, d, pr.bytes) - dt;
-          on_route.clear();
-          auto via = [&](detail::ShareLine& line, double relative_bw) {
-            on_route.push_back({&line, relative_bw, {line, flow_start}});
-          };
-          if (route.empty()) via(lines[pr.dev * p + d], 1.0);
-          for (auto l : route) via(lines[p * p + l], plat.shared_links()[l].bandwidth_gbps / pair_bw);
-          double t = flow_start, left = dt;
-          for (int steps = 0;; ++steps) {
-            double rate = 1.0, next = kInf;
-            bool crowded = false;
-            for (const auto& on : on_route) {
-              const int k = on.at.count();
-              crowded = crowded || k > 0;
-              rate = std::min(rate, on.relative_bw / (k + 1));
-              next = std::min(next, on.at.next());
-            }
-            // Past kShareWalk breakpoints the current share is assumed to
-            // last: bounds the cost of a query on a busy link.
-            const double step = steps < kShareWalk ? (next - t) * rate : kInf;
-            if (step >= left) {
-              if (crowded && charge) inflicted += left;
-              t += left / rate;
-              break;
-            }
-            if (crowded && charge) inflicted += step;
-            left -= step;
-            t = next;
-            for (auto& on : on_route)
-              if (on.at.next() == t) on.at.advance();
-          }
-          if (commit)
-            for (const auto& on : on_route) on.line->add(flow_start, t);
-          r = std::max(r, t);
-          continue;
-        }
-        double s = pr.finish;
-        if (route.empty()) {
-          auto& link = links[pr.dev * p + d];
-          s = link.earliest_start(s, dt);
-          if (commit) link.occupy(s, dt);
-        } else {
-          for (;;) {
-            double next = s;
-            for (auto l : route) next = std::max(next, links[p * p + l].earliest_start(s, dt));
-            if (next == s) break;
-            s = next;
-          }
-          if (commit)
-            for (auto l : route) links[p * p + l].occupy(s, dt);
-        }
-        if (charge) inflicted += std::min(dt, s - pr.finish);
-        r = std::max(r, s + model.transfer_us(pr.dev, d, pr.bytes));
+        r = std::max(r, share_links ? shared_arrival(pr, d, commit) : queued_arrival(pr, d, commit));
       }
     }
     return r;
