@@ -136,9 +136,10 @@ struct PlaceOptions {
   /// the real platform (0: no search; see SearchOptions). kAutoSearch (the
   /// default): kAutoSearchEvaluations for kHeft on a graph of at most
   /// kAutoSearchSize nodes + edges, none otherwise -- a step graph that
-  /// small is placed in about a second with the search (a 1000-node,
-  /// 5000-edge graph on 16 GPUs: 0.9-1.1 s), and placed once for every step
-  /// it runs (Note [Placement search] in search.cpp).
+  /// small is placed in a second or two with the search (on 16 GPUs: a
+  /// 1000-node, 5000-edge graph 0.9-1.1 s, a 2000-node graph of out-degree 4
+  /// 1.7 s), and placed once for every step it runs (Note [Placement search]
+  /// in search.cpp).
   int search_evaluations = kAutoSearch;
   std::uint64_t search_seed = 1;
 };
