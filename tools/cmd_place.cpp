@@ -103,11 +103,10 @@ int run_place(const PlaceCliOptions& o) {
   std::printf("graph: %s, %zu nodes, %zu edges\n", o.graph.c_str(), g.node_count(), g.edge_count());
   std::printf("algorithm: %s (schedule: %s), scheduled in %.2f ms\n", o.algo.c_str(),
               std::string(sg::to_string(pl.source)).c_str(), sched_ms);
-  const int evaluations = sg::search_budget(g, po);
-  if (evaluations > 0)
-    std::printf("search: %d evaluations%s (seed %llu), %zu nodes moved\n", evaluations,
-                o.search == "auto" ? " (auto: a small graph)" : "", static_cast<unsigned long long>(o.search_seed),
-                pl.searched_moves);
+  if (pl.searched_evaluations > 0)
+    std::printf("search: %zu evaluations%s (seed %llu), %zu nodes moved\n", pl.searched_evaluations,
+                o.search == "auto" ? " (auto: a small graph, bounded by work)" : "",
+                static_cast<unsigned long long>(o.search_seed), pl.searched_moves);
   std::printf("%-12s %8s %10s\n", "device", "nodes", "util");
   for (std::size_t d = 0; d < platform.size(); ++d) {
     std::size_t own = 0;
@@ -140,7 +139,8 @@ stepgraph::tools::Command place_cmd{
       app.add_option("--placement-out", o->placement_out, "write the placement JSON here");
       app.add_option("--search", o->search,
                      "after the algorithm, search node moves judged by the simulator: N evaluations (0: off; "
-                     "auto: 300 for heft on graphs of at most 10000 nodes + edges)")
+                     "auto: for heft on graphs of at most 10000 nodes + edges, up to 5000 evaluations bounded by "
+                     "work, about 1.5 s at most)")
           ->capture_default_str();
       app.add_option("--search-seed", o->search_seed, "seed of the search (deterministic per seed)")
           ->capture_default_str();

@@ -233,6 +233,7 @@ std::string placement_to_json(const StepGraph& g, const Placement& pl) {
   doc["estimated_makespan_us"] = pl.estimated_makespan_us;
   doc["serial_fallback"] = pl.serial_fallback;
   doc["searched_moves"] = pl.searched_moves;
+  doc["searched_evaluations"] = pl.searched_evaluations;
   json nodes = json::array();
   for (NodeId u = 0; u < pl.nodes.size(); ++u)
     nodes.push_back({{"name", g.node(u).name},

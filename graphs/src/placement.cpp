@@ -558,11 +558,17 @@ Placement schedule_assignment(const StepGraph& g, const CostModel& model, const 
   return schedule_assignment_impl(g, model, device_of, topo, adj);
 }
 
-int search_budget(const StepGraph& g, const PlaceOptions& options) noexcept {
-  if (options.search_evaluations != kAutoSearch) return options.search_evaluations;
-  return options.algorithm == Algorithm::kHeft && g.node_count() + g.edges().size() <= kAutoSearchSize
-             ? kAutoSearchEvaluations
-             : 0;
+SearchOptions search_options(const StepGraph& g, const PlaceOptions& options) noexcept {
+  SearchOptions so;
+  so.seed = options.search_seed;
+  so.cost = options.cost;
+  so.evaluations = options.search_evaluations;
+  if (options.search_evaluations == kAutoSearch) {
+    const bool searched = options.algorithm == Algorithm::kHeft && g.node_count() + g.edges().size() <= kAutoSearchSize;
+    so.evaluations = searched ? kAutoSearchEvaluations : 0;
+    so.work = searched ? kAutoSearchWork : 0;
+  }
+  return so;
 }
 
 Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions& options) {
@@ -738,14 +744,8 @@ Placement place(const StepGraph& g, const Platform& platform, const PlaceOptions
     }
   }
   out.algorithm = options.algorithm;
-  const int evaluations = search_budget(g, options);
-  if (evaluations != 0) {
-    SearchOptions so;
-    so.evaluations = evaluations;
-    so.seed = options.search_seed;
-    so.cost = options.cost;
-    out = search_placement(g, platform, out, so);
-  }
+  const SearchOptions so = search_options(g, options);
+  if (so.evaluations != 0) out = search_placement(g, platform, out, so);
   return out;
 }
 

@@ -32,8 +32,15 @@ namespace stepgraph::graphs {
 // (breadth first) to one device. Each proposal is judged by simulate() on
 // the platform; it is kept if shorter, or with the simulated-annealing
 // probability exp(-increase / T), T falling geometrically from 0.2 % of the
-// start's makespan to a thousandth of that over the budget. The best
-// placement seen is returned, never one longer than the start. Gang nodes
+// start's makespan to a thousandth of that over the budget. The budget is
+// evaluations and, optionally, work: an evaluation's work counts the
+// graph's nodes and edges and 16 (kSearchTransferWork) for each edge
+// between two devices, because the simulator spends most of its time on
+// transfers. Both are deterministic, unlike a time limit; the work bound
+// lets a schedule mostly on one device, which the high-CCR cells of the
+// grid start from, get four times the evaluations or more for the same
+// time. The best placement seen is returned, never one longer than the
+// start. Gang nodes
 // and pinned nodes never move, and a node only moves where it can run.
 // Measured: docs/placement.md, "Placement search".
 
@@ -41,6 +48,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
                            const SearchOptions& options) {
   STEPGRAPH_CHECK(options.evaluations >= 0, InvalidArgument, "search: evaluations must be >= 0, got {}",
                   options.evaluations);
+  STEPGRAPH_CHECK(options.work >= 0, InvalidArgument, "search: work must be >= 0, got {}", options.work);
   STEPGRAPH_CHECK(start.nodes.size() == g.node_count(), InvalidArgument,
                   "search: the placement has {} nodes, the graph {}", start.nodes.size(), g.node_count());
   const std::size_t n = g.node_count();
@@ -50,7 +58,14 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   so.cost = options.cost;
   // Also checks the start against the platform (devices, orders).
   const double start_makespan = simulate(g, platform, start, so).makespan_us;
-  if (options.evaluations == 0 || p < 2 || n == 0) return start;
+  // Nothing shorter found: the start, with how much was tried.
+  auto unchanged = [&](int evaluations) {
+    Placement out = start;
+    out.searched_moves = 0;
+    out.searched_evaluations = static_cast<std::size_t>(evaluations);
+    return out;
+  };
+  if (options.evaluations == 0 || p < 2 || n == 0) return unchanged(0);
 
   const auto topo = topological_order(g);
   std::vector<std::size_t> pos(n);
@@ -72,7 +87,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
       if (model.can_run(node, d)) targets[u].push_back(static_cast<int>(d));
     if (targets[u].size() > 1) movable.push_back(u);
   }
-  if (movable.empty()) return start;
+  if (movable.empty()) return unchanged(0);
   std::vector<std::vector<NodeId>> neighbours(n);
   for (const auto& e : g.edges()) {
     neighbours[e.src].push_back(e.dst);
@@ -104,14 +119,26 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   double current = start_makespan;
   double best = start_makespan;
   std::vector<int> best_dev = dev;
-  double temperature = 0.002 * start_makespan;
-  const double cooling = std::pow(1e-3, 1.0 / options.evaluations);
+  const double hottest = 0.002 * start_makespan;
+  double temperature = hottest;
+  // An evaluation's work (SearchOptions::work): nodes + edges, and
+  // kSearchTransferWork more for each edge between two devices.
+  const auto local_work = static_cast<std::int64_t>(n + g.edges().size());
+  auto work_of = [&] {
+    std::int64_t w = local_work;
+    for (const auto& e : g.edges())
+      if (dev[e.src] != dev[e.dst] && dev[e.src] != kAllDevices && dev[e.dst] != kAllDevices) w += kSearchTransferWork;
+    return w;
+  };
+  std::int64_t worked = 0;
   std::vector<std::pair<NodeId, int>> undo;  // (node, old device)
   std::vector<NodeId> ball;
   // Proposals that change nothing (a node already there) cost no
   // evaluation; the attempt cap only guards a graph where that is common.
   int spent = 0;
-  for (long attempt = 0; spent < options.evaluations && attempt < 8L * options.evaluations; ++attempt) {
+  for (long attempt = 0; spent < options.evaluations && attempt < 8L * options.evaluations &&
+                         (options.work == 0 || worked < options.work);
+       ++attempt) {
     undo.clear();
     const NodeId u = movable[below(movable.size())];
     auto move = [&](NodeId v, int d) {
@@ -140,6 +167,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     }
     if (undo.empty()) continue;
     ++spent;
+    worked += work_of();
     fill_trial();
     const double m = simulate(g, platform, trial, so).makespan_us;
     if (m < current || unit(rng) < std::exp((current - m) / temperature)) {
@@ -151,9 +179,13 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     } else {
       for (auto it = undo.rbegin(); it != undo.rend(); ++it) dev[it->first] = it->second;
     }
-    temperature *= cooling;
+    // Geometric cooling to a thousandth over whichever budget is nearer
+    // its end.
+    double progress = static_cast<double>(spent) / options.evaluations;
+    if (options.work > 0) progress = std::max(progress, static_cast<double>(worked) / options.work);
+    temperature = hottest * std::pow(1e-3, progress);
   }
-  if (!(best < start_makespan)) return start;
+  if (!(best < start_makespan)) return unchanged(spent);
 
   // The result: the best devices, the simulator's times, orders by them.
   dev = best_dev;
@@ -164,6 +196,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   detail::build_device_order(g, topo, p, out);
   out.serial_fallback = false;
   out.searched_moves = 0;
+  out.searched_evaluations = static_cast<std::size_t>(spent);
   for (NodeId u = 0; u < n; ++u) out.searched_moves += out.nodes[u].device != start.nodes[u].device;
   return out;
 }

@@ -51,17 +51,28 @@ sg::StepGraph random_dag(std::size_t nodes, double ccr, std::uint64_t seed) {
   return sg::make_random_dag(spec);
 }
 
+// Eight independent 100 us nodes, all on device 0 of four free-linked GPUs.
+struct OneDeviceStart {
+  sg::StepGraph g = eight_nodes();
+  sg::Platform p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {10.0, 0.0});
+  sg::Placement start =
+      sg::schedule_assignment(g, sg::CostModel(p, sg::CostModelOptions::ideal()), std::vector<int>(8, 0));
+
+  static sg::StepGraph eight_nodes() {
+    sg::StepGraph g;
+    for (int i = 0; i < 8; ++i) g.add_kernel("k" + std::to_string(i), sg::DeviceCosts::uniform(100));
+    return g;
+  }
+};
+
 }  // namespace
 
 TEST(PlacementSearch, SpreadsIndependentNodesOffOneDevice) {
   // Eight independent 100 us nodes, all on device 0 of four: 800 us. The
   // optimum is two per device, 200 us (total work / devices); any spread
   // that leaves at most three on a device is <= 300 us.
-  sg::StepGraph g;
-  for (int i = 0; i < 8; ++i) g.add_kernel("k" + std::to_string(i), sg::DeviceCosts::uniform(100));
-  const auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {10.0, 0.0});
-  const sg::CostModel model(p, sg::CostModelOptions::ideal());
-  const auto start = sg::schedule_assignment(g, model, std::vector<int>(8, 0));
+  const OneDeviceStart setup;
+  const auto& [g, p, start] = setup;
   ASSERT_DOUBLE_EQ(simulated(g, p, start), 800);
   const auto out = sg::search_placement(g, p, start, search(300));
   const double m = simulated(g, p, out);
@@ -171,26 +182,73 @@ TEST(PlacementSearch, BadInput) {
 TEST(PlacementSearch, DefaultSearchesSmallGraphsForHeftOnly) {
   // PlaceOptions::search_evaluations = kAutoSearch: kHeft on a graph of at
   // most kAutoSearchSize nodes + edges is the list schedule refined by
-  // kAutoSearchEvaluations evaluations of search_placement() (seed 1);
-  // larger graphs and the other algorithms are not searched.
+  // search_placement() with kAutoSearchEvaluations and kAutoSearchWork
+  // (seed 1); larger graphs and the other algorithms are not searched.
   const auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {10.0, 1.0});
   const auto small = random_dag(60, 1.0, 2);
   ASSERT_LE(small.node_count() + small.edges().size(), sg::kAutoSearchSize);
   sg::PlaceOptions po;
   po.cost = sg::CostModelOptions::ideal();
   ASSERT_EQ(po.search_evaluations, sg::kAutoSearch);
+  const auto so = sg::search_options(small, po);
+  EXPECT_EQ(so.evaluations, sg::kAutoSearchEvaluations);
+  EXPECT_EQ(so.work, sg::kAutoSearchWork);
   const auto automatic = sg::place(small, p, po);
   po.search_evaluations = 0;
   const auto list = sg::place(small, p, po);
-  const auto refined = sg::search_placement(small, p, list, search(sg::kAutoSearchEvaluations, 1));
+  const auto refined = sg::search_placement(small, p, list, so);
   for (sg::NodeId u = 0; u < small.node_count(); ++u) EXPECT_EQ(automatic.device(u), refined.device(u));
   EXPECT_EQ(automatic.searched_moves, refined.searched_moves);
+  EXPECT_EQ(automatic.searched_evaluations, refined.searched_evaluations);
   EXPECT_GT(automatic.searched_moves, 0u);  // so the comparison above sees a search
+  EXPECT_GT(automatic.searched_evaluations, 0u);
+  EXPECT_LE(automatic.searched_evaluations, static_cast<std::size_t>(sg::kAutoSearchEvaluations));
 
   const auto large = random_dag(3000, 1.0, 2);
   ASSERT_GT(large.node_count() + large.edges().size(), sg::kAutoSearchSize);
   po.search_evaluations = sg::kAutoSearch;
-  EXPECT_EQ(sg::place(large, p, po).searched_moves, 0u);
+  EXPECT_EQ(sg::search_options(large, po).evaluations, 0);
+  const auto unsearched = sg::place(large, p, po);
+  EXPECT_EQ(unsearched.searched_moves, 0u);
+  EXPECT_EQ(unsearched.searched_evaluations, 0u);
   po.algorithm = sg::Algorithm::kHeftBlind;
-  EXPECT_EQ(sg::place(small, p, po).searched_moves, 0u);
+  EXPECT_EQ(sg::search_options(small, po).evaluations, 0);
+  EXPECT_EQ(sg::place(small, p, po).searched_evaluations, 0u);
+}
+
+TEST(PlacementSearch, WorkBoundsTheEvaluations) {
+  // SearchOptions::work: an evaluation's work is nodes + edges +
+  // kSearchTransferWork per edge between two devices, and the search stops
+  // once the sum reaches the bound. Eight independent nodes: every
+  // evaluation is 8, so a bound of 80 allows exactly 10.
+  const OneDeviceStart setup;
+  const auto& [g, p, start] = setup;
+  const sg::CostModel model(p, sg::CostModelOptions::ideal());
+  auto o = search(1000);
+  o.work = 80;
+  EXPECT_EQ(sg::search_placement(g, p, start, o).searched_evaluations, 10u);
+  o.evaluations = 4;  // the nearer bound wins
+  EXPECT_EQ(sg::search_placement(g, p, start, o).searched_evaluations, 4u);
+  o.work = 0;  // no work bound
+  o.evaluations = 300;
+  EXPECT_EQ(sg::search_placement(g, p, start, o).searched_evaluations, 300u);
+
+  // A chain of 6 nodes (5 edges): an evaluation costs 11 with every node on
+  // one device, 11 + 16 x 5 = 91 with every edge crossing; 910 allows
+  // between 10 and 83 evaluations.
+  sg::StepGraph chain;
+  sg::NodeId prev = chain.add_kernel("c0", sg::DeviceCosts::uniform(100));
+  for (int i = 1; i < 6; ++i) {
+    const auto c = chain.add_kernel("c" + std::to_string(i), sg::DeviceCosts::uniform(100));
+    chain.connect(prev, c, 1000);
+    prev = c;
+  }
+  const auto one = sg::schedule_assignment(chain, model, std::vector<int>(6, 0));
+  o.evaluations = 1000;
+  o.work = 910;
+  const auto out = sg::search_placement(chain, p, one, o);
+  EXPECT_GE(out.searched_evaluations, 10u);
+  EXPECT_LE(out.searched_evaluations, 83u);
+  o.work = -1;
+  EXPECT_THROW((void)sg::search_placement(chain, p, one, o), stepgraph::InvalidArgument);
 }

@@ -119,7 +119,14 @@ enum class ScheduleSource : std::uint8_t {
 [[nodiscard]] std::string_view to_string(ScheduleSource source) noexcept;
 
 inline constexpr int kAutoSearch = -1;
-inline constexpr int kAutoSearchEvaluations = 300;
+/// kAutoSearch's bounds (SearchOptions): at most this many evaluations...
+inline constexpr int kAutoSearchEvaluations = 5000;
+/// ...and at most this much work: about 360 evaluations of a 1000-node,
+/// 4600-edge graph spread over 16 GPUs, 4000 if every evaluation kept it on
+/// one device (from a one-device start the search spreads some nodes: about
+/// 1300 measured on the DGX-1 at CCR 10).
+inline constexpr std::int64_t kAutoSearchWork = 24'000'000;
+/// kAutoSearch searches graphs of at most this many nodes + edges.
 inline constexpr std::size_t kAutoSearchSize = 10000;
 
 struct PlaceOptions {
@@ -134,19 +141,17 @@ struct PlaceOptions {
   SharedView shared_view = SharedView::kCandidate;
   /// After the algorithm: simulator evaluations for search_placement() on
   /// the real platform (0: no search; see SearchOptions). kAutoSearch (the
-  /// default): kAutoSearchEvaluations for kHeft on a graph of at most
-  /// kAutoSearchSize nodes + edges, none otherwise -- a step graph that
-  /// small is placed in a second or two with the search (on 16 GPUs: a
-  /// 1000-node, 5000-edge graph 0.9-1.1 s, a 2000-node graph of out-degree 4
-  /// 1.7 s), and placed once for every step it runs (Note [Placement search]
-  /// in search.cpp).
+  /// default): for kHeft on a graph of at most kAutoSearchSize nodes +
+  /// edges, a search bounded by kAutoSearchEvaluations and kAutoSearchWork;
+  /// none otherwise. That is at most about 1.5 s on the development VM
+  /// whatever the graph: a 1000-node, 4600-edge graph gets about 360
+  /// evaluations spread over 16 GPUs, about 1300 from a one-device start on
+  /// 8; a 100-node graph takes 0.13-0.22 s mostly on one device, 1.1 s
+  /// spread over 16 GPUs. A step graph is placed once for every step it
+  /// runs (Note [Placement search] in search.cpp).
   int search_evaluations = kAutoSearch;
   std::uint64_t search_seed = 1;
 };
-
-/// The search evaluations place() runs after the algorithm: options.
-/// search_evaluations, with kAutoSearch resolved for this graph.
-[[nodiscard]] int search_budget(const StepGraph& g, const PlaceOptions& options) noexcept;
 
 struct ScheduledNode {
   int device = 0;  ///< index into the Platform, or kAllDevices (collective)
@@ -174,6 +179,8 @@ struct Placement {
   /// Nodes whose device search_placement() changed (0: no search, or the
   /// search found nothing shorter and returned its start).
   std::size_t searched_moves = 0;
+  /// Simulator evaluations search_placement() made (0: no search).
+  std::size_t searched_evaluations = 0;
 
   [[nodiscard]] int device(NodeId node) const { return nodes.at(node).device; }
 };
@@ -199,20 +206,37 @@ struct Placement {
 /// seconds here to shorten every step can pay.
 struct SearchOptions {
   /// simulate() calls the search may make; each costs O((nodes + edges) log)
-  /// (about 3.5 ms for 1000 nodes and 5000 edges on 16 devices on the
-  /// development VM). 0 returns the start unchanged.
+  /// (about 3.5 ms for 1000 nodes and 5000 edges spread over 16 devices on
+  /// the development VM, 0.13 ms with the same graph on one device). 0
+  /// returns the start unchanged.
   int evaluations = 1000;
+  /// A second bound, deterministic too: the search stops once the work of
+  /// its evaluations reaches this (0: no bound). An evaluation's work is
+  /// nodes + edges + kSearchTransferWork x the edges between two devices: a
+  /// transfer costs the simulator events and link-sharing updates, 3 to 50
+  /// times a local edge on the development VM (more where many transfers
+  /// share links at once). So a schedule mostly on one device, cheap to
+  /// simulate, gets more evaluations for the same time. The annealing cools
+  /// by whichever bound is nearer.
+  std::int64_t work = 0;
   /// The search is deterministic for a given seed, graph, platform and start.
   std::uint64_t seed = 1;
   CostModelOptions cost{};
 };
+inline constexpr std::int64_t kSearchTransferWork = 16;
 
-/// Returns `start` improved by the search, or `start` itself (searched_moves
-/// = 0) when nothing shorter was found: the result's simulated makespan is
+/// The search place() runs after the algorithm: options.search_evaluations,
+/// with kAutoSearch resolved for this graph (evaluations 0: none; work 0
+/// unless kAutoSearch), and the options' seed and cost model.
+[[nodiscard]] SearchOptions search_options(const StepGraph& g, const PlaceOptions& options) noexcept;
+
+/// Returns `start` improved by the search, or `start` (searched_moves = 0)
+/// when nothing shorter was found; searched_evaluations says how many
+/// evaluations were made either way: the result's simulated makespan is
 /// never above the start's. Gang (collective) and pinned nodes keep their
 /// devices; a node only moves to devices that can run it. The result's times
 /// are the simulator's and its device_order is consistent with the edges.
-/// Throws InvalidArgument for evaluations < 0, or a placement that does not
+/// Throws InvalidArgument for evaluations < 0 or work < 0, or a placement that does not
 /// match the graph or the platform. Reentrant; no CUDA calls.
 [[nodiscard]] Placement search_placement(const StepGraph& graph, const Platform& platform, const Placement& start,
                                          const SearchOptions& options = {});
