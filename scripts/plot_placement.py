@@ -6,7 +6,10 @@ docs/placement.md.
     scripts/plot_placement.py placement.json [more.json ...] --out docs [--tables tables.md]
 
 Writes docs/placement_slr.png, docs/placement_blind_ratio.png,
-docs/placement_scale.png and prints Markdown tables (or writes --tables).
+docs/placement_scale.png and prints Markdown tables (or writes --tables):
+the grid's, the scaling benchmark's, the transformer step's and the search
+benchmark's (BM_Placement_Search), each for the results it is given. The
+grid split over two processes, as docs/placement.md runs it, is merged here.
 """
 import argparse
 import collections
@@ -27,6 +30,9 @@ GRID = re.compile(
     r"/ccr:(?P<ccr>[\d.]+)/beta:(?P<beta>[\d.]+)")
 SCALE = re.compile(r"BM_Placement_Scale/(?P<algo>[\w-]+)/(?P<n>\d+)")
 TRANS = re.compile(r"BM_Placement_Transformer/(?P<topo>\w+)/(?P<algo>[\w-]+)")
+SEARCH = re.compile(
+    r"BM_Placement_Search/(?P<topo>\w+)/(?P<set>\w+)/n:(?P<n>\d+)/alpha:(?P<alpha>[\d.]+)/deg:(?P<deg>\d+)"
+    r"/ccr:(?P<ccr>[\d.]+)")
 UNEVEN = {"dgx1", "ndv2", "power8"}
 TOPOS = ["dgx1", "ndv2", "power8", "dgx2"]
 
@@ -47,7 +53,7 @@ def load(paths):
                 benches[b["run_name"]] = b
             elif b.get("repetitions", 1) <= 1 or b["run_name"] not in benches:
                 benches[b.get("run_name", b["name"])] = b
-    grid, scale, trans = [], [], []
+    grid, scale, trans, search = [], [], [], []
     for name, b in benches.items():
         m = GRID.match(name)
         if m:
@@ -66,7 +72,13 @@ def load(paths):
         if m:
             trans.append(dict(topo=m.group("topo"), algo=m.group("algo"), makespan=b["makespan_us"],
                               lb_ratio=b["lb_ratio"]))
-    return ctx, grid, scale, trans
+            continue
+        m = SEARCH.match(name)
+        if m:
+            row = m.groupdict()
+            row.update({k: v for k, v in b.items() if isinstance(v, (int, float))})
+            search.append(row)
+    return ctx, grid, scale, trans, search
 
 
 def plot_slr(grid, out):
@@ -137,71 +149,72 @@ def plot_scale(scale, out):
     plt.close(fig)
 
 
-def tables(ctx, grid, scale, trans):
+def tables(ctx, grid, scale, trans, search):
     lines = []
     p = lines.append
-    p("### Target 1: HEFT vs the best baseline, every cell (mean over seeds)\n")
-    p("HEFT's portfolio contains heft-blind's list schedules (docs/placement.md, Note [HEFT portfolio]), so HEFT <= "
-      "heft-blind holds by construction; the last two columns leave heft-blind out and compare with round-robin and "
-      "greedy only. 'uniform kept', 'NUMA kept' and 'shared kept' count the placements (of 10 seeds x cells) where "
-      "HEFT returned a list built on the uniform view, on one NUMA node's devices (Note [NUMA subsets]), or with "
-      "links as shared bandwidth (Note [Shared bandwidth in HEFT]).\n")
-    p("| topology | device set | cells | cells HEFT <= best baseline | worst HEFT / best baseline | "
-      "mean HEFT / best baseline | uniform kept | NUMA kept | shared kept | worst HEFT / best of rr, greedy | "
-      "mean HEFT / best of rr, greedy |")
-    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if grid:
+        p("### Target 1: HEFT vs the best baseline, every cell (mean over seeds)\n")
+        p("HEFT's portfolio contains heft-blind's list schedules (docs/placement.md, Note [HEFT portfolio]), so HEFT <= "
+          "heft-blind holds by construction; the last two columns leave heft-blind out and compare with round-robin and "
+          "greedy only. 'uniform kept', 'NUMA kept' and 'shared kept' count the placements (of 10 seeds x cells) where "
+          "HEFT returned a list built on the uniform view, on one NUMA node's devices (Note [NUMA subsets]), or with "
+          "links as shared bandwidth (Note [Shared bandwidth in HEFT]).\n")
+        p("| topology | device set | cells | cells HEFT <= best baseline | worst HEFT / best baseline | "
+          "mean HEFT / best baseline | uniform kept | NUMA kept | shared kept | worst HEFT / best of rr, greedy | "
+          "mean HEFT / best of rr, greedy |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
-    def over_rr_greedy(r):
-        return r["makespan_heft"] / min(r["makespan_rr"], r["makespan_greedy"])
+        def over_rr_greedy(r):
+            return r["makespan_heft"] / min(r["makespan_rr"], r["makespan_greedy"])
 
-    for topo in TOPOS:
-        for dset in ("gpus", "mixed"):
-            cells = [r for r in grid if r["topo"] == topo and r["set"] == dset]
-            if not cells:
-                continue
-            ok = sum(r["heft_over_best_baseline"] <= 1.0 + 1e-9 for r in cells)
-            kept = sum(int(r.get("heft_uniform_view", 0)) for r in cells)
-            numa = sum(int(r.get("heft_numa_subset", 0)) for r in cells)
-            shared = sum(int(r.get("heft_shared_view", 0)) for r in cells)
-            p(f"| {topo} | {dset} | {len(cells)} | {ok} | {max(r['heft_over_best_baseline'] for r in cells):.3f} | "
-              f"{statistics.mean(r['heft_over_best_baseline'] for r in cells):.3f} | {kept} | {numa} | {shared} | "
-              f"{max(over_rr_greedy(r) for r in cells):.3f} | {statistics.mean(over_rr_greedy(r) for r in cells):.3f} |")
-    failing = [r for r in grid if r["heft_over_best_baseline"] > 1.0 + 1e-9]
-    if failing:
-        p("\nCells where HEFT is above the best baseline:\n")
-        p("| topology | set | n | alpha | deg | CCR | HEFT / best baseline |")
+        for topo in TOPOS:
+            for dset in ("gpus", "mixed"):
+                cells = [r for r in grid if r["topo"] == topo and r["set"] == dset]
+                if not cells:
+                    continue
+                ok = sum(r["heft_over_best_baseline"] <= 1.0 + 1e-9 for r in cells)
+                kept = sum(int(r.get("heft_uniform_view", 0)) for r in cells)
+                numa = sum(int(r.get("heft_numa_subset", 0)) for r in cells)
+                shared = sum(int(r.get("heft_shared_view", 0)) for r in cells)
+                p(f"| {topo} | {dset} | {len(cells)} | {ok} | {max(r['heft_over_best_baseline'] for r in cells):.3f} | "
+                  f"{statistics.mean(r['heft_over_best_baseline'] for r in cells):.3f} | {kept} | {numa} | {shared} | "
+                  f"{max(over_rr_greedy(r) for r in cells):.3f} | {statistics.mean(over_rr_greedy(r) for r in cells):.3f} |")
+        failing = [r for r in grid if r["heft_over_best_baseline"] > 1.0 + 1e-9]
+        if failing:
+            p("\nCells where HEFT is above the best baseline:\n")
+            p("| topology | set | n | alpha | deg | CCR | HEFT / best baseline |")
+            p("|---|---|---:|---:|---:|---:|---:|")
+            for r in sorted(failing, key=lambda r: -r["heft_over_best_baseline"])[:25]:
+                p(f"| {r['topo']} | {r['set']} | {r['n']} | {r['alpha']} | {r['deg']} | {r['ccr']} | "
+                  f"{r['heft_over_best_baseline']:.4f} |")
+            if len(failing) > 25:
+                p(f"\n({len(failing) - 25} more)")
+        p("\n### Target 2: HEFT vs topology-blind HEFT on the uneven topologies, CCR >= 1\n")
+        p("| topology | device set | CCR | cells | cells >= 10 % below blind | mean HEFT / blind | worst HEFT / blind |")
         p("|---|---|---:|---:|---:|---:|---:|")
-        for r in sorted(failing, key=lambda r: -r["heft_over_best_baseline"])[:25]:
-            p(f"| {r['topo']} | {r['set']} | {r['n']} | {r['alpha']} | {r['deg']} | {r['ccr']} | "
-              f"{r['heft_over_best_baseline']:.4f} |")
-        if len(failing) > 25:
-            p(f"\n({len(failing) - 25} more)")
-    p("\n### Target 2: HEFT vs topology-blind HEFT on the uneven topologies, CCR >= 1\n")
-    p("| topology | device set | CCR | cells | cells >= 10 % below blind | mean HEFT / blind | worst HEFT / blind |")
-    p("|---|---|---:|---:|---:|---:|---:|")
-    for topo in TOPOS:
-        for dset in ("gpus", "mixed"):
-            for c in (1.0, 5.0, 10.0):
-                cells = [r for r in grid if r["topo"] == topo and r["set"] == dset and r["ccr"] == c]
-                if not cells:
-                    continue
-                ok = sum(r["heft_over_blind"] <= 0.9 for r in cells)
-                tag = "" if topo in UNEVEN else " (uniform, not a target)"
-                p(f"| {topo}{tag} | {dset} | {c:g} | {len(cells)} | {ok} | "
-                  f"{statistics.mean(r['heft_over_blind'] for r in cells):.3f} | "
-                  f"{max(r['heft_over_blind'] for r in cells):.3f} |")
-    p("\n### Mean SLR and ratio to the lower bound, per topology and CCR (n = 1000, mean over shape and out-degree)\n")
-    p("| topology | set | CCR | SLR heft | SLR heft-blind | SLR rr | SLR greedy | LB-ratio heft | LB-ratio heft-blind | LB-ratio rr | LB-ratio greedy |")
-    p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for topo in TOPOS:
-        for dset in ("gpus", "mixed"):
-            for c in sorted({r["ccr"] for r in grid}):
-                cells = [r for r in grid if r["topo"] == topo and r["set"] == dset and r["ccr"] == c and r["n"] == 1000]
-                if not cells:
-                    continue
-                slr = [statistics.mean(r["slr_" + a] for r in cells) for a in ALGOS]
-                lbr = [statistics.mean(r["lb_ratio_" + a] for r in cells) for a in ALGOS]
-                p(f"| {topo} | {dset} | {c:g} | " + " | ".join(f"{x:.2f}" for x in slr + lbr) + " |")
+        for topo in TOPOS:
+            for dset in ("gpus", "mixed"):
+                for c in (1.0, 5.0, 10.0):
+                    cells = [r for r in grid if r["topo"] == topo and r["set"] == dset and r["ccr"] == c]
+                    if not cells:
+                        continue
+                    ok = sum(r["heft_over_blind"] <= 0.9 for r in cells)
+                    tag = "" if topo in UNEVEN else " (uniform, not a target)"
+                    p(f"| {topo}{tag} | {dset} | {c:g} | {len(cells)} | {ok} | "
+                      f"{statistics.mean(r['heft_over_blind'] for r in cells):.3f} | "
+                      f"{max(r['heft_over_blind'] for r in cells):.3f} |")
+        p("\n### Mean SLR and ratio to the lower bound, per topology and CCR (n = 1000, mean over shape and out-degree)\n")
+        p("| topology | set | CCR | SLR heft | SLR heft-blind | SLR rr | SLR greedy | LB-ratio heft | LB-ratio heft-blind | LB-ratio rr | LB-ratio greedy |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for topo in TOPOS:
+            for dset in ("gpus", "mixed"):
+                for c in sorted({r["ccr"] for r in grid}):
+                    cells = [r for r in grid if r["topo"] == topo and r["set"] == dset and r["ccr"] == c and r["n"] == 1000]
+                    if not cells:
+                        continue
+                    slr = [statistics.mean(r["slr_" + a] for r in cells) for a in ALGOS]
+                    lbr = [statistics.mean(r["lb_ratio_" + a] for r in cells) for a in ALGOS]
+                    p(f"| {topo} | {dset} | {c:g} | " + " | ".join(f"{x:.2f}" for x in slr + lbr) + " |")
     if scale:
         p("\n### Scheduling time and peak memory (DGX-1 layout, 8 GPUs)\n")
         p("| algorithm | nodes | edges | CPU time | wall time | peak heap growth |")
@@ -225,6 +238,16 @@ def tables(ctx, grid, scale, trans):
             if row:
                 p(f"| {topo} | " + " | ".join(
                     f"{row[a]['makespan'] / 1e3:.2f} ({row[a]['lb_ratio']:.2f})" if a in row else "-" for a in ALGOS) + " |")
+    if search:
+        p("\n### Placement search: the list portfolio alone and with the default search (mean over seeds)\n")
+        p("| topology | set | n | α | deg | CCR | lists / best baseline | lists+search / best baseline | "
+          "lists / blind | lists+search / blind | search gain | evaluations | search time per graph |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in search:
+            p(f"| {r['topo']} | {r['set']} | {r['n']} | {r['alpha']} | {r['deg']} | {r['ccr']} | "
+              f"{r['heft_over_best_baseline']:.3f} | **{r['search_over_best_baseline']:.3f}** | "
+              f"{r['heft_over_blind']:.3f} | **{r['search_over_blind']:.3f}** | {r['search_over_heft']:.3f} | "
+              f"{r['evaluations']:.0f} | {r['search_seconds_per_graph']:.3f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -234,8 +257,8 @@ def main():
     ap.add_argument("--out", default="docs")
     ap.add_argument("--tables", help="write the Markdown tables here instead of stdout")
     a = ap.parse_args()
-    ctx, grid, scale, trans = load(a.json)
-    if not grid and not scale:
+    ctx, grid, scale, trans, search = load(a.json)
+    if not grid and not scale and not search:
         sys.exit("no BM_Placement_* results in " + ", ".join(a.json))
     os.makedirs(a.out, exist_ok=True)
     if grid:
@@ -243,7 +266,7 @@ def main():
         plot_blind(grid, a.out)
     if scale:
         plot_scale(scale, a.out)
-    text = tables(ctx, grid, scale, trans)
+    text = tables(ctx, grid, scale, trans, search)
     if a.tables:
         with open(a.tables, "w") as f:
             f.write(text)
