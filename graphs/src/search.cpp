@@ -34,15 +34,13 @@ namespace stepgraph::graphs {
 // probability exp(-increase / T), T falling geometrically from 0.2 % of the
 // start's makespan to a thousandth of that over the budget. The budget is
 // evaluations and, optionally, work: an evaluation's work counts the
-// graph's nodes and edges and 16 (kSearchTransferWork) for each edge
-// between two devices, because the simulator spends most of its time on
-// transfers. Both are deterministic, unlike a time limit; the work bound
-// lets a schedule mostly on one device, which the high-CCR cells of the
-// grid start from, get four times the evaluations or more for the same
-// time. The best placement seen is returned, never one longer than the
-// start. Gang nodes
-// and pinned nodes never move, and a node only moves where it can run.
-// Measured: docs/placement.md, "Placement search".
+// graph's nodes and edges and 16 (kSearchTransferWork) for each transfer
+// the simulation made (SimResult::transfers: the edges between two
+// devices), because the simulator spends most of its time on transfers. Both are deterministic, unlike a time limit;
+// the work bound lets a schedule mostly on one device, which the high-CCR cells of the grid start from, get four times
+// the evaluations or more for the same time. The best placement seen is returned, never one longer than the start. Gang
+// nodes and pinned nodes never move, and a node only moves where it can run. Measured: docs/placement.md, "Placement
+// search".
 
 Placement search_placement(const StepGraph& g, const Platform& platform, const Placement& start,
                            const SearchOptions& options) {
@@ -122,14 +120,8 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   const double hottest = 0.002 * start_makespan;
   double temperature = hottest;
   // An evaluation's work (SearchOptions::work): nodes + edges, and
-  // kSearchTransferWork more for each edge between two devices.
+  // kSearchTransferWork more for each transfer the simulator made.
   const auto local_work = static_cast<std::int64_t>(n + g.edges().size());
-  auto work_of = [&] {
-    std::int64_t w = local_work;
-    for (const auto& e : g.edges())
-      if (dev[e.src] != dev[e.dst] && dev[e.src] != kAllDevices && dev[e.dst] != kAllDevices) w += kSearchTransferWork;
-    return w;
-  };
   std::int64_t worked = 0;
   std::vector<std::pair<NodeId, int>> undo;  // (node, old device)
   std::vector<NodeId> ball;
@@ -167,9 +159,10 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     }
     if (undo.empty()) continue;
     ++spent;
-    worked += work_of();
     fill_trial();
-    const double m = simulate(g, platform, trial, so).makespan_us;
+    const SimResult sim = simulate(g, platform, trial, so);
+    const double m = sim.makespan_us;
+    worked += local_work + kSearchTransferWork * static_cast<std::int64_t>(sim.transfers);
     if (m < current || unit(rng) < std::exp((current - m) / temperature)) {
       current = m;
       if (m < best) {

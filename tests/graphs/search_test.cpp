@@ -218,7 +218,7 @@ TEST(PlacementSearch, DefaultSearchesSmallGraphsForHeftOnly) {
 
 TEST(PlacementSearch, WorkBoundsTheEvaluations) {
   // SearchOptions::work: an evaluation's work is nodes + edges +
-  // kSearchTransferWork per edge between two devices, and the search stops
+  // kSearchTransferWork per transfer (edge between two devices), and the search stops
   // once the sum reaches the bound. Eight independent nodes: every
   // evaluation is 8, so a bound of 80 allows exactly 10.
   const OneDeviceStart setup;

@@ -212,10 +212,11 @@ struct SearchOptions {
   int evaluations = 1000;
   /// A second bound, deterministic too: the search stops once the work of
   /// its evaluations reaches this (0: no bound). An evaluation's work is
-  /// nodes + edges + kSearchTransferWork x the edges between two devices: a
-  /// transfer costs the simulator events and link-sharing updates, 3 to 50
-  /// times a local edge on the development VM (more where many transfers
-  /// share links at once). So a schedule mostly on one device, cheap to
+  /// nodes + edges + kSearchTransferWork x the transfers the simulation
+  /// made (SimResult::transfers: edges between two devices; an edge into a
+  /// collective once per other device): a transfer costs the simulator
+  /// events and link-sharing updates, 3 to 50 times a local edge on the
+  /// development VM (more where many transfers share links at once). So a schedule mostly on one device, cheap to
   /// simulate, gets more evaluations for the same time. The annealing cools
   /// by whichever bound is nearer.
   std::int64_t work = 0;
