@@ -74,8 +74,10 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   const CostModel model(platform, options.cost);
   SimulateOptions so;
   so.cost = options.cost;
+  // One prepared simulator for every evaluation (Note [Prepared simulator]).
+  Simulator simulator(g, platform, so);
   // Also checks the start against the platform (devices, orders).
-  const double start_makespan = simulate(g, platform, start, so).makespan_us;
+  const double start_makespan = simulator.run(start).makespan_us;
   // Nothing shorter found: the start, with how much was tried.
   auto unchanged = [&](int evaluations) {
     Placement out = start;
@@ -200,7 +202,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
     if (undo.empty()) continue;
     ++spent;
     fill_trial();
-    const SimResult sim = simulate(g, platform, trial, so);
+    const SimResult sim = simulator.run(trial);
     const double m = sim.makespan_us;
     worked += local_work + kSearchTransferWork * static_cast<std::int64_t>(sim.transfers);
     if (m < current || unit(rng) < std::exp((current - m) / temperature)) {
@@ -223,7 +225,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   // The result: the best devices, the simulator's times, orders by them.
   dev = best_dev;
   fill_trial();
-  const SimResult sim = simulate(g, platform, trial, so);
+  const SimResult sim = simulator.run(trial);
   Placement out = start;
   out.nodes = sim.nodes;
   detail::build_device_order(g, topo, p, out);

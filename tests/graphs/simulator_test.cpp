@@ -19,17 +19,25 @@ sg::Placement assign(const sg::StepGraph& g, const sg::Platform& p, std::vector<
   sg::CostModel m(p, sg::CostModelOptions::ideal());
   return sg::schedule_assignment(g, m, dev);
 }
+
+// A -> {B, C} -> D; A and D 10 us, B and C 20 us; 5000-byte edges.
+struct ForkJoin {
+  sg::StepGraph g;
+  sg::NodeId a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
+  sg::NodeId b = g.add_kernel("B", sg::DeviceCosts::uniform(20));
+  sg::NodeId c = g.add_kernel("C", sg::DeviceCosts::uniform(20));
+  sg::NodeId d = g.add_kernel("D", sg::DeviceCosts::uniform(10));
+  ForkJoin() {
+    for (auto [s, t] : {std::pair{a, b}, {a, c}, {b, d}, {c, d}}) g.connect(s, t, 5000);
+  }
+};
 }  // namespace
 
 TEST(Simulator, ReproducesAContentionFreeSchedule) {
   // Fork-join of placement_test on two devices, HEFT's assignment:
   // A dev0 [0,10], B dev0 [10,30], C dev1 [15,35], D dev1 [35,45].
-  sg::StepGraph g;
-  auto a = g.add_kernel("A", sg::DeviceCosts::uniform(10));
-  auto b = g.add_kernel("B", sg::DeviceCosts::uniform(20));
-  auto c = g.add_kernel("C", sg::DeviceCosts::uniform(20));
-  auto d = g.add_kernel("D", sg::DeviceCosts::uniform(10));
-  for (auto [s, t] : {std::pair{a, b}, {a, c}, {b, d}, {c, d}}) g.connect(s, t, 5000);
+  const ForkJoin fj;
+  const auto& [g, a, b, c, d] = fj;
   auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
   auto r = sg::simulate(g, p, assign(g, p, {0, 0, 1, 1}), ideal());
   EXPECT_DOUBLE_EQ(r.makespan_us, 45);
@@ -39,6 +47,38 @@ TEST(Simulator, ReproducesAContentionFreeSchedule) {
   // dev0 busy 30 of 45, dev1 30 of 45.
   EXPECT_NEAR(r.utilization[0], 30.0 / 45, 1e-12);
   EXPECT_NEAR(r.utilization[1], 30.0 / 45, 1e-12);
+}
+
+TEST(Simulator, PreparedSimulatorRunsManyPlacementsOfOneGraph) {
+  // Note [Prepared simulator]: one Simulator, several placements, each
+  // against hand arithmetic; a run after another (or after a rejected
+  // placement) starts from a clean state. Fork-join A -> {B, C} -> D,
+  // 5000-byte edges at 1 GB/s (5 us).
+  const ForkJoin fj;
+  const auto& [g, a, b, c, d] = fj;
+  auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {1.0, 0.0});
+  sg::Simulator sim(g, p, ideal());
+  // A dev0 [0,10], B dev0 [10,30], C dev1 [15,35], D dev1 [35,45].
+  const auto split = assign(g, p, {0, 0, 1, 1});
+  EXPECT_DOUBLE_EQ(sim.run(split).makespan_us, 45);
+  // Everything on device 0: 10 + 20 + 20 + 10, no transfers.
+  const auto one = sim.run(assign(g, p, {0, 0, 0, 0}));
+  EXPECT_DOUBLE_EQ(one.makespan_us, 60);
+  EXPECT_EQ(one.transfers, 0u);
+  // B alone on dev1: B [15,35], C dev0 [10,30], D waits for B's bytes: [40,50].
+  const auto b_away = sim.run(assign(g, p, {0, 1, 0, 0}));
+  EXPECT_DOUBLE_EQ(b_away.makespan_us, 50);
+  EXPECT_DOUBLE_EQ(b_away.nodes[d].start_us, 40);
+  EXPECT_EQ(b_away.transfers, 2u);
+  // A placement of another graph is refused; the next run is unaffected.
+  sg::Placement wrong = split;
+  wrong.nodes.pop_back();
+  EXPECT_THROW((void)sim.run(wrong), stepgraph::InvalidArgument);
+  sg::Simulator moved = std::move(sim);
+  const auto again = moved.run(split);
+  EXPECT_DOUBLE_EQ(again.makespan_us, 45);
+  EXPECT_DOUBLE_EQ(again.nodes[c].start_us, 15);
+  EXPECT_EQ(again.transfers, 2u);
 }
 
 TEST(Simulator, TransfersCrossingOneLinkShareItsBandwidth) {

@@ -206,10 +206,10 @@ struct Placement {
 /// A step graph is placed once and replayed for many steps, so spending
 /// seconds here to shorten every step can pay.
 struct SearchOptions {
-  /// simulate() calls the search may make; each costs O((nodes + edges) log)
-  /// (about 3.5 ms for 1000 nodes and 5000 edges spread over 16 devices on
-  /// the development VM, 0.13 ms with the same graph on one device). 0
-  /// returns the start unchanged.
+  /// Simulations the search may make (one prepared Simulator); each costs
+  /// O((nodes + edges) log) (about 1.7 ms for 1000 nodes and 5000 edges
+  /// spread over 16 devices on the development VM, under 0.1 ms with the
+  /// same graph mostly on one device). 0 returns the start unchanged.
   int evaluations = 1000;
   /// A second bound, deterministic too: the search stops once the work of
   /// its evaluations reaches this (0: no bound). An evaluation's work is

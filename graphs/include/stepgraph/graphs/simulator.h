@@ -17,9 +17,12 @@
 // The placement's own start times are ignored: only device and order count.
 // The makespan is deterministic for a given input.
 //
-// Ownership: the result is a value. Thread-safety: reentrant. Capture: no CUDA.
+// Ownership: the result is a value. Thread-safety: simulate() is reentrant;
+// a Simulator is not thread-safe (one per thread). Capture: no CUDA calls,
+// safe to call at any time.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,5 +66,30 @@ struct SimResult {
 /// deadlock (an order that contradicts the edges).
 [[nodiscard]] SimResult simulate(const StepGraph& graph, const Platform& platform, const Placement& placement,
                                  const SimulateOptions& options = {});
+
+/// simulate() prepared for many placements of one graph on one platform
+/// (Note [Prepared simulator] in simulator.cpp): the adjacency, durations,
+/// routes and link rates are built once and each run() reuses the buffers
+/// of the last. run(pl) returns exactly what simulate(graph, platform, pl,
+/// options) returns, and throws the same errors.
+/// Ownership: keeps references to `graph` and `platform`, which must outlive
+/// it and must not change while it exists. Thread-safety: none (run()
+/// writes the shared buffers); use one per thread. Capture: no CUDA calls.
+class Simulator {
+ public:
+  /// Throws InvalidArgument for an empty platform or a dangling edge.
+  Simulator(const StepGraph& graph, const Platform& platform, const SimulateOptions& options = {});
+  ~Simulator();
+  Simulator(Simulator&&) noexcept;
+  Simulator& operator=(Simulator&&) noexcept;
+  Simulator(const Simulator&) = delete;
+  Simulator& operator=(const Simulator&) = delete;
+
+  [[nodiscard]] SimResult run(const Placement& placement);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace stepgraph::graphs
