@@ -27,11 +27,12 @@ namespace stepgraph::graphs {
 //   simulated result.
 // The search starts from a placement, keeps each node's priority (the
 // start's start time, ties by topological position) and changes only
-// devices. A step draws a node (Note [Light nodes first]) and proposes one
-// of: the node to a random device; the node to the device of one of its
-// neighbours; the node and up to 11 of its neighbours (breadth first) to one
-// device. Each proposal is judged by simulate() on
-// the platform; it is kept if shorter, or with the simulated-annealing
+// devices. A step proposes one of: a node to a random device; a node to the
+// device of one of its neighbours; a node and up to 11 of its neighbours
+// (breadth first) to one device; the node is drawn uniformly (a draw
+// weighted towards nodes with light edges was measured on the whole grid
+// and not kept: docs/placement.md). Each proposal is judged by a prepared
+// Simulator on the platform; it is kept if shorter, or with the simulated-annealing
 // probability exp(-increase / T), T falling geometrically from 0.2 % of the
 // start's makespan to a thousandth of that over the budget. The budget is
 // evaluations and, optionally, work: an evaluation's work counts the
@@ -42,25 +43,6 @@ namespace stepgraph::graphs {
 // the evaluations or more for the same time. The best placement seen is returned, never one longer than the start. Gang
 // nodes and pinned nodes never move, and a node only moves where it can run. Measured: docs/placement.md, "Placement
 // search".
-
-// Note [Light nodes first]
-// Which node a step starts from matters once the budget is small against
-// the graph: a 1000-node graph from a one-device start gets about 1 300
-// evaluations, barely one per node. At high CCR most nodes cannot move at
-// all -- their edges cost many times their work -- and the moves that gain
-// are those of nodes whose edges are light against their cost. So a node is
-// drawn with weight (w / (w + c))², w its mean cost over the devices it can
-// run on and c the mean transfer time (CostModel::mean_transfer_us) of all
-// its edges, in and out; at low CCR every weight is near 1 and the draw is
-// near uniform. Measured on three 1000-node grid cells at CCR 10 (POWER8 and
-// ndv2, 6 seeds, 1 300 evaluations): 0.876-0.942 of blind HEFT against
-// 0.908-0.959 with a uniform draw; the exponent 1 gave 0.877-0.947, 3 and 5
-// less, and half the draws uniform 0.893-0.951.
-namespace {
-// The least weight a movable node is drawn with, so that every node can be
-// proposed.
-constexpr double kLeastDrawWeight = 1e-4;
-}  // namespace
 
 Placement search_placement(const StepGraph& g, const Platform& platform, const Placement& start,
                            const SearchOptions& options) {
@@ -109,28 +91,9 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
   }
   if (movable.empty()) return unchanged(0);
   std::vector<std::vector<NodeId>> neighbours(n);
-  // Note [Light nodes first]: comm[u] is the mean transfer time of u's
-  // edges; the node a step starts from is drawn with weight
-  // (w / (w + comm))², w its mean cost over the devices it can run on.
-  std::vector<double> comm(n, 0.0);
   for (const auto& e : g.edges()) {
     neighbours[e.src].push_back(e.dst);
     neighbours[e.dst].push_back(e.src);
-    const bool gang_edge = detail::is_gang(g.node(e.src)) || detail::is_gang(g.node(e.dst));
-    const double c = model.mean_transfer_us(gang_edge ? 0 : e.bytes);
-    comm[e.src] += c;
-    comm[e.dst] += c;
-  }
-  std::vector<double> drawn_by;  // cumulative weights over `movable`
-  drawn_by.reserve(movable.size());
-  double weights = 0;
-  for (NodeId u : movable) {
-    double w = 0;
-    for (int d : targets[u]) w += model.node_us(g.nodes()[u], static_cast<std::size_t>(d));
-    w /= static_cast<double>(targets[u].size());
-    const double share = w + comm[u] > 0 ? w / (w + comm[u]) : 1.0;
-    weights += std::max(share * share, kLeastDrawWeight);
-    drawn_by.push_back(weights);
   }
   // Gang and pinned nodes have no targets, so they never move.
   auto can_run = [&](NodeId u, int d) {
@@ -173,8 +136,7 @@ Placement search_placement(const StepGraph& g, const Platform& platform, const P
                          (options.work == 0 || worked < options.work);
        ++attempt) {
     undo.clear();
-    const auto drawn = std::upper_bound(drawn_by.begin(), drawn_by.end(), unit(rng) * weights) - drawn_by.begin();
-    const NodeId u = movable[std::min(static_cast<std::size_t>(drawn), movable.size() - 1)];
+    const NodeId u = movable[below(movable.size())];
     auto move = [&](NodeId v, int d) {
       if (dev[v] == d || !can_run(v, d)) return;  // gang and pinned nodes have no targets
       undo.emplace_back(v, dev[v]);

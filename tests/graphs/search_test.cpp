@@ -82,32 +82,6 @@ TEST(PlacementSearch, SpreadsIndependentNodesOffOneDevice) {
   EXPECT_GT(out.searched_moves, 0u);
 }
 
-TEST(PlacementSearch, DrawsNodesWithLightEdgesFirst) {
-  // Note [Light nodes first]. A root feeds 200 children over 1e9-byte edges
-  // (1e5 us each at 10 GB/s), and one 100 us node has no edges; all on
-  // device 0 of two: 1 + 200 + 100 = 301 us. Only moving the light node
-  // helps (201 us); moving anything else adds a 1e5 us transfer. Drawn by
-  // weight (w / (w + c))², the light node is nearly every draw, so four
-  // evaluations find it. A uniform draw would find it with probability
-  // about 4 / 202.
-  sg::StepGraph g;
-  const auto root = g.add_kernel("root", sg::DeviceCosts::uniform(1));
-  for (int i = 0; i < 200; ++i)
-    g.connect(root, g.add_kernel("heavy" + std::to_string(i), sg::DeviceCosts::uniform(1)), 1'000'000'000);
-  const auto light = g.add_kernel("light", sg::DeviceCosts::uniform(100));
-  const auto p = sg::Platform::uniform(2, sg::DeviceKind::kGpu, {10.0, 0.0});
-  const auto start =
-      sg::schedule_assignment(g, sg::CostModel(p, sg::CostModelOptions::ideal()), std::vector<int>(g.node_count(), 0));
-  ASSERT_DOUBLE_EQ(simulated(g, p, start), 301);
-  for (std::uint64_t seed : {1u, 2u, 3u}) {
-    SCOPED_TRACE("search seed " + std::to_string(seed));
-    const auto out = sg::search_placement(g, p, start, search(4, seed));
-    EXPECT_EQ(out.device(light), 1);
-    EXPECT_DOUBLE_EQ(simulated(g, p, out), 201);
-    EXPECT_LE(out.searched_evaluations, 4u);
-  }
-}
-
 TEST(PlacementSearch, ZeroEvaluationsReturnsTheStart) {
   const auto g = random_dag(40, 1.0, 5);
   const auto p = sg::Platform::uniform(3, sg::DeviceKind::kGpu, {10.0, 1.0});

@@ -200,8 +200,7 @@ struct Placement {
 
 /// Note [Placement search] in search.cpp. A simulated-annealing search over
 /// node -> device moves (a node, a node to a neighbour's device, a node and
-/// a few neighbours together; the node drawn with more weight the lighter
-/// its edges are against its cost), each candidate judged by simulate() on the
+/// a few neighbours together), each candidate judged by simulate() on the
 /// platform; the per-device order keeps the start's priority (start time).
 /// A step graph is placed once and replayed for many steps, so spending
 /// seconds here to shorten every step can pay.
