@@ -9,6 +9,50 @@
 // replays the operation list into one multi-stream capture.
 #include <stepgraph/runtime/lowering.h>
 
+// Note [Copy streams]
+// With CopyStreams::kConsumerStream a copy is enqueued on the reading
+// device's stream right before the reader, so in the captured graph it
+// depends on everything before it on that stream: device d's copies and
+// its compute run one after the other, although a GPU moves bytes with copy
+// engines beside its SMs, and the simulator (graphs/simulator.h) starts a
+// transfer as soon as its source node finishes. With kPerDevicePair (the
+// default) the copies of an ordered pair e -> d run on copy streams of
+// their own (made on d's backend device): the copy waits for the node that
+// wrote its bytes, the copy stream records an event after it, and d's
+// stream waits for that event before the reader. The copy then depends
+// only on its writer and on the earlier copies of its stream, and overlaps
+// d's compute. A pair gets more than one copy stream only to avoid
+// head-of-line blocking: a copy goes behind the pair's stream whose latest
+// writer is the latest one not after its own (in e's stream order), so it
+// never waits behind a copy of bytes written after its own; only when every
+// stream of the pair waited for a later writer is a new one made, up to
+// kCopyStreamsPerPair (then the copy goes behind the stream whose latest
+// writer is the earliest). Measured with bm_lowering (docs/lowering.md):
+// one stream per pair left the lowered graph 1-12 % longer than the
+// simulated makespan, because of that blocking; up to 2 streams per pair
+// 0.93-1.00 of it, up to 4 the same as no bound (0.93-1.00, 1.2-3.0 streams
+// per pair used).
+// Why dropping the stream order is still correct, for a graph that passes
+// the race check (Note [Lowering]):
+// * a copy into d's instance of range R overwrites d's older version of R.
+//   Every node that used that older version on d (read it, or wrote it)
+//   comes before the new version's writer W in the emission order and
+//   touches R while W writes it, so an edge path orders it before W;
+//   every edge is stream order or a wait, so W's event implies it, and the
+//   copy waits for W's event;
+// * a copy of R's starting contents (no writer in the run) waits for
+//   nothing: d held no version of R before it (else no copy), and nothing
+//   writes R before it in the run;
+// * a copy reads the writer's instance; a later writer of R there comes
+//   after the copy's reader by the race check, and the reader waits for the
+//   copy, so the copy has finished;
+// * write-backs wait for their writer; the copy stream joins the origin
+//   before the capture ends, and the next launch of the executable starts
+//   after the last one ended.
+// A reader's wait for a copy also implies everything the copy's stream
+// waited for on its source device (need_copy), so the reader's wait for its
+// predecessor there is usually left out.
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -89,7 +133,7 @@ struct LoweredState {
   std::vector<std::size_t> buffer_bytes;                 // per IR buffer
   std::vector<std::vector<PlacedRange>> homes;           // per IR buffer
   std::vector<std::vector<PlacedRange>> final_location;  // per IR buffer, after a run
-  std::vector<Stream> streams;                           // per logical device
+  std::vector<Stream> streams;                           // per logical device, then the copy streams
   std::vector<Event> events;
   Graph graph;
   GraphExec exec;
@@ -116,6 +160,8 @@ void append(std::vector<PlacedRange>& v, std::uint64_t offset, std::uint64_t byt
 }
 
 constexpr int kMaxLogicalDevices = 64;
+// At most this many copy streams per ordered pair (Note [Copy streams]).
+constexpr std::size_t kCopyStreamsPerPair = 4;
 
 std::string node_label(const g::StepGraph& graph, g::NodeId n) {
   return fmt::format("'{}' (id {})", graph.node(n).name, n);
@@ -167,7 +213,7 @@ enum class OpKind : std::uint8_t { kWait, kCopy, kNode, kRecord };
 
 struct Op {
   OpKind kind = OpKind::kNode;
-  int logical = 0;
+  std::size_t stream = 0;            // a logical device's stream (its index), or a copy stream
   std::size_t event = 0;             // kWait, kRecord
   std::size_t copy = 0;              // kCopy: index into copies
   g::NodeId node = g::kNoNode;       // kNode
@@ -281,9 +327,16 @@ class Lowerer {
   void plan();
   void plan_node(g::NodeId n);
   void plan_write_back();
-  /// Makes `d`'s stream wait for the event after node `p` (on another device) unless it already does.
-  void need_after(int d, g::NodeId p);
+  /// Makes stream `s` wait for the event after node `p` (on another stream) unless it already does.
+  void need_after(std::size_t s, g::NodeId p);
   std::size_t event_after(g::NodeId p);
+  /// A copy stream of the pair src -> dst for a copy waiting for `writer`
+  /// (kNoNode: none); Note [Copy streams].
+  std::size_t copy_stream(int src, int dst, g::NodeId writer);
+  /// Appends copy `c` on stream `s` (and, on a copy stream, the event record after it).
+  void add_copy(std::size_t s, InsertedCopy c);
+  /// Makes `d`'s stream wait for copy `copy` (on a copy stream) unless it already does.
+  void need_copy(int d, std::size_t copy);
   void allocate(LoweredState& st);
   void capture(LoweredState& st, const NodeEmitter& emitter);
 
@@ -296,7 +349,31 @@ class Lowerer {
 
   std::vector<std::size_t> seq_;                     // per node: position on its device
   std::vector<std::ptrdiff_t> record_op_;            // per node: index of its kRecord op
-  std::vector<std::vector<std::ptrdiff_t>> waited_;  // [d][e]: highest seq of e that d waited for
+  std::vector<std::vector<std::ptrdiff_t>> waited_;  // [stream][e]: highest seq of e that the stream waited for
+  // Copy streams (CopyStreams::kPerDevicePair), numbered after the count_
+  // device streams: per stream its logical device (the destination for a
+  // copy stream), per ordered pair its copy streams with the seq of the
+  // latest writer each waited for, per copy stream its join event and the
+  // copies it made so far.
+  std::vector<int> stream_logical_;
+  struct Lane {
+    std::size_t stream = 0;
+    std::ptrdiff_t writer_seq = -1;
+  };
+  std::vector<std::vector<Lane>> pair_lanes_;  // [src * count_ + dst]
+  std::vector<std::size_t> join_event_;        // [stream - count_]
+  std::vector<std::size_t> stream_copies_;     // [stream - count_]
+  // Per copy: its stream, its position there, the index of the kRecord op
+  // after it (-1: none), and the highest seq of its source device that it
+  // waited for (implied for whoever waits for the copy).
+  struct CopyPlan {
+    std::size_t stream = 0;
+    std::size_t seq = 0;
+    std::ptrdiff_t record_op = -1;
+    std::ptrdiff_t implies = -1;
+  };
+  std::vector<CopyPlan> copy_plan_;
+  std::vector<std::vector<std::ptrdiff_t>> copy_waited_;  // [d][stream - count_]: highest copy seq d waited for
   std::vector<Versions> versions_;
   std::vector<std::vector<PlacedRange>> homes_;
   std::vector<std::vector<char>> touches_;  // [d][buffer]
@@ -320,20 +397,98 @@ std::size_t Lowerer::event_after(g::NodeId p) {
   return static_cast<std::size_t>(rec.record_event);
 }
 
-void Lowerer::need_after(int d, g::NodeId p) {
+void Lowerer::need_after(std::size_t s, g::NodeId p) {
   const int e = logical_[p];
-  if (e == d) return;
-  auto& w = waited_[static_cast<std::size_t>(d)][static_cast<std::size_t>(e)];
-  const auto s = static_cast<std::ptrdiff_t>(seq_[p]);
-  if (s <= w) return;  // an earlier wait of this stream already covers p
-  w = s;
+  if (s == static_cast<std::size_t>(e)) return;  // p is on this very stream
+  auto& w = waited_[s][static_cast<std::size_t>(e)];
+  const auto q = static_cast<std::ptrdiff_t>(seq_[p]);
+  if (q <= w) return;  // an earlier wait of this stream already covers p
+  w = q;
   Op op;
   op.kind = OpKind::kWait;
-  op.logical = d;
+  op.stream = s;
   op.event = event_after(p);
+  ops_.push_back(op);
+  ++stats_[static_cast<std::size_t>(stream_logical_[s])].event_waits;
+  ++waits_;
+}
+
+std::size_t Lowerer::copy_stream(int src, int dst, g::NodeId writer) {
+  // The pair's stream whose latest writer is the latest not after this
+  // copy's: behind it this copy waits for no writer it does not need.
+  const std::ptrdiff_t seq = writer == g::kNoNode ? -1 : static_cast<std::ptrdiff_t>(seq_[writer]);
+  auto& lanes = pair_lanes_[static_cast<std::size_t>(src * count_ + dst)];
+  Lane* best = nullptr;
+  for (auto& lane : lanes)
+    if (lane.writer_seq <= seq && (best == nullptr || lane.writer_seq > best->writer_seq)) best = &lane;
+  if (best == nullptr && lanes.size() >= kCopyStreamsPerPair) {  // the least blocking one
+    best = &lanes.front();
+    for (auto& lane : lanes)
+      if (lane.writer_seq < best->writer_seq) best = &lane;
+  }
+  if (best == nullptr) {
+    lanes.push_back(Lane{stream_logical_.size(), -1});
+    best = &lanes.back();
+    stream_logical_.push_back(dst);
+    waited_.emplace_back(static_cast<std::size_t>(count_), -1);
+    join_event_.push_back(event_logical_.size());
+    event_logical_.push_back(dst);
+    stream_copies_.push_back(0);
+    for (auto& row : copy_waited_) row.push_back(-1);
+  }
+  best->writer_seq = std::max(best->writer_seq, seq);
+  return best->stream;
+}
+
+void Lowerer::add_copy(std::size_t s, InsertedCopy c) {
+  CopyPlan plan;
+  plan.stream = s;
+  Op op;
+  op.kind = OpKind::kCopy;
+  op.stream = s;
+  op.copy = copies_.size();
+  ops_.push_back(op);
+  if (s >= static_cast<std::size_t>(count_)) {
+    plan.seq = stream_copies_[s - static_cast<std::size_t>(count_)]++;
+    plan.implies = waited_[s][static_cast<std::size_t>(c.src_logical)];
+    if (c.reason == CopyReason::kInput) {  // its reader waits for it; nobody waits for a write-back
+      Op rec;
+      rec.kind = OpKind::kRecord;
+      rec.stream = s;
+      plan.record_op = static_cast<std::ptrdiff_t>(ops_.size());
+      ops_.push_back(rec);
+    }
+  }
+  if (!c.skipped) {
+    auto& st = stats_[static_cast<std::size_t>(c.dst_logical)];
+    ++st.copies_in;
+    st.bytes_in += c.bytes;
+  }
+  copy_plan_.push_back(plan);
+  copies_.push_back(c);
+}
+
+void Lowerer::need_copy(int d, std::size_t copy) {
+  const CopyPlan& plan = copy_plan_[copy];
+  auto& w = copy_waited_[static_cast<std::size_t>(d)][plan.stream - static_cast<std::size_t>(count_)];
+  const auto q = static_cast<std::ptrdiff_t>(plan.seq);
+  if (q <= w) return;  // an earlier wait for a later copy on that stream covers it
+  w = q;
+  auto& rec = ops_[static_cast<std::size_t>(plan.record_op)];
+  if (rec.record_event < 0) {
+    rec.record_event = static_cast<std::ptrdiff_t>(event_logical_.size());
+    event_logical_.push_back(stream_logical_[plan.stream]);
+  }
+  Op op;
+  op.kind = OpKind::kWait;
+  op.stream = static_cast<std::size_t>(d);
+  op.event = static_cast<std::size_t>(rec.record_event);
   ops_.push_back(op);
   ++stats_[static_cast<std::size_t>(d)].event_waits;
   ++waits_;
+  // The copy waited for its source up to `implies`: so has d now.
+  auto& src = waited_[static_cast<std::size_t>(d)][static_cast<std::size_t>(copies_[copy].src_logical)];
+  src = std::max(src, plan.implies);
 }
 
 void Lowerer::plan() {
@@ -342,6 +497,10 @@ void Lowerer::plan() {
   seq_.assign(graph_.node_count(), 0);
   record_op_.assign(graph_.node_count(), -1);
   waited_.assign(static_cast<std::size_t>(count_), std::vector<std::ptrdiff_t>(static_cast<std::size_t>(count_), -1));
+  stream_logical_.resize(static_cast<std::size_t>(count_));
+  for (int d = 0; d < count_; ++d) stream_logical_[static_cast<std::size_t>(d)] = d;
+  pair_lanes_.assign(static_cast<std::size_t>(count_ * count_), {});
+  copy_waited_.assign(static_cast<std::size_t>(count_), {});
   touches_.assign(static_cast<std::size_t>(count_), std::vector<char>(n_buf, 0));
   stats_.resize(static_cast<std::size_t>(count_));
   for (int d = 0; d < count_; ++d) {
@@ -402,9 +561,13 @@ void Lowerer::plan() {
 
 void Lowerer::plan_node(g::NodeId n) {
   const int d = logical_[n];
+  const auto ud = static_cast<std::size_t>(d);
   const auto& node = graph_.node(n);
-  // Cross-device predecessors.
-  for (g::NodeId p : preds_[n]) need_after(d, p);
+  const bool pair_streams = options_.copy_streams == CopyStreams::kPerDevicePair;
+  // Cross-device predecessors. With copy streams they come after the
+  // copies, whose waits may already imply them.
+  if (!pair_streams)
+    for (g::NodeId p : preds_[n]) need_after(ud, p);
   // Copies for every read range whose latest version is elsewhere.
   for (const auto& a : node.accesses) {
     if (!a.reads() || a.bytes == 0) continue;
@@ -428,7 +591,11 @@ void Lowerer::plan_node(g::NodeId n) {
       for (std::size_t k = i; k < j; ++k)
         if (pieces[k].writer != g::kNoNode && (last_writer == g::kNoNode || seq_[pieces[k].writer] > seq_[last_writer]))
           last_writer = pieces[k].writer;
-      if (last_writer != g::kNoNode) need_after(d, last_writer);
+      // The copy's stream waits for the writer (one stream: the latest
+      // implies the others); copies of a range's starting contents wait for
+      // nothing (the whole capture starts after the fork).
+      const std::size_t cs = pair_streams ? copy_stream(pieces[i].owner, d, last_writer) : ud;
+      if (last_writer != g::kNoNode) need_after(cs, last_writer);
       InsertedCopy c;
       c.buffer = a.buffer;
       c.offset = pieces[i].start;
@@ -438,30 +605,23 @@ void Lowerer::plan_node(g::NodeId n) {
       c.reason = CopyReason::kInput;
       c.before_node = n;
       c.skipped = options_.skip_copy_for_test == copies_.size();
-      Op op;
-      op.kind = OpKind::kCopy;
-      op.logical = d;
-      op.copy = copies_.size();
-      ops_.push_back(op);
-      if (!c.skipped) {
-        auto& st = stats_[static_cast<std::size_t>(d)];
-        ++st.copies_in;
-        st.bytes_in += c.bytes;
-      }
-      copies_.push_back(c);
+      add_copy(cs, c);
+      if (pair_streams) need_copy(d, copies_.size() - 1);
       i = j;
     }
   }
+  if (pair_streams)
+    for (g::NodeId p : preds_[n]) need_after(ud, p);
   // The node, then its (maybe unused) event record.
   Op op;
   op.kind = OpKind::kNode;
-  op.logical = d;
+  op.stream = ud;
   op.node = n;
   ops_.push_back(op);
   ++stats_[static_cast<std::size_t>(d)].nodes;
   Op rec;
   rec.kind = OpKind::kRecord;
-  rec.logical = d;
+  rec.stream = ud;
   record_op_[n] = static_cast<std::ptrdiff_t>(ops_.size());
   ops_.push_back(rec);
   // Its writes become the latest version, on d only.
@@ -490,7 +650,12 @@ void Lowerer::plan_write_back() {
       }
     }
     for (const auto& [start, end, owner, writer, h] : pieces) {
-      need_after(h, writer);
+      // On the home's stream, or the copy stream owner -> home: either
+      // joins the origin before the capture ends, which is all a write-back
+      // must precede.
+      const std::size_t cs = options_.copy_streams == CopyStreams::kPerDevicePair ? copy_stream(owner, h, writer)
+                                                                                  : static_cast<std::size_t>(h);
+      need_after(cs, writer);
       InsertedCopy c;
       c.buffer = static_cast<g::BufferId>(b);
       c.offset = start;
@@ -498,15 +663,7 @@ void Lowerer::plan_write_back() {
       c.src_logical = owner;
       c.dst_logical = h;
       c.reason = CopyReason::kWriteBack;
-      Op op;
-      op.kind = OpKind::kCopy;
-      op.logical = h;
-      op.copy = copies_.size();
-      ops_.push_back(op);
-      auto& st = stats_[static_cast<std::size_t>(h)];
-      ++st.copies_in;
-      st.bytes_in += c.bytes;
-      copies_.push_back(c);
+      add_copy(cs, c);
     }
   }
 }
@@ -537,7 +694,7 @@ void Lowerer::allocate(LoweredState& st) {
     }
     stats_[ud].arena_bytes = bytes;
   }
-  for (int d = 0; d < count_; ++d) st.streams.push_back(be.create_stream(devices_.backend_device(d)));
+  for (int l : stream_logical_) st.streams.push_back(be.create_stream(devices_.backend_device(l)));
   for (int d : event_logical_) st.events.push_back(be.create_event(devices_.backend_device(d)));
 }
 
@@ -546,9 +703,9 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
   StreamRef origin = st.streams[0].ref();
   CaptureSession session(origin, CaptureMode::kThreadLocal);
   origin.record(st.events[0]);
-  for (int d = 1; d < count_; ++d) st.streams[static_cast<std::size_t>(d)].wait(st.events[0]);
+  for (std::size_t s = 1; s < st.streams.size(); ++s) st.streams[s].wait(st.events[0]);
   for (const Op& op : ops_) {
-    const StreamRef s = st.streams[static_cast<std::size_t>(op.logical)].ref();
+    const StreamRef s = st.streams[op.stream].ref();
     switch (op.kind) {
       case OpKind::kWait:
         s.wait(st.events[op.event]);
@@ -575,14 +732,14 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
         nl.node = op.node;
         nl.ir = &node;
         nl.stream = s;
-        nl.logical_device = op.logical;
-        nl.backend_device = devices_.backend_device(op.logical);
+        nl.logical_device = static_cast<int>(op.stream);
+        nl.backend_device = devices_.backend_device(nl.logical_device);
         const InsertedCopy* skipped = skip && options_.skipped_copy_access == SkippedCopyAccess::kRemoteInstance &&
                                               copies_[*skip].before_node == op.node
                                           ? &copies_[*skip]
                                           : nullptr;
         for (const auto& a : node.accesses) {
-          int from = op.logical;
+          int from = nl.logical_device;
           if (skipped && skipped->buffer == a.buffer && a.offset < skipped->offset + skipped->bytes &&
               skipped->offset < a.end())
             from = skipped->src_logical;
@@ -596,9 +753,11 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
       }
     }
   }
-  for (int d = 1; d < count_; ++d) {
-    st.streams[static_cast<std::size_t>(d)].record(st.events[static_cast<std::size_t>(d)]);
-    origin.wait(st.events[static_cast<std::size_t>(d)]);
+  for (std::size_t s = 1; s < st.streams.size(); ++s) {
+    const std::size_t join =
+        s < static_cast<std::size_t>(count_) ? s : join_event_[s - static_cast<std::size_t>(count_)];
+    st.streams[s].record(st.events[join]);
+    origin.wait(st.events[join]);
   }
   st.graph = session.end();
 }
@@ -810,6 +969,10 @@ const Buffer* LoweredGraph::instance(int logical, g::BufferId buffer) const {
   const auto& b = st.instances[static_cast<std::size_t>(logical)][buffer];
   return b.valid() ? &b : nullptr;
 }
+std::size_t LoweredGraph::copy_stream_count() const {
+  return state().streams.size() - static_cast<std::size_t>(state().devices.logical_count());
+}
+
 StreamRef LoweredGraph::stream(int logical) const {
   const auto& st = state();
   STEPGRAPH_CHECK(logical >= 0 && logical < st.devices.logical_count(), InvalidArgument,

@@ -41,9 +41,10 @@ std::size_t input_copies(const rt::LoweredGraph& l) {
 /// `runs` times and compares every buffer with the single-device run.
 void expect_equal_to_single_device(const g::StepGraph& graph, int devices, g::Algorithm algorithm, std::uint64_t seed,
                                    int runs, const rt::LoweringOptions& options = {}) {
-  SCOPED_TRACE("devices=" + std::to_string(devices) + " algorithm=" + std::string(g::to_string(algorithm)) +
-               " seed=" + std::to_string(seed) +
-               (options.homes == rt::HomePolicy::kFirstUse ? " homes=first-use" : " homes=last-writer"));
+  SCOPED_TRACE(
+      "devices=" + std::to_string(devices) + " algorithm=" + std::string(g::to_string(algorithm)) + " seed=" +
+      std::to_string(seed) + (options.homes == rt::HomePolicy::kFirstUse ? " homes=first-use" : " homes=last-writer") +
+      (options.copy_streams == rt::CopyStreams::kConsumerStream ? " copies=consumer-stream" : " copies=per-pair"));
   const auto placement = lw::place(graph, lw::cpu_platform(devices), algorithm);
   ASSERT_GE(lw::devices_used(graph, placement), 2) << "the placement must really spread the graph";
   auto be = host_backend(devices, seed);
@@ -53,9 +54,12 @@ void expect_equal_to_single_device(const g::StepGraph& graph, int devices, g::Al
   std::size_t bytes = 0;
   for (const auto& st : lowered.device_stats()) bytes += st.bytes_in;
   std::cout << "[ lowering ] " << graph.node_count() << " nodes, " << devices << " devices, " << g::to_string(algorithm)
-            << (options.homes == rt::HomePolicy::kFirstUse ? ", first-use homes" : ", last-writer homes") << ": "
-            << lowered.copies().size() << " copies (" << input_copies(lowered) << " inputs), " << bytes << " bytes, "
-            << lowered.event_waits() << " cross-device waits, " << lowered.info().nodes.size() << " backend nodes\n";
+            << (options.homes == rt::HomePolicy::kFirstUse ? ", first-use homes" : ", last-writer homes")
+            << (options.copy_streams == rt::CopyStreams::kConsumerStream ? ", copies on the consumer's stream"
+                                                                         : ", per-pair copy streams")
+            << ": " << lowered.copies().size() << " copies (" << input_copies(lowered) << " inputs), " << bytes
+            << " bytes, " << lowered.event_waits() << " cross-stream waits, " << lowered.copy_stream_count()
+            << " copy streams, " << lowered.info().nodes.size() << " backend nodes\n";
   const auto got = lw::run_and_read(lowered, graph, runs);
   const auto want = lw::reference(graph, runs, options);
   ASSERT_EQ(got.size(), want.size());
@@ -94,15 +98,20 @@ TEST(Lowering, RandomDagsEqualTheSingleDeviceRunBitForBit) {
     for (int devices : {2, 3, 4})
       for (auto algorithm : {g::Algorithm::kHeft, g::Algorithm::kRoundRobin})
         for (auto homes : {rt::HomePolicy::kLastWriter, rt::HomePolicy::kFirstUse})
-          expect_equal_to_single_device(graph, devices, algorithm, 0x5eed + seed, 2, {.homes = homes});
+          for (auto copies : {rt::CopyStreams::kPerDevicePair, rt::CopyStreams::kConsumerStream})
+            expect_equal_to_single_device(graph, devices, algorithm, 0x5eed + seed, 2,
+                                          {.copy_streams = copies, .homes = homes});
   }
 }
 
 TEST(Lowering, WideRandomDagUnderSeveralShuffleSeedsEqualsTheSingleDeviceRun) {
   const g::RandomDagSpec spec{.nodes = 100, .shape = 2.0, .out_degree = 5, .ccr = 0.1, .seed = 7};
   const auto graph = lw::with_dataflow(g::make_random_dag(spec), 8);
-  for (std::uint64_t shuffle : {11u, 12u, 13u})
+  for (std::uint64_t shuffle : {11u, 12u, 13u}) {
     expect_equal_to_single_device(graph, 4, g::Algorithm::kHeft, shuffle, 1);
+    expect_equal_to_single_device(graph, 4, g::Algorithm::kHeft, shuffle, 1,
+                                  {.copy_streams = rt::CopyStreams::kConsumerStream});
+  }
 }
 
 TEST(Lowering, ForkJoinEqualsTheSingleDeviceRunBitForBit) {
@@ -176,10 +185,11 @@ TEST(Lowering, TwoLogicalDevicesOnOneHostDeviceKeepSeparateInstances) {
 
 // ------------------------------------------------------------------ what is inserted where
 
-TEST(Lowering, OneCopyAndOneWaitWhereDataCrossesDevices) {
+TEST(Lowering, OneCopyAndItsWaitsWhereDataCrossesDevices) {
   TwoNodes t;
   auto lowered = rt::lower(t.graph, t.placement, host_backend(2, 1), rt::DeviceMap::identity(2), lw::mix_emitter());
   ASSERT_EQ(lowered.copies().size(), 1u) << "x into B's device; nothing to write back";
+  EXPECT_EQ(lowered.copy_stream_count(), 1u) << "one pair exchanges data: L0 -> L1";
   const auto& in = lowered.copies()[0];
   EXPECT_EQ(in.buffer, t.x);
   EXPECT_EQ(in.src_logical, 0);
@@ -194,9 +204,10 @@ TEST(Lowering, OneCopyAndOneWaitWhereDataCrossesDevices) {
   ASSERT_EQ(lowered.homes(t.y).size(), 1u);
   EXPECT_EQ(lowered.homes(t.y)[0].logical, 1);
   EXPECT_EQ(lowered.instance(0, t.y), nullptr) << "device 0 never touches y";
-  EXPECT_EQ(lowered.event_waits(), 1u) << "B waits for A once: the copy and the edge share the wait";
+  EXPECT_EQ(lowered.event_waits(), 2u)
+      << "the copy stream waits for A, B's stream for the copy; that implies B's edge from A";
   EXPECT_EQ(lowered.device_stats()[1].copies_in, 1u);
-  EXPECT_EQ(lowered.device_stats()[1].event_waits, 1u);
+  EXPECT_EQ(lowered.device_stats()[1].event_waits, 2u);
   EXPECT_EQ(lowered.device_stats()[0].nodes, 1u);
   EXPECT_EQ(lowered.device_stats()[1].nodes, 1u);
   const auto info = lowered.info();
@@ -206,6 +217,58 @@ TEST(Lowering, OneCopyAndOneWaitWhereDataCrossesDevices) {
   EXPECT_TRUE(info.reaches(info.find("A/w0/seed"), copy));
   EXPECT_TRUE(info.reaches(copy, info.find("B/w0/in0")));
   EXPECT_EQ(info.nodes[info.find("B/w0/in0")].device, 1);
+
+  // On B's own stream the copy and the edge share one wait.
+  auto on_stream = rt::lower(t.graph, t.placement, host_backend(2, 1), rt::DeviceMap::identity(2), lw::mix_emitter(),
+                             {.copy_streams = rt::CopyStreams::kConsumerStream});
+  ASSERT_EQ(on_stream.copies().size(), 1u);
+  EXPECT_EQ(on_stream.copy_stream_count(), 0u);
+  EXPECT_EQ(on_stream.event_waits(), 1u) << "B waits for A once: the copy and the edge share the wait";
+  EXPECT_EQ(on_stream.device_stats()[1].event_waits, 1u);
+  const auto info2 = on_stream.info();
+  const auto copy2 = info2.find("copy x[0:+256] L0->L1 for B");
+  EXPECT_TRUE(info2.reaches(info2.find("A/w0/seed"), copy2));
+  EXPECT_TRUE(info2.reaches(copy2, info2.find("B/w0/in0")));
+}
+
+TEST(Lowering, ACopyWaitsForItsWriterNotForTheReadersEarlierWork) {
+  // A (L0) writes x; on L1, D runs first (it touches nothing of A's), then
+  // B reads x. On the pair's copy stream the copy of x depends on A alone,
+  // so it can run while D does (a copy engine beside the SMs; the
+  // simulator's transfer starts when A finishes). On B's own stream it
+  // also waits for D.
+  g::StepGraph graph;
+  const auto x = graph.add_buffer("x", 256);
+  const auto y = graph.add_buffer("y", 256);
+  const auto z = graph.add_buffer("z", 256);
+  const auto a = graph.add_kernel("A", g::DeviceCosts::uniform(10), {{x, 0, 256, g::AccessMode::kWrite}});
+  const auto d = graph.add_kernel("D", g::DeviceCosts::uniform(100), {{z, 0, 256, g::AccessMode::kWrite}});
+  const auto b = graph.add_kernel("B", g::DeviceCosts::uniform(10),
+                                  {{x, 0, 256, g::AccessMode::kRead}, {y, 0, 256, g::AccessMode::kWrite}});
+  graph.connect(a, b);
+  graph.connect(d, b, 0);
+  const auto platform = lw::cpu_platform(2);
+  const g::CostModel model(platform);
+  const auto placement = g::schedule_assignment(graph, model, {0, 1, 1});
+  ASSERT_EQ(placement.device_order[1], (std::vector<g::NodeId>{d, b}));
+  const auto want = lw::reference(graph, 2);
+  for (auto copies : {rt::CopyStreams::kPerDevicePair, rt::CopyStreams::kConsumerStream}) {
+    const bool per_pair = copies == rt::CopyStreams::kPerDevicePair;
+    SCOPED_TRACE(per_pair ? "per-pair copy streams" : "copies on the consumer's stream");
+    auto lowered = rt::lower(graph, placement, host_backend(2, 21), rt::DeviceMap::identity(2), lw::mix_emitter(),
+                             {.copy_streams = copies});
+    ASSERT_EQ(lowered.copies().size(), 1u);
+    const auto info = lowered.info();
+    const auto copy = info.find("copy x[0:+256] L0->L1 for B");
+    const auto d_kernel = info.find("D/w0/seed");
+    EXPECT_TRUE(info.reaches(info.find("A/w0/seed"), copy));
+    EXPECT_TRUE(info.reaches(copy, info.find("B/w0/in0")));
+    EXPECT_TRUE(info.reaches(d_kernel, info.find("B/w0/in0")));
+    EXPECT_EQ(info.reaches(d_kernel, copy), !per_pair);
+    EXPECT_FALSE(info.reaches(copy, d_kernel));
+    const auto got = lw::run_and_read(lowered, graph, 2);
+    for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
+  }
 }
 
 TEST(Lowering, APartialReadCopiesOnlyTheBytesRead) {
@@ -236,7 +299,8 @@ TEST(Lowering, ASecondReaderOnTheSameDeviceReusesTheCopy) {
   auto lowered = rt::lower(graph, placement, host_backend(2, 3), rt::DeviceMap::identity(2), lw::mix_emitter(),
                            {.final_copies = rt::FinalCopies::kLeaveInPlace});
   ASSERT_EQ(lowered.copies().size(), 1u);
-  EXPECT_EQ(lowered.event_waits(), 1u) << "C's edge from A is implied by B's wait on the same stream";
+  EXPECT_EQ(lowered.event_waits(), 2u)
+      << "the copy stream waits for A and B for the copy; C's edge from A is implied by B's wait on the same stream";
   const auto got = lw::run_and_read(lowered, graph, 1);
   const auto want = lw::reference(graph, 1);
   for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
@@ -280,7 +344,12 @@ TEST(Lowering, AWriteAfterReadEdgeBecomesAWaitWithoutACopy) {
   EXPECT_EQ(by_last_writer.copies()[0].reason, rt::CopyReason::kInput);
   EXPECT_EQ(by_last_writer.copies()[0].src_logical, 1);
   EXPECT_EQ(by_last_writer.copies()[0].before_node, a);
-  EXPECT_EQ(by_last_writer.event_waits(), 1u) << "B waits for A; the copy of x's starting contents waits for nothing";
+  EXPECT_EQ(by_last_writer.event_waits(), 2u)
+      << "A waits for the copy of x's starting contents, which waits for nothing; B waits for A";
+  // The copy reads L1's instance of x, which B then overwrites: B waits for
+  // A, which waited for the copy.
+  const auto info2 = by_last_writer.info();
+  EXPECT_TRUE(info2.reaches(info2.find("copy x[0:+64] L1->L0 for A"), info2.find("B/w0/seed")));
   got = lw::run_and_read(by_last_writer, graph, 2);
   for (std::size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << graph.buffers()[i].name;
 }

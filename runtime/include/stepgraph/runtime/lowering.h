@@ -22,9 +22,13 @@
 // * walks the nodes in one order consistent with the edges and with each
 //   device's order of the placement; before a node on logical device d it
 //   inserts, for every byte range the node reads whose latest version was
-//   written on another logical device e, a copy e -> d on d's stream after a
-//   wait on the event recorded after the writing node; and a wait for every
-//   predecessor (edge) placed on another logical device. Waits already
+//   written on another logical device e, a copy e -> d after a wait on the
+//   event recorded after the writing node, and a wait for every predecessor
+//   (edge) placed on another logical device. The copy runs on the copy
+//   stream of the pair e -> d (CopyStreams::kPerDevicePair, the default),
+//   which d's stream then waits on, so it starts when its bytes are written
+//   and overlaps d's other work, as the simulator's transfers do; or on d's
+//   own stream right before the node (kConsumerStream). Waits already
 //   implied by an earlier wait of the same stream are left out;
 // * copies every range whose final version is not on its home back there at
 //   the end (FinalCopies::kWriteBackToHome; never needed with the default
@@ -40,6 +44,9 @@
 // edges; every edge becomes stream order or an event wait, so a later writer
 // of a range waits (transitively) for every copy that read the previous
 // version, and a copy never overwrites an instance someone still reads.
+// (A copy on a pair's stream is ordered only by its wait on the writer and
+// by the reader's wait on it; that is enough: Note [Copy streams] in
+// lowering.cpp.)
 //
 // Ownership: LoweredGraph owns everything it made: the arenas and buffer
 // instances, the streams, the events, the Graph and its GraphExec; it keeps
@@ -152,8 +159,25 @@ enum class SkippedCopyAccess : std::uint8_t {
   kLocalInstance,   ///< its own (stale) instance: the launch is legal, the result wrong
 };
 
+/// Which stream performs an inserted copy (Note [Copy streams] in lowering.cpp).
+enum class CopyStreams : std::uint8_t {
+  /// One copy stream per ordered pair of logical devices that exchange data
+  /// (src -> dst, made on dst's backend device; cudaMemcpyAsync between
+  /// peers may be issued on either device's stream). A copy waits only for
+  /// the node that wrote its bytes and for the copies before it on the same
+  /// pair, and the reading node's stream waits for the copy: the copy starts
+  /// as soon as its bytes exist and overlaps the destination's compute (a
+  /// copy engine beside the SMs), which is what the simulator assumes.
+  kPerDevicePair,
+  /// On the destination's own stream, right before the node that reads it:
+  /// the copy also waits for everything before it on that stream, so copies
+  /// and compute of one device run one after the other.
+  kConsumerStream,
+};
+
 struct LoweringOptions {
   CollectiveLowering collectives = CollectiveLowering::kReject;
+  CopyStreams copy_streams = CopyStreams::kPerDevicePair;
   HomePolicy homes = HomePolicy::kLastWriter;
   FinalCopies final_copies = FinalCopies::kWriteBackToHome;
   /// Debug only, for tests that prove copies are needed: leave out the
@@ -198,10 +222,12 @@ struct LoweredDeviceStats {
   int logical = 0;
   int backend_device = 0;
   std::size_t nodes = 0;      ///< IR nodes emitted on this device
-  std::size_t copies_in = 0;  ///< copies this device's stream performed (into its instances)
+  std::size_t copies_in = 0;  ///< copies into this device's instances (on its stream or its pairs' copy streams)
   std::size_t bytes_in = 0;
-  std::size_t event_waits = 0;  ///< cross-device waits (not counting the capture's fork)
-  std::size_t instances = 0;    ///< buffer instances on this device
+  /// Cross-stream waits made by this device's stream and by the copy
+  /// streams into it (not counting the capture's fork and join).
+  std::size_t event_waits = 0;
+  std::size_t instances = 0;  ///< buffer instances on this device
   std::size_t arena_bytes = 0;
 };
 
@@ -253,6 +279,9 @@ class LoweredGraph {
   [[nodiscard]] const Buffer* instance(int logical, graphs::BufferId buffer) const;
   /// The stream of a logical device (the origin is logical device 0's).
   [[nodiscard]] StreamRef stream(int logical) const;
+  /// The copy streams made (CopyStreams::kPerDevicePair: one per ordered
+  /// pair of logical devices a copy crosses; kConsumerStream: none).
+  [[nodiscard]] std::size_t copy_stream_count() const;
   [[nodiscard]] const DeviceMap& device_map() const;
   /// The order the IR nodes were emitted in.
   [[nodiscard]] const std::vector<graphs::NodeId>& emission_order() const;
