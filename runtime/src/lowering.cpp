@@ -330,6 +330,10 @@ class Lowerer {
   /// Makes stream `s` wait for the event after node `p` (on another stream) unless it already does.
   void need_after(std::size_t s, g::NodeId p);
   std::size_t event_after(g::NodeId p);
+  /// The event of the kRecord op at `record_op` (made on first use).
+  std::size_t event_of(std::ptrdiff_t record_op);
+  /// Appends a wait of stream `s` on `event`, counted for `s`'s device.
+  void add_wait(std::size_t s, std::size_t event);
   /// A copy stream of the pair src -> dst for a copy waiting for `writer`
   /// (kNoNode: none); Note [Copy streams].
   std::size_t copy_stream(int src, int dst, g::NodeId writer);
@@ -361,7 +365,7 @@ class Lowerer {
     std::ptrdiff_t writer_seq = -1;
   };
   std::vector<std::vector<Lane>> pair_lanes_;  // [src * count_ + dst]
-  std::vector<std::size_t> join_event_;        // [stream - count_]
+  std::vector<std::size_t> join_event_;        // [stream]: the event it records to join the origin (stream 0: the fork)
   std::vector<std::size_t> stream_copies_;     // [stream - count_]
   // Per copy: its stream, its position there, the index of the kRecord op
   // after it (-1: none), and the highest seq of its source device that it
@@ -389,12 +393,26 @@ class Lowerer {
 };
 
 std::size_t Lowerer::event_after(g::NodeId p) {
-  auto& rec = ops_[static_cast<std::size_t>(record_op_[p])];
+  return event_of(record_op_[p]);
+}
+
+std::size_t Lowerer::event_of(std::ptrdiff_t record_op) {
+  auto& rec = ops_[static_cast<std::size_t>(record_op)];
   if (rec.record_event < 0) {
     rec.record_event = static_cast<std::ptrdiff_t>(event_logical_.size());
-    event_logical_.push_back(logical_[p]);
+    event_logical_.push_back(stream_logical_[rec.stream]);
   }
   return static_cast<std::size_t>(rec.record_event);
+}
+
+void Lowerer::add_wait(std::size_t s, std::size_t event) {
+  Op op;
+  op.kind = OpKind::kWait;
+  op.stream = s;
+  op.event = event;
+  ops_.push_back(op);
+  ++stats_[static_cast<std::size_t>(stream_logical_[s])].event_waits;
+  ++waits_;
 }
 
 void Lowerer::need_after(std::size_t s, g::NodeId p) {
@@ -404,13 +422,7 @@ void Lowerer::need_after(std::size_t s, g::NodeId p) {
   const auto q = static_cast<std::ptrdiff_t>(seq_[p]);
   if (q <= w) return;  // an earlier wait of this stream already covers p
   w = q;
-  Op op;
-  op.kind = OpKind::kWait;
-  op.stream = s;
-  op.event = event_after(p);
-  ops_.push_back(op);
-  ++stats_[static_cast<std::size_t>(stream_logical_[s])].event_waits;
-  ++waits_;
+  add_wait(s, event_after(p));
 }
 
 std::size_t Lowerer::copy_stream(int src, int dst, g::NodeId writer) {
@@ -474,18 +486,7 @@ void Lowerer::need_copy(int d, std::size_t copy) {
   const auto q = static_cast<std::ptrdiff_t>(plan.seq);
   if (q <= w) return;  // an earlier wait for a later copy on that stream covers it
   w = q;
-  auto& rec = ops_[static_cast<std::size_t>(plan.record_op)];
-  if (rec.record_event < 0) {
-    rec.record_event = static_cast<std::ptrdiff_t>(event_logical_.size());
-    event_logical_.push_back(stream_logical_[plan.stream]);
-  }
-  Op op;
-  op.kind = OpKind::kWait;
-  op.stream = static_cast<std::size_t>(d);
-  op.event = static_cast<std::size_t>(rec.record_event);
-  ops_.push_back(op);
-  ++stats_[static_cast<std::size_t>(d)].event_waits;
-  ++waits_;
+  add_wait(static_cast<std::size_t>(d), event_of(plan.record_op));
   // The copy waited for its source up to `implies`: so has d now.
   auto& src = waited_[static_cast<std::size_t>(d)][static_cast<std::size_t>(copies_[copy].src_logical)];
   src = std::max(src, plan.implies);
@@ -552,7 +553,10 @@ void Lowerer::plan() {
     }
     versions_[b] = Versions(homes_[b]);
   }
-  for (int d = 0; d < count_; ++d) event_logical_.push_back(d);  // 0: fork; 1..count-1: joins
+  for (int d = 0; d < count_; ++d) {  // event 0: the fork; 1..count-1: the device streams' joins
+    join_event_.push_back(event_logical_.size());
+    event_logical_.push_back(d);
+  }
   preds_.assign(graph_.node_count(), {});
   for (const auto& e : graph_.edges()) preds_[e.dst].push_back(e.src);
   for (g::NodeId n : order_) plan_node(n);
@@ -754,10 +758,8 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
     }
   }
   for (std::size_t s = 1; s < st.streams.size(); ++s) {
-    const std::size_t join =
-        s < static_cast<std::size_t>(count_) ? s : join_event_[s - static_cast<std::size_t>(count_)];
-    st.streams[s].record(st.events[join]);
-    origin.wait(st.events[join]);
+    st.streams[s].record(st.events[join_event_[s]]);
+    origin.wait(st.events[join_event_[s]]);
   }
   st.graph = session.end();
 }
