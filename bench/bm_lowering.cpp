@@ -23,8 +23,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
-#include <filesystem>
 #include <map>
 #include <queue>
 #include <string>
@@ -36,14 +34,13 @@
 #include <stepgraph/graphs/simulator.h>
 #include <stepgraph/graphs/workloads.h>
 #include <stepgraph/runtime/lowering.h>
-#include <stepgraph/topology/cost_matrix.h>
-#include <stepgraph/topology/topology.h>
+
+#include "bench_fixtures.h"
 
 namespace {
 
 namespace sg = stepgraph::graphs;
 namespace rt = stepgraph::runtime;
-using Clock = std::chrono::steady_clock;
 
 constexpr int kSeeds = 5;
 constexpr std::size_t kNodes = 100;
@@ -51,18 +48,10 @@ constexpr std::size_t kNodes = 100;
 // arenas small: at CCR 10 on the DGX-1 layout about 3 MB an edge.
 constexpr double kMeanCostUs = 20.0;
 
-std::filesystem::path fixture_dir() {
-  if (const char* env = std::getenv("STEPGRAPH_BENCH_TOPO_DIR")) return env;
-  return std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" / "topology" / "fixtures";
-}
+using sgbench::fixture_dir;
 
 const sg::Platform& platform(const std::string& file) {
-  static std::map<std::string, sg::Platform> cache;
-  auto it = cache.find(file);
-  if (it != cache.end()) return it->second;
-  const auto t = stepgraph::topology::Topology::load(fixture_dir() / file);
-  auto p = sg::Platform::from_cost_matrix(stepgraph::topology::CostMatrix::build(t), sg::EndpointSelection::kGpus);
-  return cache.emplace(file, std::move(p)).first->second;
+  return sgbench::fixture_platform(file, sg::EndpointSelection::kGpus);
 }
 
 /// The DAG's shape with real dataflow: node u writes out_u (as many bytes

@@ -37,6 +37,8 @@
 #include <stepgraph/topology/cost_matrix.h>
 #include <stepgraph/topology/topology.h>
 
+#include "bench_fixtures.h"
+
 // ---- heap accounting (peak bytes in use) --------------------------------------
 namespace {
 std::atomic<std::int64_t> g_in_use{0};
@@ -103,23 +105,14 @@ const std::vector<TopoCase>& topo_cases() {
   return cases;
 }
 
-std::filesystem::path fixture_dir() {
-  if (const char* env = std::getenv("STEPGRAPH_BENCH_TOPO_DIR")) return env;
-  return std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" / "topology" / "fixtures";
-}
+using sgbench::fixture_dir;
 
-// Platforms are loaded once: key "<topo>/<selection>".
+// Platforms by topology name ("dgx1", ...) and device selection.
 const sg::Platform& platform(const std::string& topo, sg::EndpointSelection sel) {
-  static std::map<std::string, sg::Platform> cache;
-  const std::string key = topo + (sel == sg::EndpointSelection::kGpus ? "/gpus" : "/mixed");
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
   std::string file;
   for (const auto& c : topo_cases())
     if (c.name == topo) file = c.file;
-  const auto t = stepgraph::topology::Topology::load(fixture_dir() / file);
-  auto p = sg::Platform::from_cost_matrix(stepgraph::topology::CostMatrix::build(t), sel);
-  return cache.emplace(key, std::move(p)).first->second;
+  return sgbench::fixture_platform(file, sel);
 }
 
 constexpr sg::Algorithm kAlgos[] = {sg::Algorithm::kHeft, sg::Algorithm::kHeftBlind, sg::Algorithm::kRoundRobin,
