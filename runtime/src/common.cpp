@@ -79,6 +79,8 @@ std::string_view to_string(NodeKind k) noexcept {
       return "empty";
     case NodeKind::kOther:
       return "other";
+    case NodeKind::kCollective:
+      return "collective";
   }
   return "?";
 }
@@ -392,6 +394,17 @@ void StreamRef::memset(const BufferSlice& dst, unsigned char value, std::string 
 }
 void StreamRef::host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) const {
   s(impl_).host_fn(std::move(name), std::move(fn), std::move(accesses));
+}
+void StreamRef::collective(CollectiveCall call) const {
+  STEPGRAPH_CHECK(call.host_start || call.device_enqueue, InvalidArgument,
+                  "Stream::collective '{}': neither host_start nor device_enqueue is set", call.name);
+  if (call.name.empty())
+    call.name = fmt::format("{}{}{} c{} r{}", call.info.op, call.info.reduce.empty() ? "" : " ", call.info.reduce,
+                            call.info.communicator, call.info.rank);
+  s(impl_).collective(std::move(call));
+}
+void* StreamRef::native_handle() const {
+  return s(impl_).native_handle();
 }
 void StreamRef::record(Event& event) const {
   STEPGRAPH_CHECK(event.valid(), InvalidArgument, "Stream::record: the event handle is empty");

@@ -72,37 +72,6 @@ std::string_view to_string(ReplayStatus s) noexcept {
   }
   return "?";
 }
-std::size_t dtype_size(DType t) noexcept {
-  switch (t) {
-    case DType::kFloat32:
-      return 4;
-    case DType::kFloat64:
-      return 8;
-    case DType::kInt32:
-      return 4;
-    case DType::kInt64:
-      return 8;
-    case DType::kUInt8:
-      return 1;
-  }
-  return 1;
-}
-std::string_view to_string(DType t) noexcept {
-  switch (t) {
-    case DType::kFloat32:
-      return "float32";
-    case DType::kFloat64:
-      return "float64";
-    case DType::kInt32:
-      return "int32";
-    case DType::kInt64:
-      return "int64";
-    case DType::kUInt8:
-      return "uint8";
-  }
-  return "?";
-}
-
 double EagerCheck::worst() const {
   double w = 0;
   for (const auto& [name, d] : max_abs_diff) w = std::max(w, d);
@@ -1150,6 +1119,15 @@ double max_abs_diff(const std::vector<unsigned char>& a, const std::vector<unsig
         x = a[i];
         y = b[i];
         break;
+      case DType::kFloat16:
+      case DType::kBFloat16: {
+        std::uint16_t u, v;
+        std::memcpy(&u, a.data() + 2 * i, 2);
+        std::memcpy(&v, b.data() + 2 * i, 2);
+        x = t == DType::kFloat16 ? half_to_float(u) : bfloat16_to_float(u);
+        y = t == DType::kFloat16 ? half_to_float(v) : bfloat16_to_float(v);
+        break;
+      }
     }
     const double d = (x != x || y != y) ? ((x != x) == (y != y) ? 0.0 : INFINITY) : std::abs(x - y);
     worst = std::max(worst, d);

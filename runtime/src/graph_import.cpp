@@ -39,6 +39,8 @@ g::NodeKind to_graph_kind(NodeKind kind) noexcept {
       return g::NodeKind::kEmpty;
     case NodeKind::kOther:
       return g::NodeKind::kKernel;
+    case NodeKind::kCollective:
+      return g::NodeKind::kCollective;
   }
   return g::NodeKind::kKernel;
 }
@@ -125,6 +127,11 @@ ImportedGraph import_graph_info(const GraphInfo& info, const ImportOptions& opti
     spec.name = n.name.empty() ? fmt::format("{}_{}", to_string(n.kind), i) : n.name;
     spec.kind = to_graph_kind(n.kind);
     spec.cost = cost ? cost(n) : default_node_cost(n);
+    if (n.kind == NodeKind::kCollective) {
+      STEPGRAPH_CHECK(n.collective.has_value(), InvalidArgument,
+                      "import: node {} ('{}') is a collective without its CollectiveInfo", i, n.name);
+      spec.collective = g::CollectiveSpec{g::parse_collective_op(n.collective->op, "collective.op"), n.bytes};
+    }
     spec.accesses.reserve(n.accesses.size());
     for (const auto& a : n.accesses)
       spec.accesses.push_back(g::BufferAccess{out.ir_buffer.at(a.buffer_id), a.offset, a.bytes, to_mode(a.access)});

@@ -75,6 +75,8 @@ class StreamImpl {
   virtual void copy(const BufferSlice& dst, const BufferSlice& src, std::string name) = 0;
   virtual void memset(const BufferSlice& dst, unsigned char value, std::string name) = 0;
   virtual void host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) = 0;
+  virtual void collective(CollectiveCall&& call) = 0;
+  virtual void* native_handle() const { return nullptr; }
   virtual void record(EventImpl& event) = 0;
   virtual void wait(const EventImpl& event) = 0;
   virtual void synchronize() = 0;

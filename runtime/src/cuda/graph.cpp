@@ -116,6 +116,11 @@ CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGra
     if (it.meta != nullptr) {
       ni.name = it.meta->name;
       ni.device = it.meta->device;
+      if (it.meta->collective) {
+        // NCCL's kernel (or the nodes it added) shown as what it is.
+        ni.kind = NodeKind::kCollective;
+        ni.collective = it.meta->collective;
+      }
       ni.accesses = it.meta->accesses;
       ni.copy_kind = it.meta->copy_kind;
       ni.src_device = it.meta->src_device;

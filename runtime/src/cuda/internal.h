@@ -55,6 +55,7 @@ struct NodeMeta {
   int dst_device = -1;
   std::size_t bytes = 0;
   int priority = 0;
+  std::optional<CollectiveInfo> collective;  // a collective's nodes (StreamRef::collective)
 };
 
 /// One capture sequence in progress (keyed by the id cudaStreamGetCaptureInfo
@@ -88,6 +89,8 @@ class CudaStream final : public detail::StreamImpl {
   void copy(const BufferSlice& dst, const BufferSlice& src, std::string name) override;
   void memset(const BufferSlice& dst, unsigned char value, std::string name) override;
   void host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) override;
+  void collective(CollectiveCall&& call) override;
+  void* native_handle() const override { return stream_; }
   void record(detail::EventImpl& event) override;
   void wait(const detail::EventImpl& event) override;
   void synchronize() override;

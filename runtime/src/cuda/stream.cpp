@@ -301,6 +301,29 @@ void CudaStream::memset(const BufferSlice& dst, unsigned char value, std::string
   }
 }
 
+void CudaStream::collective(CollectiveCall&& call) {
+  check_usable(fmt::format("Stream::collective '{}'", call.name));
+  STEPGRAPH_CHECK(static_cast<bool>(call.device_enqueue), InvalidArgument,
+                  "collective '{}' on device {}: the call has no device implementation (device_enqueue); use a "
+                  "communicator made for the cuda backend (NCCL)",
+                  call.name, device_);
+  backend_->resolve_accesses(device_, call.name, call.accesses);
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  call.device_enqueue(stream_);
+  std::vector<cudaGraphNode_t> nodes;
+  if (auto rec = captured_nodes(nodes)) {
+    NodeMeta meta;
+    meta.name = call.name;
+    meta.kind = NodeKind::kCollective;
+    meta.device = device_;
+    meta.bytes = call.bytes;
+    meta.accesses = detail::access_infos(call.accesses);
+    meta.collective = std::move(call.info);
+    annotate(*rec, nodes, meta, keep_buffers(call.accesses));
+  }
+}
+
 void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) {
   if (name.empty()) name = "host_fn";
   check_usable(fmt::format("Stream::host_fn '{}'", name));

@@ -45,6 +45,8 @@ struct CapturedNode {
   int priority = 0;
   std::vector<BufferAccess> accesses;
   std::function<void()> fn;
+  std::function<void(std::function<void()>)> async_start;  // a collective (Note [Asynchronous nodes])
+  std::optional<CollectiveInfo> collective;
   bool runnable = true;  // false: a kernel with no host implementation
   CopyKind copy_kind = CopyKind::kDeviceToDevice;
   int src_device = -1;
@@ -114,6 +116,7 @@ class HostStream final : public StreamImpl {
   void copy(const BufferSlice& dst, const BufferSlice& src, std::string name) override;
   void memset(const BufferSlice& dst, unsigned char value, std::string name) override;
   void host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) override;
+  void collective(CollectiveCall&& call) override;
   void record(EventImpl& event) override;
   void wait(const EventImpl& event) override;
   void synchronize() override;
@@ -366,6 +369,7 @@ std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, 
     e.device = n.device;
     e.priority = options.use_node_priority ? n.priority : 0;
     e.fn = n.fn;
+    e.async_start = n.async_start;
     // The executable keeps the node's declared buffers alive.
     e.keep = std::make_shared<const std::vector<BufferAccess>>(n.accesses);
   }
@@ -397,6 +401,7 @@ GraphInfo HostGraph::info() const {
     ni.dst_device = n.dst_device;
     ni.bytes = n.bytes;
     ni.priority = n.priority;
+    ni.collective = n.collective;
     info.nodes.push_back(std::move(ni));
   }
   info.edges.assign(edges_.begin(), edges_.end());
@@ -572,11 +577,45 @@ void HostStream::submit(CapturedNode node) {
   task->device = device_;
   task->priority = node.priority != 0 ? node.priority : priority_;
   // The closure keeps the declared buffers alive until the work has run.
-  task->run = [fn = std::move(node.fn), keep = std::move(node.accesses)](const std::shared_ptr<Task>&) {
-    if (fn) fn();
-    return true;
-  };
+  if (node.async_start) {
+    task->run = [start = std::move(node.async_start), keep = std::move(node.accesses),
+                 sched = &backend_.scheduler()](const std::shared_ptr<Task>& self) {
+      start([sched, self] { sched->complete(self); });
+      return false;  // Note [Asynchronous nodes]
+    };
+  } else {
+    task->run = [fn = std::move(node.fn), keep = std::move(node.accesses)](const std::shared_ptr<Task>&) {
+      if (fn) fn();
+      return true;
+    };
+  }
   enqueue(std::move(task));
+}
+
+void HostStream::collective(CollectiveCall&& call) {
+  STEPGRAPH_CHECK(static_cast<bool>(call.host_start), InvalidArgument,
+                  "collective '{}' on host device {}: the call has no host implementation (host_start); use a "
+                  "communicator made for the host backend",
+                  call.name, device_);
+  backend_.resolve_accesses(device_, call.name, call.accesses);
+  CapturedNode n;
+  n.name = std::move(call.name);
+  n.kind = NodeKind::kCollective;
+  n.device = device_;
+  n.bytes = call.bytes;
+  n.collective = std::move(call.info);
+  n.accesses = std::move(call.accesses);
+  // The completion may come after the last handle to the backend is gone
+  // (a replay in flight): the start function keeps the backend alive until
+  // the communicator has called it back.
+  n.async_start = [start = std::move(call.host_start),
+                   keep = backend_.shared_from_this()](std::function<void()> done) {
+    start([done = std::move(done), keep]() mutable {
+      done();
+      done = nullptr;
+    });
+  };
+  submit(std::move(n));
 }
 
 void HostStream::launch_kernel(KernelParams&& p) {
@@ -845,6 +884,12 @@ void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload, 
     n.name = "graph_launch";
     n.device = device_;
     n.accesses = payload->accesses;
+    for (const auto& node : payload->nodes)
+      STEPGRAPH_CHECK(!node.async_start, InvalidArgument,
+                      "GraphExec::launch into a capture on host device {}: the graph holds the collective '{}', "
+                      "which the host backend cannot run inside a child graph (it would wait on a device "
+                      "worker); launch the graph outside the capture",
+                      device_, node.name);
     n.fn = [payload] {
       std::vector<std::uint32_t> indeg(payload->nodes.size());
       for (std::size_t i = 0; i < indeg.size(); ++i) indeg[i] = payload->nodes[i].in_degree;

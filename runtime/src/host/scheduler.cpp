@@ -203,6 +203,10 @@ void Scheduler::execute(WorkItem item, int device) {
       }
       if (completed) finish_task(item.task, ready);
     } else {
+      if (item.run->payload->nodes[item.node].async_start && !faulted(item.run->payload->nodes[item.node].device)) {
+        start_async_node(item.run, item.node);  // completes later, on the communicator's thread
+        return;
+      }
       run_node(*item.run, item.node);
       finish_node(item.run, item.node, ready_nodes, ready);
       // Continue inline with a single ready node of this device while
@@ -237,6 +241,24 @@ void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
   } catch (...) {
     set_fault(n.device, n.name,
               fmt::format("graph node '{}' on host device {} faulted (unknown exception)", n.name, n.device));
+  }
+}
+
+void Scheduler::start_async_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node) {
+  const ExecNode& n = run->payload->nodes[node];
+  auto done = [this, run, node] {
+    std::vector<std::uint32_t> ready_nodes;
+    std::vector<WorkItem> ready;
+    finish_node(run, node, ready_nodes, ready);
+    for (auto r : ready_nodes) ready.push_back(WorkItem{nullptr, run, r, run->payload->nodes[r].priority});
+    push_all(ready);
+  };
+  try {
+    n.async_start(done);
+  } catch (const std::exception& e) {
+    set_fault(n.device, n.name,
+              fmt::format("graph node '{}' on host device {} faulted: {}", n.name, n.device, e.what()));
+    done();
   }
 }
 

@@ -14,6 +14,15 @@
 // instead of queueing it: a chain of graph nodes then runs back to back on
 // one thread, with no hand-off between threads, which is what keeps a replay
 // within a few per cent of a plain loop over the same callables.
+//
+// Note [Asynchronous nodes]
+// A collective waits for its peers, which may be on this device's own
+// workers' queue behind it: if it waited on a worker, two devices whose
+// workers all wait on each other would deadlock. So a collective is an
+// asynchronous node (ExecNode::async_start) or task (Task::run returns
+// false): the worker only hands it to a thread of the communicator and moves
+// on; the communicator's thread completes it (Scheduler::complete, or the
+// node's completion function), which releases its successors.
 #pragma once
 
 #include <atomic>
@@ -66,6 +75,10 @@ struct ExecNode {
   int device = 0;
   int priority = 0;
   std::function<void()> fn;          // empty for empty nodes
+  /// Set for an asynchronous node (a collective): started on a worker, it
+  /// returns at once and calls its argument when the node has finished, from
+  /// any thread (Note [Asynchronous nodes]).
+  std::function<void(std::function<void()>)> async_start;
   std::shared_ptr<const void> keep;  // what fn needs alive (declared buffers)
   std::vector<std::uint32_t> successors;
   std::uint32_t in_degree = 0;
@@ -141,6 +154,7 @@ class Scheduler {
   void finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node, std::vector<std::uint32_t>& ready_nodes,
                    std::vector<WorkItem>& ready);
   void run_node(GraphRun& run, std::uint32_t node);
+  void start_async_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node);
 
   std::vector<std::unique_ptr<DeviceQueue>> queues_;
   std::vector<std::thread> threads_;

@@ -91,6 +91,27 @@ struct KernelParams {
   std::vector<void*> args;            // one pointer per parameter, into arg_storage
 };
 
+/// A collective operation as a backend enqueues it. The collectives module
+/// builds these (users call a communicator, collectives/communicator.h).
+/// Ownership: the stream (or the captured graph) keeps the call, its
+/// closures and the buffers named in `accesses` alive until it has run.
+struct CollectiveCall {
+  std::string name;  // node name; empty: "<op> c<communicator> r<rank>"
+  CollectiveInfo info;
+  std::size_t bytes = 0;               // bytes this rank contributes (introspection's NodeInfo::bytes)
+  std::vector<BufferAccess> accesses;  // checked like a launch's (device, bounds)
+  /// Host backend. Called on a worker of the stream's device when the call's
+  /// dependencies are done (eagerly, or at each replay of a graph holding
+  /// it). It must return at once: the operation runs on a thread of the
+  /// communicator, never on a device worker, and calls `done` exactly once,
+  /// from any thread, when it has finished (also when it failed: the
+  /// communicator reports failures itself, through its async error).
+  std::function<void(std::function<void()> done)> host_start;
+  /// Cuda backend: enqueues the operation (NCCL) on the native stream
+  /// (cudaStream_t); captured like any stream work.
+  std::function<void(void* native_stream)> device_enqueue;
+};
+
 struct StreamOptions {
   int priority = 0;  // larger is higher priority, as in CUDA (which uses negative-is-higher)
 };
@@ -119,6 +140,10 @@ class StreamRef {
   void memset(const BufferSlice& dst, unsigned char value, std::string name = {}) const;
   /// A host function node (cudaLaunchHostFunc). It must not call the backend.
   void host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses = {}) const;
+  /// A collective operation (CollectiveCall). Captured, it becomes one node
+  /// of kind kCollective (host) or the nodes NCCL adds, annotated kCollective
+  /// (cuda); every replay runs it.
+  void collective(CollectiveCall call) const;
   void record(Event& event) const;
   /// Makes later work on this stream wait for the event's latest record.
   void wait(const Event& event) const;
@@ -136,6 +161,11 @@ class StreamRef {
   /// capture was invalidated or a forked stream was not joined back.
   [[nodiscard]] Graph end_capture() const;
   [[nodiscard]] CaptureStatus capture_status() const;
+
+  /// The native stream (cudaStream_t on cuda; null on host), for libraries
+  /// that enqueue on it themselves (NCCL, a framework). Work enqueued that
+  /// way is invisible to graph introspection unless annotated.
+  [[nodiscard]] void* native_handle() const;
 
   friend bool operator==(const StreamRef& a, const StreamRef& b) { return a.impl_ == b.impl_; }
 

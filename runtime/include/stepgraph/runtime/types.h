@@ -49,7 +49,7 @@ enum class CaptureStatus { kNone, kActive, kInvalidated };
 enum class CopyKind { kHostToDevice, kDeviceToHost, kDeviceToDevice, kPeer, kHostToHost };
 [[nodiscard]] std::string_view to_string(CopyKind kind) noexcept;
 
-enum class NodeKind { kKernel, kMemcpy, kMemset, kHost, kEventRecord, kEventWait, kEmpty, kOther };
+enum class NodeKind { kKernel, kMemcpy, kMemset, kHost, kEventRecord, kEventWait, kEmpty, kOther, kCollective };
 [[nodiscard]] std::string_view to_string(NodeKind kind) noexcept;
 
 /// The outcome of GraphExec::update, mirroring cudaGraphExecUpdateResult.
@@ -118,6 +118,19 @@ struct AccessInfo {
   Access access = Access::kRead;
 };
 
+/// What a collective node is (introspection; DESIGN 1.5). Set by the
+/// collectives module when it enqueues a collective (StreamRef::collective).
+struct CollectiveInfo {
+  std::string op;      // as the graph IR names it: "allreduce", "allgather", "reduce_scatter", "broadcast"
+  std::string reduce;  // "sum", "avg", "max", "min"; empty for allgather and broadcast
+  std::string dtype;   // "float32", "bfloat16", ...
+  std::size_t count = 0;     // elements per rank (all_gather: sent; reduce_scatter: received)
+  std::uint64_t communicator = 0;  // the communicator's id (unique in the process)
+  int rank = -1;
+  int world_size = 0;
+  int root = -1;  // broadcast only
+};
+
 /// One node of a captured graph, as introspection reports it on both
 /// backends.
 struct NodeInfo {
@@ -130,8 +143,9 @@ struct NodeInfo {
   CopyKind copy_kind = CopyKind::kDeviceToDevice;
   int src_device = -1;
   int dst_device = -1;
-  std::size_t bytes = 0;
+  std::size_t bytes = 0;  // memcpy / memset / collective: the bytes moved per rank
   int priority = 0;
+  std::optional<CollectiveInfo> collective;  // kind kCollective only
 };
 
 struct GraphInfo {
