@@ -72,7 +72,8 @@ void check_shape(const MlpShape& s) {
 
 }  // namespace
 
-void enqueue_mlp_step(rt::StreamRef stream, const MlpShape& shape, const MlpStepBuffers& b) {
+void enqueue_mlp_step(rt::StreamRef stream, const MlpShape& shape, const MlpStepBuffers& b,
+                      const MlpStepHooks* hooks) {
   STEPGRAPH_CHECK(b.x && b.y && b.loss && b.params && b.grads && b.act && b.dact && b.out && b.dout && b.scalars,
                   InvalidArgument, "enqueue_mlp_step: every buffer of MlpStepBuffers must be set");
   const auto d = dims_of(shape);
@@ -107,6 +108,7 @@ void enqueue_mlp_step(rt::StreamRef stream, const MlpShape& shape, const MlpStep
               .accesses = {rt::read(*b.act), rt::read(*b.dout),
                            rt::write(*b.grads, shape.w2_offset() * f, (shape.hidden + 1) * f)}},
              b.act->data<const float>(), b.dout->data<const float>(), b.grads->data<float>(), d);
+  if (hooks != nullptr && hooks->gradient_ready) hooks->gradient_ready(stream, 0);
   rt::launch(stream, backward_hidden(),
              {.dims = rt::LaunchDims::linear(bh, 128),
               .accesses = {rt::read(*b.act), rt::read(*b.dout),
@@ -117,6 +119,8 @@ void enqueue_mlp_step(rt::StreamRef stream, const MlpShape& shape, const MlpStep
              {.dims = rt::LaunchDims::linear(shape.w2_offset(), 128),
               .accesses = {rt::read(*b.x), rt::read(*b.dact), rt::write(*b.grads, 0, shape.w2_offset() * f)}},
              b.x->data<const float>(), b.dact->data<const float>(), b.grads->data<float>(), d);
+  if (hooks != nullptr && hooks->gradient_ready) hooks->gradient_ready(stream, 1);
+  if (hooks != nullptr && hooks->before_update) hooks->before_update(stream);
   rt::launch(stream, sgd_update(),
              {.dims = rt::LaunchDims::linear(np, 128),
               .accesses = {rt::read_write(*b.params, 0, np * f), rt::read(*b.grads, 0, np * f),

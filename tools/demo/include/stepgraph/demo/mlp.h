@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -63,8 +64,18 @@ struct MlpStepBuffers {
   const rt::Buffer* scalars = nullptr;  // rt::StepScalars, device-visible; the learning rate is read from it
 };
 
+/// Where a data-parallel step hooks its gradient AllReduce into the step
+/// (collectives/bucketer.h). Gradient 0 is [W2 | b2] (complete after the
+/// output-layer gradient kernel), gradient 1 is [W1 | b1] (after the hidden
+/// layer's): backward produces them in that order.
+struct MlpStepHooks {
+  std::function<void(rt::StreamRef, int gradient)> gradient_ready;
+  std::function<void(rt::StreamRef)> before_update;  // the optimizer waits for what this enqueues
+};
+
 /// Enqueues one training step (seven annotated kernel launches) on `stream`.
-void enqueue_mlp_step(rt::StreamRef stream, const MlpShape& shape, const MlpStepBuffers& buffers);
+void enqueue_mlp_step(rt::StreamRef stream, const MlpShape& shape, const MlpStepBuffers& buffers,
+                      const MlpStepHooks* hooks = nullptr);
 
 /// The StepSpec of the MLP step: inputs x, y (zero copy); output loss;
 /// state params; scratch grads, act, dact, out, dout.
