@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <future>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -544,6 +546,42 @@ TYPED_TEST(Conformance, LaunchesOfOneExecRunOneAfterAnother) {
   s2.synchronize();
   const auto ref = serial_affine(1, {{3, 1}, {3, 1}, {3, 1}, {3, 1}});
   for (auto v : this->template read<std::int64_t>(x, s1)) ASSERT_EQ(v, ref);
+}
+
+// An executable launched into a capture becomes one node of the outer graph,
+// ordered between the work captured before and after it, that runs the
+// executable's graph as it was at that launch (cuda: a child graph node added
+// by hand; Note [A graph launched into a capture]).
+TYPED_TEST(Conformance, AGraphLaunchedIntoACaptureRunsInsideTheOuterGraphInOrder) {
+  auto s = this->be_->create_stream(0);
+  auto x = this->template upload<std::int64_t>(std::vector<std::int64_t>(kN, 3), s);
+  auto* px = x.template data<std::int64_t>();
+  auto affine = [&](std::int64_t mul, std::int64_t add, std::string name) {
+    rt::launch(s, sgtest::affine_i64(),
+               {.name = std::move(name), .dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(x)}}, px,
+               static_cast<const std::int64_t*>(px), kN, mul, add);
+  };
+  s.begin_capture();
+  affine(2, 1, "inner");
+  auto inner = s.end_capture().instantiate();
+  s.begin_capture();
+  affine(3, -4, "before");
+  inner.launch(s);
+  affine(5, 2, "after");
+  auto outer_graph = s.end_capture();
+  EXPECT_EQ(outer_graph.node_count(), 3u);
+  auto outer = outer_graph.instantiate();
+  // Updating the inner executable afterwards leaves the outer graph's copy.
+  s.begin_capture();
+  affine(-1, 9, "inner");
+  EXPECT_TRUE(inner.update(s.end_capture()).ok());
+  outer.launch(s);
+  auto out = this->template read<std::int64_t>(x, s);
+  const auto ref = serial_affine(3, {{3, -4}, {2, 1}, {5, 2}});
+  for (auto v : out) ASSERT_EQ(v, ref);
+  inner.launch(s);
+  out = this->template read<std::int64_t>(x, s);
+  for (auto v : out) ASSERT_EQ(v, serial_affine(ref, {{-1, 9}}));
 }
 
 TYPED_TEST(Conformance, UpdateWithTheSameTopologyTakesTheNewParameters) {

@@ -128,6 +128,47 @@ inline cudaError_t stream_get_capture_info(cudaStream_t stream, cudaStreamCaptur
 #endif
 }
 
+/// The graph a capturing stream captures into and its current dependencies
+/// (cudaStreamGetCaptureInfo: "the next node to be captured in the stream
+/// will depend on this set of nodes"), to add a node by hand. `plain_edges`
+/// is false when an edge to a dependency carries data (a programmatic edge,
+/// CUDA 12.3+), which a node added with cudaGraphAdd*Node would lose.
+inline cudaError_t stream_capture_frontier(cudaStream_t stream, cudaStreamCaptureStatus* status, cudaGraph_t* graph,
+                                           const cudaGraphNode_t** deps, std::size_t* num_deps, bool* plain_edges) {
+  *plain_edges = true;
+#if CUDART_VERSION >= 12030
+  const cudaGraphEdgeData* edge_data = nullptr;
+#if CUDART_VERSION >= 13000
+  const cudaError_t e = cudaStreamGetCaptureInfo(stream, status, nullptr, graph, deps, &edge_data, num_deps);
+#else
+  const cudaError_t e = cudaStreamGetCaptureInfo_v3(stream, status, nullptr, graph, deps, &edge_data, num_deps);
+#endif
+  if (e == cudaSuccess && edge_data != nullptr) {
+    for (std::size_t i = 0; i < *num_deps; ++i) {
+      const cudaGraphEdgeData& d = edge_data[i];
+      if (d.from_port != 0 || d.to_port != 0 || d.type != cudaGraphDependencyTypeDefault) *plain_edges = false;
+    }
+  }
+  return e;
+#else
+  return cudaStreamGetCaptureInfo(stream, status, nullptr, graph, deps, num_deps);
+#endif
+}
+
+/// Replaces a capturing stream's dependencies with `deps`
+/// (cudaStreamUpdateCaptureDependencies with cudaStreamSetCaptureDependencies;
+/// CUDA 13 takes an edge data array, which 12.3+ had as the _v2 form; null
+/// means default edges).
+inline cudaError_t stream_set_capture_dependencies(cudaStream_t stream, cudaGraphNode_t* deps, std::size_t num_deps) {
+#if CUDART_VERSION >= 13000
+  return cudaStreamUpdateCaptureDependencies(stream, deps, nullptr, num_deps, cudaStreamSetCaptureDependencies);
+#elif CUDART_VERSION >= 12030
+  return cudaStreamUpdateCaptureDependencies_v2(stream, deps, nullptr, num_deps, cudaStreamSetCaptureDependencies);
+#else
+  return cudaStreamUpdateCaptureDependencies(stream, deps, num_deps, cudaStreamSetCaptureDependencies);
+#endif
+}
+
 /// cudaGraphGetEdges: CUDA 13 takes an edge data array (12.3+ had it as
 /// cudaGraphGetEdges_v2). With `from`/`to` null it returns the count; else
 /// it fills *count edges, and an edge data array of that size is passed

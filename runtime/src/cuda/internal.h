@@ -23,14 +23,20 @@ namespace stepgraph::runtime::cuda {
 class CudaBackend;
 
 /// The user data of a host function node (cudaLaunchHostFunc). An eager
-/// launch owns its box and the trampoline deletes it after the call; a
-/// captured one is owned by the graph's KeepAlive, because every launch of
-/// every executable made from the graph calls it again.
+/// launch owns its box and the trampoline hands it to the release thread
+/// after the call (Note [Deferred release]: the closure's destructor may
+/// drop the last reference to a Buffer, Event or GraphExec, whose release
+/// calls CUDA, which a host function must not do); a captured one is owned
+/// by the graph's KeepAlive, because every launch of every executable made
+/// from the graph calls it again.
 struct HostFnBox {
   std::function<void()> fn;
   std::string name;
   int device = 0;
   bool delete_after_call = false;
+  /// Eager only: the buffers the call declared, alive until it has run (a
+  /// captured box's buffers are in the graph's KeepAlive).
+  std::vector<std::shared_ptr<const detail::BufferImpl>> buffers;
 };
 
 /// Everything a captured graph's nodes point at: the buffers they declared
@@ -190,10 +196,16 @@ class CudaGraph final : public detail::GraphImpl {
   std::shared_ptr<const KeepAlive> keep_;
 };
 
+/// An executable graph. Launched into a capturing stream it adds a child
+/// graph node made from `source_` (Note [A graph launched into a capture],
+/// graph.cpp). Destroying it never waits for its launches: what they may
+/// still use is handed to the release thread (Note [Deferred release]).
 class CudaGraphExec final : public detail::GraphExecImpl {
  public:
-  CudaGraphExec(std::shared_ptr<CudaBackend> backend, int device, UniqueGraphExec exec, GraphInfo info,
-                std::shared_ptr<const KeepAlive> keep);
+  /// `source` is this executable's own copy of the graph it runs
+  /// (cudaGraphClone), kept in step with update().
+  CudaGraphExec(std::shared_ptr<CudaBackend> backend, int device, UniqueGraphExec exec, UniqueGraph source,
+                GraphInfo info, std::shared_ptr<const KeepAlive> keep);
   CudaGraphExec(const CudaGraphExec&) = delete;
   CudaGraphExec& operator=(const CudaGraphExec&) = delete;
   ~CudaGraphExec() override;
@@ -206,9 +218,14 @@ class CudaGraphExec final : public detail::GraphExecImpl {
   /// them is in flight (all launch events complete).
   void prune_retired_locked();
 
+  /// Adds this executable's graph as a child graph node of the capture
+  /// `stream` takes part in, after the capture's current dependencies.
+  void add_child_node(CudaStream& stream);
+
   std::shared_ptr<CudaBackend> backend_;
   int device_;
   UniqueGraphExec exec_;
+  UniqueGraph source_;  // guarded by mutex_ (CUDA graph objects are not thread-safe)
   mutable std::mutex mutex_;
   GraphInfo info_;
   std::shared_ptr<const KeepAlive> keep_;

@@ -16,6 +16,7 @@
 
 #include <stepgraph/core/log.h>
 
+#include "../deferred_release.h"
 #include "internal.h"
 
 namespace stepgraph::runtime::cuda {
@@ -40,7 +41,11 @@ void CUDART_CB run_host_fn(void* data) {
     STEPGRAPH_LOG(kError, kRuntime, "{}", msg);
     fault_registry().record(box->device, msg);
   }
-  if (box->delete_after_call) delete box;
+  // Not deleted here: the closure's destructor may release a Buffer, Event
+  // or GraphExec, i.e. call CUDA, which a host function must not do
+  // (cudaLaunchHostFunc); the release thread destroys it (Note [Deferred
+  // release]). Handing over makes no CUDA call.
+  if (box->delete_after_call) detail::release_when(std::shared_ptr<HostFnBox>(box), {});
 }
 
 const CudaEvent& as_cuda_event(const detail::EventImpl& event, std::string_view call) {
@@ -316,7 +321,7 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
   const CaptureState st = capture_state();
   if (st.status == cudaStreamCaptureStatusActive) {
     auto rec = backend_->find_capture(st.id);
-    auto box = std::make_shared<HostFnBox>(HostFnBox{std::move(fn), name, device_, false});
+    auto box = std::make_shared<HostFnBox>(HostFnBox{std::move(fn), name, device_, false, {}});
     KeepAlive keep = keep_buffers(accesses);
     keep.host_fns.push_back(box);
     STEPGRAPH_CUDA_CHECK(cudaLaunchHostFunc(stream_, &run_host_fn, box.get()));
@@ -339,10 +344,12 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
     }
     return;
   }
-  // Eager: the trampoline deletes the box after the call. If a device fault
-  // stops the stream first, CUDA never calls it and the box leaks; that is
-  // the price of not observing completion through host functions (DESIGN 1.6).
-  auto* box = new HostFnBox{std::move(fn), std::move(name), device_, true};
+  // Eager: the trampoline hands the box to the release thread after the
+  // call. The box keeps the declared buffers alive until then, as a captured
+  // node's KeepAlive does. If a device fault stops the stream first, CUDA
+  // never calls it and the box leaks; that is the price of not observing
+  // completion through host functions (DESIGN 1.6).
+  auto* box = new HostFnBox{std::move(fn), std::move(name), device_, true, keep_buffers(accesses).buffers};
   const cudaError_t e = cudaLaunchHostFunc(stream_, &run_host_fn, box);
   if (e != cudaSuccess) {
     delete box;
