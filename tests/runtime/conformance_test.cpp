@@ -364,6 +364,36 @@ TYPED_TEST(Conformance, QueryOfAnEventRecordedInTheCaptureInvalidatesIt) {
   EXPECT_THROW((void)s.end_capture(), sg::InvalidState);
 }
 
+// An event whose latest record was made by a capture that has ended is a
+// "captured event" (cudaErrorCapturedEvent): its record belongs to the graph,
+// not to any stream's work. Query, synchronize, wait and timing refuse it
+// with a typed error until it is recorded again outside capture.
+TYPED_TEST(Conformance, AnEventLastRecordedInAFinishedCaptureIsRefusedUntilRecordedAgain) {
+  auto s = this->be_->create_stream(0);
+  auto other = this->be_->create_stream(0);
+  auto x = this->be_->allocate(0, 64);
+  auto e = this->be_->create_event(0);
+  s.begin_capture();
+  s.memset(x.slice(), 1, "m");
+  s.record(e);
+  auto g = s.end_capture();
+  sgtest::expect_throw_with<sg::InvalidState>([&] { (void)e.query(); }, {"cudaErrorCapturedEvent"});
+  EXPECT_THROW(e.synchronize(), sg::InvalidState);
+  EXPECT_THROW((void)e.wait_for(std::chrono::milliseconds(1)), sg::InvalidState);
+  EXPECT_THROW(other.wait(e), sg::InvalidState);
+  // Running the graph does not turn the captured record into a stream's.
+  auto exec = g.instantiate();
+  exec.launch(s);
+  s.synchronize();
+  EXPECT_THROW((void)e.query(), sg::InvalidState);
+  // Recorded again outside capture, it is an ordinary event.
+  s.record(e);
+  e.synchronize();
+  EXPECT_TRUE(e.query());
+  EXPECT_NO_THROW(other.wait(e));
+  other.synchronize();
+}
+
 TYPED_TEST(Conformance, CaptureOnTheLegacyDefaultStreamIsRefused) {
   auto legacy = this->be_->legacy_default_stream(0);
   EXPECT_THROW(legacy.begin_capture(), sg::InvalidArgument);
@@ -490,6 +520,68 @@ TYPED_TEST(Conformance, RelaxedModeGuardPermitsUnsafeCalls) {
   EXPECT_EQ(s.capture_status(), rt::CaptureStatus::kActive);
   auto g = s.end_capture();
   EXPECT_EQ(g.node_count(), 0u);
+}
+
+// Only a relaxed capture may be ended by another thread than the one that
+// began it (cudaErrorStreamCaptureWrongThread). A refused end leaves the
+// capture going on, and the thread that began it ends it with its graph.
+TYPED_TEST(Conformance, OnlyTheThreadThatBeganANonRelaxedCaptureEndsIt) {
+  auto s = this->be_->create_stream(0);
+  auto x = this->be_->allocate(0, 64);
+  for (const auto mode : {rt::CaptureMode::kGlobal, rt::CaptureMode::kThreadLocal}) {
+    SCOPED_TRACE(std::string(rt::to_string(mode)));
+    s.begin_capture(mode);
+    s.memset(x.slice(), 1, "m");
+    std::thread t([&] { EXPECT_THROW((void)s.end_capture(), sg::InvalidState); });
+    t.join();
+    EXPECT_EQ(s.capture_status(), rt::CaptureStatus::kActive);
+    auto g = s.end_capture();
+    EXPECT_EQ(g.node_count(), 1u);
+    EXPECT_EQ(s.capture_status(), rt::CaptureStatus::kNone);
+  }
+  s.begin_capture(rt::CaptureMode::kRelaxed);
+  s.memset(x.slice(), 2, "m");
+  rt::Graph g;
+  std::thread t([&] { g = s.end_capture(); });
+  t.join();
+  EXPECT_EQ(g.node_count(), 1u);
+  EXPECT_EQ(s.capture_status(), rt::CaptureStatus::kNone);
+}
+
+// An unsafe call is prohibited by the captures the calling thread's own mode
+// names (cudaThreadExchangeStreamCaptureMode): in thread-local mode only its
+// own; in global mode also other threads' global captures. Every capture
+// that prohibits it is invalidated, and no other.
+TYPED_TEST(Conformance, AnUnsafeCallInvalidatesEveryCaptureThatProhibitsItAndNoOther) {
+  auto mine = this->be_->create_stream(0);
+  auto theirs = this->be_->create_stream(0);
+  std::promise<void> begun;
+  std::promise<void> done;
+  std::thread t([&] {  // a global capture of another thread, begun and ended there
+    theirs.begin_capture(rt::CaptureMode::kGlobal);
+    begun.set_value();
+    done.get_future().wait();
+    try {
+      (void)theirs.end_capture();
+    } catch (const sg::InvalidState&) {
+    }
+  });
+  begun.get_future().wait();
+  mine.begin_capture(rt::CaptureMode::kThreadLocal);
+  {
+    rt::CaptureModeGuard local(*this->be_, rt::CaptureMode::kThreadLocal);
+    EXPECT_THROW((void)this->be_->allocate(0, 64), sg::InvalidState);
+  }
+  EXPECT_EQ(mine.capture_status(), rt::CaptureStatus::kInvalidated);
+  EXPECT_EQ(theirs.capture_status(), rt::CaptureStatus::kActive) << "a thread-local-mode call ignores it";
+  EXPECT_THROW((void)mine.end_capture(), sg::InvalidState);
+  mine.begin_capture(rt::CaptureMode::kThreadLocal);
+  EXPECT_THROW((void)this->be_->allocate(0, 64), sg::InvalidState);  // this thread is in global mode
+  EXPECT_EQ(mine.capture_status(), rt::CaptureStatus::kInvalidated);
+  EXPECT_EQ(theirs.capture_status(), rt::CaptureStatus::kInvalidated);
+  EXPECT_THROW((void)mine.end_capture(), sg::InvalidState);
+  done.set_value();
+  t.join();
 }
 
 // ------------------------------------------------------------ introspection

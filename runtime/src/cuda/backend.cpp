@@ -413,13 +413,28 @@ void CudaBackend::invalidate_capture(unsigned long long id) const {
 }
 
 void CudaBackend::invalidate_prohibiting_captures() const {
+  // cudaThreadExchangeStreamCaptureMode (CUDA Runtime API, "Stream
+  // Management"): the calling thread's own mode decides. Global: prohibited
+  // by this thread's own captures not begun relaxed, and by other threads'
+  // global captures. ThreadLocal: by this thread's own non-relaxed captures
+  // only. Relaxed: by nothing. The mode is read by exchanging it twice.
+  cudaStreamCaptureMode mine = cudaStreamCaptureModeRelaxed;
+  if (cudaThreadExchangeStreamCaptureMode(&mine) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  cudaStreamCaptureMode restore = mine;
+  STEPGRAPH_CUDA_CHECK_WARN(cudaThreadExchangeStreamCaptureMode(&restore));
+  if (mine == cudaStreamCaptureModeRelaxed) return;
   std::vector<unsigned long long> ids;
   {
     std::lock_guard lock(capture_mutex_);
     const auto self = std::this_thread::get_id();
     for (const auto& [id, rec] : captures_) {
-      if (rec->mode == CaptureMode::kGlobal || (rec->mode == CaptureMode::kThreadLocal && rec->owner == self))
-        ids.push_back(id);
+      const bool own = rec->owner == self && rec->mode != CaptureMode::kRelaxed;
+      const bool other_global =
+          rec->owner != self && mine == cudaStreamCaptureModeGlobal && rec->mode == CaptureMode::kGlobal;
+      if (own || other_global) ids.push_back(id);
     }
   }
   for (auto id : ids) invalidate_capture(id);
@@ -442,6 +457,24 @@ std::shared_ptr<CaptureRecord> CudaBackend::close_capture(unsigned long long id)
 
 // ---------------------------------------------------------------- events
 
+// Note [Events recorded in a finished capture]
+// An event whose latest record was made by a capturing stream stays a
+// "captured event" after the capture ends: the record is part of the graph,
+// not work of any stream, and CUDA answers cudaErrorCapturedEvent ("not
+// permitted on an event which was last recorded in a capturing stream") to a
+// query, synchronize or wait on it. The interface makes that a typed
+// InvalidState on both backends, refused before CUDA is called (so it does
+// not depend on the driver), until the event is recorded again outside
+// capture. Inside another capture such a wait is the isolation error
+// (Stream::wait), which also invalidates that capture.
+void throw_captured_event(std::string_view call, int device) {
+  throw InvalidState(fmt::format(
+      "{} on device {}: the event was last recorded by a stream capture that has ended (cudaErrorCapturedEvent): "
+      "that record belongs to the captured graph, not to any stream's work, so there is nothing to query or wait "
+      "for; record the event again outside capture (e.g. on the stream after launching the graph)",
+      call, device));
+}
+
 CudaEvent::CudaEvent(CudaBackend& backend, int device) : backend_(&backend), device_(device) {
   DeviceGuard guard(device);
   // Timing stays enabled (no cudaEventDisableTiming) because
@@ -455,7 +488,8 @@ CudaEvent::CudaEvent(CudaBackend& backend, int device) : backend_(&backend), dev
 
 void CudaEvent::refuse_if_captured(std::string_view call) const {
   const unsigned long long id = last_capture_.load();
-  if (id == 0 || backend_->find_capture(id) == nullptr) return;
+  if (id == 0) return;
+  if (backend_->find_capture(id) == nullptr) throw_captured_event(call, device_);
   backend_->invalidate_capture(id);
   throw InvalidState(fmt::format(
       "{} on device {}: the event was last recorded by a stream capture in progress, whose work does not run "
@@ -521,6 +555,8 @@ float CudaEvent::elapsed_ms(const detail::EventImpl& end_impl) const {
   STEPGRAPH_CHECK(end != nullptr, InvalidArgument,
                   "Event::elapsed_ms: the end event belongs to another backend; use two events of the cuda backend");
   backend_->throw_if_faulted(device_, "Event::elapsed_ms");
+  refuse_if_captured("Event::elapsed_ms (start)");
+  end->refuse_if_captured("Event::elapsed_ms (end)");
   DeviceGuard guard(device_);
   float ms = 0.0F;
   const cudaError_t e = cudaEventElapsedTime(&ms, event_.get(), end->event_.get());

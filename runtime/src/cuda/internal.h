@@ -273,8 +273,9 @@ class CudaBackend final : public detail::BackendImpl {
   std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device, cudaStream_t origin, CaptureMode mode);
   /// After CUDA refused a potentially unsafe call of this thread (an
   /// allocation, a registration) because of a capture in progress:
-  /// invalidates the captures whose mode prohibits it (global ones, and
-  /// thread-local ones begun by this thread), in case the driver did not
+  /// invalidates the captures that prohibit it under this thread's capture
+  /// interaction mode (its own non-relaxed captures; in global mode also
+  /// other threads' global captures), in case the driver did not
   /// (cudaThreadExchangeStreamCaptureMode, CUDA Runtime API "Stream
   /// Management"; DESIGN 2.2 "the capture mode decides whose calls
   /// invalidate it").
@@ -306,5 +307,9 @@ CudaStream& as_cuda(detail::StreamImpl& stream, std::string_view call);
 [[nodiscard]] NodeKind node_kind(cudaGraphNodeType type) noexcept;
 
 [[nodiscard]] cudaStreamCaptureMode to_cuda(CaptureMode mode) noexcept;
+
+/// Throws the InvalidState of Note [Events recorded in a finished capture]
+/// (backend.cpp) for `call` on an event of `device`.
+[[noreturn]] void throw_captured_event(std::string_view call, int device);
 
 }  // namespace stepgraph::runtime::cuda

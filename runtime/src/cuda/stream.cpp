@@ -384,6 +384,9 @@ void CudaStream::wait(const detail::EventImpl& event) {
   // CUDA Runtime API "Data types", enum cudaError); stepgraph refuses such a
   // wait itself, so the refusal does not depend on the driver version.
   const CaptureState st = capture_state();
+  if (st.status == cudaStreamCaptureStatusNone && ev.last_capture() != 0 &&
+      backend_->find_capture(ev.last_capture()) == nullptr)
+    throw_captured_event("Stream::wait", device_);  // Note [Events recorded in a finished capture]
   if (st.status == cudaStreamCaptureStatusActive && ev.recorded() && ev.last_capture() != st.id) {
     backend_->invalidate_capture(st.id);
     throw InvalidState(fmt::format(
@@ -494,11 +497,30 @@ std::unique_ptr<detail::GraphImpl> CudaStream::end_capture() {
         device_));
   }
   const unsigned long long id = *origin_capture_;
-  origin_capture_.reset();
-  auto rec = backend_->close_capture(id);
+  // A capture not begun in relaxed mode must be ended by the thread that
+  // began it (cudaErrorStreamCaptureWrongThread, CUDA Runtime API "Data
+  // types"); refused here first so the refusal does not depend on the
+  // driver. The capture goes on, and its record with it.
+  if (auto open = backend_->find_capture(id);
+      open != nullptr && open->mode != CaptureMode::kRelaxed && open->owner != std::this_thread::get_id()) {
+    throw InvalidState(fmt::format(
+        "Stream::end_capture on device {}: this {} capture was begun by another thread, and only a relaxed "
+        "capture may be ended by another thread (cudaErrorStreamCaptureWrongThread); the capture goes on: end it "
+        "on the thread that began it",
+        device_, to_string(open->mode)));
+  }
   cudaGraph_t raw = nullptr;
   const cudaError_t e = cudaStreamEndCapture(stream_, &raw);
   UniqueGraph graph(raw);
+  // Forget the capture only once CUDA has ended it: a refused end (another
+  // thread, say) leaves the stream capturing, and the record must stay for
+  // the owner's end_capture. An invalidated or unjoined capture is ended all
+  // the same (the stream leaves capture), so it is forgotten too.
+  std::shared_ptr<CaptureRecord> rec;
+  if (e == cudaSuccess || capture_state().status == cudaStreamCaptureStatusNone) {
+    origin_capture_.reset();
+    rec = backend_->close_capture(id);
+  }
   if (e != cudaSuccess) {
     if (!is_capture_error(e)) throw_cuda_error(e, "cudaStreamEndCapture(stream, &graph)", __FILE__, __LINE__);
     (void)cudaGetLastError();

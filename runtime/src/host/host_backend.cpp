@@ -97,6 +97,18 @@ class HostEvent final : public EventImpl {
   std::shared_ptr<Task> last_;
   std::weak_ptr<CaptureState> capture_;
   std::vector<std::uint32_t> capture_nodes_;
+  bool captured_ = false;  // the latest record was made in a capture (ended or not)
+
+  /// Whether the latest record was made in a capture that has ended (Note
+  /// [Events recorded in a finished capture], cuda/backend.cpp).
+  bool recorded_in_ended_capture() const {
+    std::lock_guard lock(mutex_);
+    if (!captured_) return false;
+    auto cap = capture_.lock();
+    if (!cap) return true;
+    std::lock_guard cl(cap->mutex);
+    return cap->ended;
+  }
 
  private:
   void check_not_captured(std::string_view what);
@@ -277,6 +289,9 @@ void HostBackend::check_unsafe_call(std::string_view what) {
   const CaptureMode mine = tls_capture_mode;
   if (mine == CaptureMode::kRelaxed) return;
   const auto self = std::this_thread::get_id();
+  // Every capture that prohibits the call is invalidated, not only the first
+  // found: each is a reason for the refusal.
+  std::optional<std::string> refusal;
   std::lock_guard lock(captures_mutex_);
   for (const auto& cap : captures_) {
     std::lock_guard cl(cap->mutex);
@@ -290,9 +305,10 @@ void HostBackend::check_unsafe_call(std::string_view what) {
           "synchronise before capture, or use thread-local capture / a relaxed CaptureModeGuard",
           what, to_string(cap->mode), own ? " on this thread" : " on another thread");
       if (!cap->invalidated) cap->invalidated = reason;
-      throw InvalidState(reason);
+      if (!refusal) refusal = reason;
     }
   }
+  if (refusal) throw InvalidState(*refusal);
 }
 
 std::shared_ptr<BufferImpl> HostBackend::make_buffer(MemoryKind kind, int device, std::size_t bytes, int numa,
@@ -457,6 +473,13 @@ std::shared_ptr<CaptureState> HostEvent::live_capture(std::vector<std::uint32_t>
 }
 
 void HostEvent::check_not_captured(std::string_view what) {
+  if (recorded_in_ended_capture()) {
+    throw InvalidState(fmt::format(
+        "Event::{} on host device {}: the event was last recorded by a stream capture that has ended "
+        "(cudaErrorCapturedEvent): that record belongs to the captured graph, not to any stream's work, so there "
+        "is nothing to query or wait for; record the event again outside capture",
+        what, device_));
+  }
   if (auto cap = live_capture()) {
     std::string reason = fmt::format(
         "Event::{} on an event recorded inside a capture in progress is not "
@@ -501,6 +524,9 @@ bool HostEvent::wait_for(std::chrono::nanoseconds timeout) {
 
 float HostEvent::elapsed_ms(const EventImpl& end_impl) const {
   const auto& end = dynamic_cast<const HostEvent&>(end_impl);
+  STEPGRAPH_CHECK(!recorded_in_ended_capture() && !end.recorded_in_ended_capture(), InvalidState,
+                  "Event::elapsed_ms: an event was last recorded by a stream capture that has ended "
+                  "(cudaErrorCapturedEvent); record both outside capture");
   auto a = last_record();
   auto b = end.last_record();
   STEPGRAPH_CHECK(a && b, InvalidState, "Event::elapsed_ms: both events must have been recorded");
@@ -651,6 +677,7 @@ void HostStream::record(EventImpl& event_impl) {
     std::lock_guard lock(mutex_);
     ev.capture_ = cap;
     ev.capture_nodes_ = frontier_;
+    ev.captured_ = true;
     return;
   }
   backend_.check_fault(device_, "Stream::record");
@@ -662,6 +689,7 @@ void HostStream::record(EventImpl& event_impl) {
     ev.last_ = task;
     ev.capture_.reset();
     ev.capture_nodes_.clear();
+    ev.captured_ = false;
   }
   enqueue(std::move(task));
 }
@@ -693,6 +721,15 @@ void HostStream::wait(const EventImpl& event_impl) {
     return;
   }
   auto last = ev.last_record();
+  if (ev.recorded_in_ended_capture()) {
+    const std::string what = fmt::format(
+        "Stream::wait on the {}: the event was last recorded by a stream capture that has ended "
+        "(cudaErrorCapturedEvent): that record belongs to the captured graph, not to any stream's work; record the "
+        "event again outside capture",
+        label());
+    if (my_cap) invalidate_and_throw(my_cap, what + "; the capture is invalidated");
+    throw InvalidState(what);
+  }
   if (my_cap) {
     if (!last) return;  // waiting on an event never recorded is a no-op
     invalidate_and_throw(my_cap, fmt::format("Stream::wait on the {}: the event was recorded outside the capture; "
@@ -770,10 +807,16 @@ std::unique_ptr<GraphImpl> HostStream::end_capture() {
                                           "the stream that began it (cudaErrorStreamCaptureUnmatched); the capture "
                                           "is invalidated: end it on its origin stream",
                                           label()));
-  if (cap->mode == CaptureMode::kThreadLocal && cap->thread != std::this_thread::get_id())
-    throw InvalidState(
-        "Stream::end_capture: a thread-local capture must be ended by the thread that began it "
-        "(cudaErrorStreamCaptureWrongThread)");
+  // Only a relaxed capture may be ended by another thread than the one that
+  // began it (cudaErrorStreamCaptureWrongThread: "a stream capture sequence
+  // not initiated with the cudaStreamCaptureModeRelaxed argument ... was
+  // passed to cudaStreamEndCapture in a different thread"). The capture goes on.
+  if (cap->mode != CaptureMode::kRelaxed && cap->thread != std::this_thread::get_id())
+    throw InvalidState(fmt::format(
+        "Stream::end_capture: this {} capture was begun by another thread, and only a relaxed capture may be "
+        "ended by another thread (cudaErrorStreamCaptureWrongThread); the capture goes on: end it on the thread "
+        "that began it",
+        to_string(cap->mode)));
   std::vector<HostStream*> streams;
   std::optional<std::string> invalidated;
   std::unique_ptr<HostGraph> graph;
