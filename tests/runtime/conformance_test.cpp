@@ -169,6 +169,27 @@ TYPED_TEST(Conformance, CopyOfMismatchedOrOutOfRangeSlicesIsRefused) {
   s.synchronize();  // the stream is still usable
 }
 
+// CUDA runs a host-to-host copy synchronously on the calling thread, not as
+// stream work ("API synchronization behavior"): both backends refuse it.
+TYPED_TEST(Conformance, AHostToHostCopyIsRefused) {
+  auto s = this->be_->create_stream(0);
+  auto a = this->be_->allocate_pinned(64);
+  auto b = this->be_->allocate_pinned(64);
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { s.copy(b.slice(), a.slice(), "h2h"); }, {"'h2h'", "host_fn"});
+}
+
+// A NUMA node missing from the topology this process sees (filtered by a
+// cgroup or cpuset) gives pinned memory without placement, not an error.
+TYPED_TEST(Conformance, PinnedMemoryForANumaNodeMissingFromTheTopologyIsStillPinned) {
+  constexpr int kNoSuchNode = 4095;
+  auto s = this->be_->create_stream(0);
+  auto p = this->be_->allocate_pinned(kN * sizeof(float), kNoSuchNode);
+  rt::launch(s, sgtest::fill_f32(), {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::write(p)}},
+             p.template data<float>(), kN, 6.0f);
+  s.synchronize();
+  for (float f : p.template host_span<float>()) ASSERT_EQ(f, 6.0f);
+}
+
 TYPED_TEST(Conformance, KernelsComputeWhatASerialLoopComputes) {
   auto s = this->be_->create_stream(0);
   std::vector<float> x(kN), y(kN);

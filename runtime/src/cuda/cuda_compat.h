@@ -21,6 +21,7 @@
 // Every message names the call, the device and what to do next.
 #pragma once
 
+#include <cudaTypedefs.h>  // the driver's function types (PFN_*), header only: no driver library is linked
 #include <cuda_runtime_api.h>
 
 #include <atomic>
@@ -40,9 +41,17 @@ namespace stepgraph::runtime::cuda {
 
 // ---------------------------------------------------------------- errors
 
-/// True for the errors CUDA documents as leaving the context unusable.
+/// True for the errors CUDA documents as leaving the context unusable
+/// (driver_types.h, enum cudaError: "This leaves the process in an
+/// inconsistent state ..." or "the process must be terminated and
+/// relaunched"). cudaErrorTensorMemoryLeak exists from CUDA 12.8 (tensor
+/// memory of sm_100).
 [[nodiscard]] constexpr bool is_sticky(cudaError_t e) noexcept {
+#if CUDART_VERSION >= 12080
+  if (e == cudaErrorTensorMemoryLeak) return true;
+#endif
   switch (e) {
+    case cudaErrorMpsClientTerminated:
     case cudaErrorIllegalAddress:
     case cudaErrorLaunchTimeout:
     case cudaErrorAssert:
@@ -212,6 +221,35 @@ inline const char* func_name(const void* func) {
   (void)type;
   return false;
 #endif
+}
+
+/// Whether `device`'s primary context is active (cuDevicePrimaryCtxGetState,
+/// CUDA Driver API "Primary Context Management"), reached through the
+/// runtime's driver entry point so that no driver library is linked
+/// (cudaGetDriverEntryPointByVersion from 12.5, cudaGetDriverEntryPoint
+/// before). True when it cannot be told, so that callers fall back to
+/// touching the device as before. Makes no context current.
+inline bool primary_context_active(int device) {
+  static const PFN_cuDevicePrimaryCtxGetState_v7000 get_state = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t e =
+        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &fn, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t e = cudaGetDriverEntryPoint("cuDevicePrimaryCtxGetState", &fn, cudaEnableDefault, &found);
+#endif
+    if (e != cudaSuccess || found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return PFN_cuDevicePrimaryCtxGetState_v7000{nullptr};
+    }
+    return reinterpret_cast<PFN_cuDevicePrimaryCtxGetState_v7000>(fn);
+  }();
+  if (get_state == nullptr) return true;
+  unsigned int flags = 0;
+  int active = 0;
+  if (get_state(static_cast<CUdevice>(device), &flags, &active) != CUDA_SUCCESS) return true;
+  return active != 0;
 }
 
 /// The host NUMA node closest to `device`, or -1: cudaDevAttrHostNumaId

@@ -291,8 +291,20 @@ class CudaBackend final : public detail::BackendImpl {
   std::shared_ptr<CaptureRecord> close_capture(unsigned long long id);
 
  private:
+  /// A device from whose context pinned memory is registered: the calling
+  /// thread's current device if it has a context, else any device that has
+  /// one (Note in DeviceGuard: no context on a device the process does not use).
+  [[nodiscard]] int host_memory_device() const;
+
+  /// cudaDeviceGetStreamPriorityRange of one device, asked for on first use.
+  struct PriorityRange {
+    std::once_flag once;
+    int least = 0;
+    int greatest = 0;
+  };
+
   std::vector<DeviceInfo> devices_;
-  std::vector<std::pair<int, int>> priority_range_;  // (least, greatest) per device
+  mutable std::vector<PriorityRange> priority_range_;  // per device
   std::vector<std::unique_ptr<CudaStream>> legacy_streams_;
   std::mutex upload_mutex_;
   std::vector<UniqueStream> upload_streams_;

@@ -229,7 +229,8 @@ void CudaStream::copy(const BufferSlice& dst, const BufferSlice& src, std::strin
                   name, device_, dst.bytes, src.bytes);
   const auto& d = *dst.buffer;
   const auto& s = *src.buffer;
-  const CopyKind kind = detail::BackendImpl::copy_kind(d, s);
+  const CopyKind kind =
+      detail::BackendImpl::stream_copy_kind(fmt::format("Stream::copy '{}' on device {}", name, device_), d, s);
   const std::size_t n = src.bytes;
 
   DeviceGuard guard(device_);
@@ -247,9 +248,7 @@ void CudaStream::copy(const BufferSlice& dst, const BufferSlice& src, std::strin
       STEPGRAPH_CUDA_CHECK(
           cudaMemcpyAsync(host_or_device_ptr(dst), device_ptr(src), n, cudaMemcpyDeviceToHost, stream_));
       break;
-    case CopyKind::kHostToHost:
-      STEPGRAPH_CUDA_CHECK(
-          cudaMemcpyAsync(host_or_device_ptr(dst), host_or_device_ptr(src), n, cudaMemcpyHostToHost, stream_));
+    case CopyKind::kHostToHost:  // refused by stream_copy_kind
       break;
     case CopyKind::kDeviceToDevice:
       if (s.device == device_) {

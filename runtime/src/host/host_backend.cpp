@@ -347,7 +347,17 @@ std::shared_ptr<BufferImpl> HostBackend::allocate(int device, std::size_t bytes)
 std::shared_ptr<BufferImpl> HostBackend::allocate_pinned(std::size_t bytes, int numa_node) {
   check_unsafe_call(fmt::format("Backend::allocate_pinned({} bytes)", bytes));
   const auto& machine = topology::LiveMachine::get();
-  const int numa = numa_node >= 0 ? numa_node : (machine.numa_nodes().empty() ? -1 : machine.numa_nodes()[0].os_index);
+  const auto& nodes = machine.numa_nodes();
+  int numa = numa_node >= 0 ? numa_node : (nodes.empty() ? -1 : nodes[0].os_index);
+  // As on CUDA: a node missing from the topology this process sees (a cgroup
+  // or cpuset filtered it) gets unplaced memory, not an error.
+  if (numa >= 0 && std::none_of(nodes.begin(), nodes.end(), [&](const auto& n) { return n.os_index == numa; })) {
+    STEPGRAPH_WARN(kMemory,
+                   "allocate_pinned: NUMA node {} is not in this process's topology (filtered by a cgroup or "
+                   "cpuset?); using memory without NUMA placement",
+                   numa);
+    numa = -1;
+  }
   return make_buffer(MemoryKind::kPinnedHost, -1, bytes, numa, nullptr);
 }
 
@@ -625,7 +635,8 @@ void HostStream::copy(const BufferSlice& dst, const BufferSlice& src, std::strin
                   "Stream::copy: destination has {} bytes and source {}; give equal sizes", dst.bytes, src.bytes);
   CapturedNode n;
   n.kind = NodeKind::kMemcpy;
-  n.copy_kind = BackendImpl::copy_kind(*dst.buffer, *src.buffer);
+  n.copy_kind = BackendImpl::stream_copy_kind(fmt::format("Stream::copy '{}' on host device {}", name, device_),
+                                              *dst.buffer, *src.buffer);
   n.name = name.empty() ? fmt::format("memcpy {}", to_string(n.copy_kind)) : std::move(name);
   n.device = device_;
   n.src_device = src.buffer->device;
