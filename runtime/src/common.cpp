@@ -334,6 +334,20 @@ CopyKind BackendImpl::copy_kind(const BufferImpl& dst, const BufferImpl& src) {
   return dst.device == src.device ? CopyKind::kDeviceToDevice : CopyKind::kPeer;
 }
 
+CopyKind BackendImpl::stream_copy_kind(std::string_view what, const BufferImpl& dst, const BufferImpl& src) {
+  const CopyKind kind = copy_kind(dst, src);
+  // A host-to-host cudaMemcpyAsync is "fully synchronous with respect to the
+  // host" (CUDA Runtime API, "API synchronization behavior"): not stream
+  // work ordered after the stream's earlier work. Both backends refuse it
+  // rather than give it an order CUDA does not promise.
+  STEPGRAPH_CHECK(kind != CopyKind::kHostToHost, InvalidArgument,
+                  "{}: both slices are host memory; CUDA runs a host-to-host copy synchronously on the calling "
+                  "thread, not as stream work, so it is refused: copy with std::memcpy after synchronizing, or in a "
+                  "Stream::host_fn declaring both buffers (stream-ordered and capturable)",
+                  what);
+  return kind;
+}
+
 std::vector<AccessInfo> access_infos(const std::vector<BufferAccess>& accesses) {
   std::vector<AccessInfo> out;
   out.reserve(accesses.size());

@@ -21,6 +21,8 @@
 
 #include <stepgraph/core/log.h>
 
+#include "deferred_release.h"
+
 namespace stepgraph::runtime {
 
 std::string_view to_string(ExecutorState s) noexcept {
@@ -579,7 +581,9 @@ void ExecutorCore::thread_main() {
         std::chrono::steady_clock::now() - r->launched_at >= options.deadline) {
       StepError e{StepErrorKind::kTimeout, r->step, std::nullopt,
                   fmt::format("step {} did not finish within its deadline of {} ms (watchdog); the executor is "
-                              "failed and its communicator aborted",
+                              "failed and its communicator aborted; close() waits at most one more deadline for "
+                              "the device, then leaves the executor's memory to be freed when the step ends "
+                              "(leaked if it never does) rather than hang",
                               r->step, options.deadline.count())};
       finish(r, ReplayStatus::kFailed, e);
       fail(e);
@@ -624,6 +628,61 @@ void ExecutorCore::check_usable(std::string_view what) const {
                                                           : ""));
 }
 
+namespace {
+/// The executor's device resources, destroyed in the order of Note
+/// [Closing a wedged executor]: executables, graphs, then memory, then the
+/// stream.
+struct Remains {
+  std::list<Bucket> buckets;
+  std::vector<Slot> slots;
+  std::vector<Buffer> state_buffers;
+  std::unique_ptr<DeviceArena> arena;
+  Stream stream;
+
+  Remains() = default;
+  Remains(const Remains&) = delete;
+  Remains& operator=(const Remains&) = delete;
+  ~Remains() {
+    for (auto& b : buckets) b.execs.clear();
+    for (auto& b : buckets) b.graphs.clear();
+    buckets.clear();
+    slots.clear();
+    state_buffers.clear();
+    arena.reset();
+  }
+};
+
+/// True once every step enqueued on `stream` has finished (or the device
+/// faulted, after which nothing runs); polls, since no backend offers a
+/// bounded stream wait.
+bool drained_within(StreamRef stream, std::chrono::milliseconds bound) {
+  const auto until = std::chrono::steady_clock::now() + bound;
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    try {
+      if (stream.query()) return true;
+    } catch (const Error&) {
+      return true;  // a device fault: no work of the device runs any more
+    }
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(10'000));
+  }
+}
+}  // namespace
+
+// Note [Closing a wedged executor]
+// A step that never finishes (a kernel spinning on a flag, a collective whose
+// peer died) must not make close() hang (DESIGN 1.6): the watchdog has failed
+// the executor and aborted its communicator (fail()), and the executor's
+// thread has given up on the step. What is left is the memory: on CUDA,
+// freeing it (cudaFree, cudaHostUnregister) and destroying an executable
+// that may still run wait for the device, i.e. forever. So after a failure
+// close() waits at most one more deadline (1 s without one) for the stream
+// to drain; if it does not, the executables, graphs, buffers, arena and
+// stream go to the release thread (Note [Deferred release]), which frees
+// them once the stream has drained, and never if it does not: a deliberate
+// leak, said in the timeout's error and in the log.
 void ExecutorCore::close() {
   std::deque<std::shared_ptr<ReplayState>> dropped;
   {
@@ -643,20 +702,34 @@ void ExecutorCore::close() {
   if (thread.joinable()) {
     STEPGRAPH_CHECK(std::this_thread::get_id() != thread.get_id(), InvalidState,
                     "StepExecutor::close must not be called from a callback (the executor's own thread)");
-    thread.join();  // it drains `launched` first: every replay on the device finishes
+    thread.join();  // it drains `launched` first: every replay on the device finishes or times out
   }
+  std::optional<StepError> failed_with;
   {
     std::lock_guard lock(mutex);
+    if (state == ExecutorState::kFailed) failed_with = failure;
     state = ExecutorState::kClosed;
   }
-  // Release in order: executables, graphs, then memory.
-  for (auto& b : buckets) b.execs.clear();
-  for (auto& b : buckets) b.graphs.clear();
-  buckets.clear();
-  slots.clear();
-  state_buffers.clear();
-  arena.reset();
-  stream = Stream();
+  auto remains = std::make_shared<Remains>();
+  remains->buckets.swap(buckets);
+  remains->slots.swap(slots);
+  remains->state_buffers.swap(state_buffers);
+  remains->arena = std::move(arena);
+  remains->stream = std::move(stream);
+  if (failed_with && remains->stream.valid()) {
+    const auto bound = options.deadline.count() > 0 ? options.deadline : std::chrono::milliseconds(1000);
+    if (!drained_within(remains->stream.ref(), bound)) {
+      STEPGRAPH_LOG(kError, kExecutor,
+                    "close: the executor failed at step {} ({}) and its stream has not drained {} ms later; its "
+                    "executables, graphs and memory are left to be freed when the device finishes that work, and "
+                    "are leaked if it never does (deliberately: freeing them now would block until then)",
+                    failed_with->step, to_string(failed_with->kind), bound.count());
+      const StreamRef probe = remains->stream.ref();
+      release_when(std::move(remains), [probe] { return probe.query(); });
+      return;
+    }
+  }
+  remains.reset();  // released here, in order (Remains)
 }
 
 }  // namespace detail

@@ -116,6 +116,10 @@ class BackendImpl : public std::enable_shared_from_this<BackendImpl> {
   void check_device(int device, std::string_view what) const;
   /// Classifies a copy between two buffers.
   static CopyKind copy_kind(const BufferImpl& dst, const BufferImpl& src);
+  /// copy_kind() of a Stream::copy, which refuses host to host
+  /// (InvalidArgument naming `what`): CUDA does that copy synchronously, not
+  /// as stream work.
+  static CopyKind stream_copy_kind(std::string_view what, const BufferImpl& dst, const BufferImpl& src);
 
   /// Registered host ranges, so that host_range() accesses resolve.
   void add_host_range(const std::shared_ptr<BufferImpl>& buffer);

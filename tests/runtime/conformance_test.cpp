@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <future>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -167,6 +169,27 @@ TYPED_TEST(Conformance, CopyOfMismatchedOrOutOfRangeSlicesIsRefused) {
   s.synchronize();  // the stream is still usable
 }
 
+// CUDA runs a host-to-host copy synchronously on the calling thread, not as
+// stream work ("API synchronization behavior"): both backends refuse it.
+TYPED_TEST(Conformance, AHostToHostCopyIsRefused) {
+  auto s = this->be_->create_stream(0);
+  auto a = this->be_->allocate_pinned(64);
+  auto b = this->be_->allocate_pinned(64);
+  sgtest::expect_throw_with<sg::InvalidArgument>([&] { s.copy(b.slice(), a.slice(), "h2h"); }, {"'h2h'", "host_fn"});
+}
+
+// A NUMA node missing from the topology this process sees (filtered by a
+// cgroup or cpuset) gives pinned memory without placement, not an error.
+TYPED_TEST(Conformance, PinnedMemoryForANumaNodeMissingFromTheTopologyIsStillPinned) {
+  constexpr int kNoSuchNode = 4095;
+  auto s = this->be_->create_stream(0);
+  auto p = this->be_->allocate_pinned(kN * sizeof(float), kNoSuchNode);
+  rt::launch(s, sgtest::fill_f32(), {.dims = rt::LaunchDims::linear(kN), .accesses = {rt::write(p)}},
+             p.template data<float>(), kN, 6.0f);
+  s.synchronize();
+  for (float f : p.template host_span<float>()) ASSERT_EQ(f, 6.0f);
+}
+
 TYPED_TEST(Conformance, KernelsComputeWhatASerialLoopComputes) {
   auto s = this->be_->create_stream(0);
   std::vector<float> x(kN), y(kN);
@@ -257,6 +280,12 @@ TYPED_TEST(Conformance, WaitBindsToTheLatestRecordBeforeIt) {
   auto* f = static_cast<std::int32_t*>(flag.host_data());
   f[0] = 0;
   f[1] = 0;
+  // Allocated before the latch kernel: a page-locked allocation issued
+  // between two launches may serialise them (CUDA Programming Guide,
+  // "Implicit Synchronization"), and s2's kernel would then wait behind a
+  // latch that only opens after it.
+  auto counter = this->be_->allocate_pinned(sizeof(std::int64_t));
+  *static_cast<std::int64_t*>(counter.host_data()) = 0;
   auto e = this->be_->create_event(0);
   s1.record(e);  // record #1: nothing before it
   s2.wait(e);    // binds to record #1
@@ -265,8 +294,6 @@ TYPED_TEST(Conformance, WaitBindsToTheLatestRecordBeforeIt) {
              static_cast<volatile std::int32_t*>(flag.template data<std::int32_t>()),
              flag.template data<std::int32_t>() + 1);
   s1.record(e);  // record #2: after the latch
-  auto counter = this->be_->allocate_pinned(sizeof(std::int64_t));
-  *static_cast<std::int64_t*>(counter.host_data()) = 0;
   rt::launch(s2, sgtest::spin_ns(), {.accesses = {rt::read_write(counter)}}, counter.template data<std::int64_t>(),
              std::int64_t{1000});
   s2.synchronize();  // must not wait for record #2 (the latch is still closed)
@@ -356,6 +383,36 @@ TYPED_TEST(Conformance, QueryOfAnEventRecordedInTheCaptureInvalidatesIt) {
   s.record(e);
   EXPECT_THROW((void)e.query(), sg::InvalidState);
   EXPECT_THROW((void)s.end_capture(), sg::InvalidState);
+}
+
+// An event whose latest record was made by a capture that has ended is a
+// "captured event" (cudaErrorCapturedEvent): its record belongs to the graph,
+// not to any stream's work. Query, synchronize, wait and timing refuse it
+// with a typed error until it is recorded again outside capture.
+TYPED_TEST(Conformance, AnEventLastRecordedInAFinishedCaptureIsRefusedUntilRecordedAgain) {
+  auto s = this->be_->create_stream(0);
+  auto other = this->be_->create_stream(0);
+  auto x = this->be_->allocate(0, 64);
+  auto e = this->be_->create_event(0);
+  s.begin_capture();
+  s.memset(x.slice(), 1, "m");
+  s.record(e);
+  auto g = s.end_capture();
+  sgtest::expect_throw_with<sg::InvalidState>([&] { (void)e.query(); }, {"cudaErrorCapturedEvent"});
+  EXPECT_THROW(e.synchronize(), sg::InvalidState);
+  EXPECT_THROW((void)e.wait_for(std::chrono::milliseconds(1)), sg::InvalidState);
+  EXPECT_THROW(other.wait(e), sg::InvalidState);
+  // Running the graph does not turn the captured record into a stream's.
+  auto exec = g.instantiate();
+  exec.launch(s);
+  s.synchronize();
+  EXPECT_THROW((void)e.query(), sg::InvalidState);
+  // Recorded again outside capture, it is an ordinary event.
+  s.record(e);
+  e.synchronize();
+  EXPECT_TRUE(e.query());
+  EXPECT_NO_THROW(other.wait(e));
+  other.synchronize();
 }
 
 TYPED_TEST(Conformance, CaptureOnTheLegacyDefaultStreamIsRefused) {
@@ -486,6 +543,68 @@ TYPED_TEST(Conformance, RelaxedModeGuardPermitsUnsafeCalls) {
   EXPECT_EQ(g.node_count(), 0u);
 }
 
+// Only a relaxed capture may be ended by another thread than the one that
+// began it (cudaErrorStreamCaptureWrongThread). A refused end leaves the
+// capture going on, and the thread that began it ends it with its graph.
+TYPED_TEST(Conformance, OnlyTheThreadThatBeganANonRelaxedCaptureEndsIt) {
+  auto s = this->be_->create_stream(0);
+  auto x = this->be_->allocate(0, 64);
+  for (const auto mode : {rt::CaptureMode::kGlobal, rt::CaptureMode::kThreadLocal}) {
+    SCOPED_TRACE(std::string(rt::to_string(mode)));
+    s.begin_capture(mode);
+    s.memset(x.slice(), 1, "m");
+    std::thread t([&] { EXPECT_THROW((void)s.end_capture(), sg::InvalidState); });
+    t.join();
+    EXPECT_EQ(s.capture_status(), rt::CaptureStatus::kActive);
+    auto g = s.end_capture();
+    EXPECT_EQ(g.node_count(), 1u);
+    EXPECT_EQ(s.capture_status(), rt::CaptureStatus::kNone);
+  }
+  s.begin_capture(rt::CaptureMode::kRelaxed);
+  s.memset(x.slice(), 2, "m");
+  rt::Graph g;
+  std::thread t([&] { g = s.end_capture(); });
+  t.join();
+  EXPECT_EQ(g.node_count(), 1u);
+  EXPECT_EQ(s.capture_status(), rt::CaptureStatus::kNone);
+}
+
+// An unsafe call is prohibited by the captures the calling thread's own mode
+// names (cudaThreadExchangeStreamCaptureMode): in thread-local mode only its
+// own; in global mode also other threads' global captures. Every capture
+// that prohibits it is invalidated, and no other.
+TYPED_TEST(Conformance, AnUnsafeCallInvalidatesEveryCaptureThatProhibitsItAndNoOther) {
+  auto mine = this->be_->create_stream(0);
+  auto theirs = this->be_->create_stream(0);
+  std::promise<void> begun;
+  std::promise<void> done;
+  std::thread t([&] {  // a global capture of another thread, begun and ended there
+    theirs.begin_capture(rt::CaptureMode::kGlobal);
+    begun.set_value();
+    done.get_future().wait();
+    try {
+      (void)theirs.end_capture();
+    } catch (const sg::InvalidState&) {
+    }
+  });
+  begun.get_future().wait();
+  mine.begin_capture(rt::CaptureMode::kThreadLocal);
+  {
+    rt::CaptureModeGuard local(*this->be_, rt::CaptureMode::kThreadLocal);
+    EXPECT_THROW((void)this->be_->allocate(0, 64), sg::InvalidState);
+  }
+  EXPECT_EQ(mine.capture_status(), rt::CaptureStatus::kInvalidated);
+  EXPECT_EQ(theirs.capture_status(), rt::CaptureStatus::kActive) << "a thread-local-mode call ignores it";
+  EXPECT_THROW((void)mine.end_capture(), sg::InvalidState);
+  mine.begin_capture(rt::CaptureMode::kThreadLocal);
+  EXPECT_THROW((void)this->be_->allocate(0, 64), sg::InvalidState);  // this thread is in global mode
+  EXPECT_EQ(mine.capture_status(), rt::CaptureStatus::kInvalidated);
+  EXPECT_EQ(theirs.capture_status(), rt::CaptureStatus::kInvalidated);
+  EXPECT_THROW((void)mine.end_capture(), sg::InvalidState);
+  done.set_value();
+  t.join();
+}
+
 // ------------------------------------------------------------ introspection
 
 TYPED_TEST(Conformance, IntrospectionReportsNamesKindsDevicesAndAccesses) {
@@ -540,6 +659,42 @@ TYPED_TEST(Conformance, LaunchesOfOneExecRunOneAfterAnother) {
   s2.synchronize();
   const auto ref = serial_affine(1, {{3, 1}, {3, 1}, {3, 1}, {3, 1}});
   for (auto v : this->template read<std::int64_t>(x, s1)) ASSERT_EQ(v, ref);
+}
+
+// An executable launched into a capture becomes one node of the outer graph,
+// ordered between the work captured before and after it, that runs the
+// executable's graph as it was at that launch (cuda: a child graph node added
+// by hand; Note [A graph launched into a capture]).
+TYPED_TEST(Conformance, AGraphLaunchedIntoACaptureRunsInsideTheOuterGraphInOrder) {
+  auto s = this->be_->create_stream(0);
+  auto x = this->template upload<std::int64_t>(std::vector<std::int64_t>(kN, 3), s);
+  auto* px = x.template data<std::int64_t>();
+  auto affine = [&](std::int64_t mul, std::int64_t add, std::string name) {
+    rt::launch(s, sgtest::affine_i64(),
+               {.name = std::move(name), .dims = rt::LaunchDims::linear(kN), .accesses = {rt::read_write(x)}}, px,
+               static_cast<const std::int64_t*>(px), kN, mul, add);
+  };
+  s.begin_capture();
+  affine(2, 1, "inner");
+  auto inner = s.end_capture().instantiate();
+  s.begin_capture();
+  affine(3, -4, "before");
+  inner.launch(s);
+  affine(5, 2, "after");
+  auto outer_graph = s.end_capture();
+  EXPECT_EQ(outer_graph.node_count(), 3u);
+  auto outer = outer_graph.instantiate();
+  // Updating the inner executable afterwards leaves the outer graph's copy.
+  s.begin_capture();
+  affine(-1, 9, "inner");
+  EXPECT_TRUE(inner.update(s.end_capture()).ok());
+  outer.launch(s);
+  auto out = this->template read<std::int64_t>(x, s);
+  const auto ref = serial_affine(3, {{3, -4}, {2, 1}, {5, 2}});
+  for (auto v : out) ASSERT_EQ(v, ref);
+  inner.launch(s);
+  out = this->template read<std::int64_t>(x, s);
+  for (auto v : out) ASSERT_EQ(v, serial_affine(ref, {{-1, 9}}));
 }
 
 TYPED_TEST(Conformance, UpdateWithTheSameTopologyTakesTheNewParameters) {
@@ -666,6 +821,7 @@ TYPED_TEST(Conformance, TouchingAnotherDevicesBufferNeedsACopyOrPeerAccess) {
 }
 
 TYPED_TEST(Conformance, AFaultIsReportedAtTheNextSynchronizeAndIsSticky) {
+  if (sgtest::fault_would_poison_other_tests(TypeParam::kKind)) GTEST_SKIP() << sgtest::kRunFaultTestsAlone;
   auto s = this->be_->create_stream(0);
   auto x = this->be_->allocate(0, 64);
   rt::launch(s, sgtest::fault(), {.accesses = {rt::write(x)}}, x.template data<std::int32_t>());

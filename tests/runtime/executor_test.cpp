@@ -264,7 +264,54 @@ TYPED_TEST(Executor, TheWatchdogFailsAReplayPastItsDeadline) {
   std::atomic_ref<std::int32_t>(latch[0]).store(1);  // let the device drain before close
 }
 
+// A step that never finishes (its first kernel spins on a latch: on CUDA a
+// kernel reading mapped host memory, on the host backend a worker): the
+// watchdog reports it once, and close() returns within a bound while the
+// step still spins, instead of waiting for the device (Note [Closing a wedged
+// executor]). The latch is opened only after close(), so that the kernel
+// ends and the process can exit.
+TYPED_TEST(Executor, CloseAfterATimeoutReturnsWhileTheStepStillSpins) {
+  auto o = this->options();
+  o.warmup = 0;
+  o.deadline = std::chrono::milliseconds(300);
+  std::atomic<int> errors{0};
+  std::promise<rt::StepError> first;
+  o.on_error = [&](const rt::StepError& e) {
+    if (errors.fetch_add(1) == 0) first.set_value(e);
+  };
+  auto ex = std::make_unique<rt::StepExecutor>(this->spec(), latched_step, o);
+  ex->prepare();
+  auto slot = ex->acquire_inputs();
+  // The test's own reference keeps the latch memory alive whatever close() does.
+  const rt::Buffer latch_buffer = rt::sub_buffer(slot.input("latch"), 0, 2 * sizeof(std::int32_t));
+  auto* latch = static_cast<std::int32_t*>(latch_buffer.host_data());
+  latch[0] = 0;
+  latch[1] = 0;
+  auto h = ex->replay(std::move(slot));
+  auto f = first.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  const auto e = f.get();
+  EXPECT_EQ(e.kind, rt::StepErrorKind::kTimeout);
+  EXPECT_EQ(e.step, 0);
+  EXPECT_NE(e.message.find("leaked"), std::string::npos) << e.message;
+  EXPECT_EQ(h.wait(), rt::ReplayStatus::kFailed);
+  const auto before = std::chrono::steady_clock::now();
+  ex->close();
+  ex.reset();
+  const auto took = std::chrono::steady_clock::now() - before;
+  EXPECT_LT(took, std::chrono::seconds(10)) << "close() waited for a step that does not finish";
+  EXPECT_EQ(std::atomic_ref<std::int32_t>(latch[1]).load(), 0) << "the step must still be spinning";
+  EXPECT_EQ(errors.load(), 1) << "one report: the timeout";
+  // Open the latch: the kernel writes the value back and ends.
+  std::atomic_ref<std::int32_t>(latch[0]).store(3);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::atomic_ref<std::int32_t>(latch[1]).load() != 3 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(std::atomic_ref<std::int32_t>(latch[1]).load(), 3) << "the spinning kernel never ended";
+}
+
 TYPED_TEST(Executor, AFaultFailsTheExecutorWithTheStepAndSaysSoOnEveryCall) {
+  if (sgtest::fault_would_poison_other_tests(TypeParam::kKind)) GTEST_SKIP() << sgtest::kRunFaultTestsAlone;
   auto o = this->options();
   o.warmup = 1;
   std::promise<rt::StepError> reported;

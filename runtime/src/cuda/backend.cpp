@@ -31,8 +31,16 @@ bool cuda_device_present(std::string* reason) {
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
-    if (reason != nullptr)
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+    if (reason != nullptr) {
       *reason = fmt::format("cudaGetDeviceCount failed: {} ({})", cudaGetErrorName(e), cudaGetErrorString(e));
+      // A driver is installed but older than this build's runtime: not a
+      // machine without GPU, a machine to fix (test_cuda_driver fails on it).
+      if (e == cudaErrorInsufficientDriver && driver > 0)
+        *reason += fmt::format("; the driver supports CUDA {}.{} and this build needs CUDA {}.{}: update the driver",
+                               driver / 1000, driver % 1000 / 10, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+    }
     return false;
   }
   if (count <= 0) {
@@ -130,6 +138,11 @@ CaptureMode from_cuda(cudaStreamCaptureMode mode) {
 // and mapped into the unified address space, so kernels read and write it
 // in place (CUDA Runtime API, "Memory Management", cudaHostRegister /
 // cudaHostAlloc; DESIGN 1.2).
+bool topology_has_numa_node(const topology::LiveMachine& live, int os_index) {
+  const auto& nodes = live.numa_nodes();
+  return std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) { return n.os_index == os_index; });
+}
+
 constexpr unsigned kRegisterFlags = cudaHostRegisterMapped | cudaHostRegisterPortable;
 constexpr unsigned kHostAllocFlags = cudaHostAllocMapped | cudaHostAllocPortable;
 
@@ -145,15 +158,14 @@ CudaBackend::CudaBackend(const BackendOptions& /*options*/) {
     throw InvalidState(fmt::format("the cuda backend found no CUDA device ({}); use the host backend",
                                    e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0"));
   }
+  // Only queries that need no context here (device properties, PCI bus id,
+  // attributes): a device's primary context is made when the process first
+  // uses that device (a stream, an allocation), so that a process using one
+  // GPU of eight holds one context, not eight (e.g. one rank per GPU under
+  // mpirun; exclusive-process mode refuses a second process's context).
   devices_.reserve(static_cast<std::size_t>(count));
-  for (int d = 0; d < count; ++d) {
-    devices_.push_back(query_device(d));
-    DeviceGuard guard(d);
-    int least = 0;
-    int greatest = 0;
-    STEPGRAPH_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-    priority_range_.emplace_back(least, greatest);
-  }
+  for (int d = 0; d < count; ++d) devices_.push_back(query_device(d));
+  priority_range_ = std::vector<PriorityRange>(static_cast<std::size_t>(count));
   for (int d = 0; d < count; ++d) legacy_streams_.push_back(std::make_unique<CudaStream>(*this, d));
   upload_streams_.resize(static_cast<std::size_t>(count));
   STEPGRAPH_INFO(kRuntime, "cuda backend: {} device(s), first '{}' (sm_{})", count, devices_[0].name,
@@ -180,7 +192,15 @@ int CudaBackend::cuda_priority(int device, int priority) const {
   // CUDA: lower numbers are higher priorities, in [greatest, least]
   // (cudaDeviceGetStreamPriorityRange, typically [-5, 0]); ours: larger is
   // higher, 0 is the default, so 0 maps to CUDA's default `least`.
-  const auto [least, greatest] = priority_range_.at(static_cast<std::size_t>(device));
+  auto& range = priority_range_.at(static_cast<std::size_t>(device));
+  // Asked for on the device's first stream or prioritised launch, which make
+  // its context anyway (cudaDeviceGetStreamPriorityRange needs one).
+  std::call_once(range.once, [&] {
+    DeviceGuard guard(device);
+    STEPGRAPH_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&range.least, &range.greatest));
+  });
+  const int least = range.least;
+  const int greatest = range.greatest;
   const long long p = static_cast<long long>(least) - priority;
   return static_cast<int>(std::clamp<long long>(p, greatest, least));
 }
@@ -226,9 +246,22 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate(int device, std::size_
   return b;
 }
 
+int CudaBackend::host_memory_device() const {
+  // Portable page-locked memory is pinned for every context, so any device
+  // with a context will do; making one on a device the process does not use
+  // is what must not happen (Note in DeviceGuard).
+  int current = 0;
+  STEPGRAPH_CUDA_CHECK(cudaGetDevice(&current));
+  if (primary_context_active(current)) return current;
+  for (int d = 0; d < device_count(); ++d)
+    if (primary_context_active(d)) return d;
+  return current;  // no context yet: CUDA's own default
+}
+
 std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t bytes, int numa_node) {
-  throw_if_faulted(0, "Backend::allocate_pinned");
-  DeviceGuard guard(0);
+  const int device = host_memory_device();
+  throw_if_faulted(device, "Backend::allocate_pinned");
+  DeviceGuard guard(device);
   auto b = std::make_shared<detail::BufferImpl>();
   b->id = next_buffer_id();
   b->kind = MemoryKind::kPinnedHost;
@@ -240,7 +273,7 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t byt
   // Preferred: memory bound to the NUMA node by hwloc, then registered
   // (DESIGN 1.2: pinned buffers live on the node closest to their GPU).
   // cudaHostAlloc cannot choose a node, so it is only the fallback when
-  // hwloc cannot load this machine.
+  // hwloc cannot load this machine or does not see the node.
   const topology::LiveMachine* live = nullptr;
   try {
     live = &topology::LiveMachine::get();
@@ -248,9 +281,21 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t byt
     STEPGRAPH_WARN(kMemory, "allocate_pinned: hwloc is unavailable ({}); using cudaHostAlloc without NUMA placement",
                    ex.what());
   }
+  int node = numa_node;
   if (live != nullptr) {
-    int node = numa_node;
     if (node < 0) node = live->numa_nodes().empty() ? 0 : live->numa_nodes().front().os_index;
+    // The node asked for (often a GPU's, from CUDA or sysfs) may be missing
+    // from the topology hwloc sees: a cgroup or cpuset filters it out. Then
+    // there is nothing to bind to; the memory is still pinned, unplaced.
+    if (!topology_has_numa_node(*live, node)) {
+      STEPGRAPH_WARN(kMemory,
+                     "allocate_pinned: NUMA node {} is not in this process's topology (filtered by a cgroup or "
+                     "cpuset?); using cudaHostAlloc without NUMA placement",
+                     node);
+      live = nullptr;
+    }
+  }
+  if (live != nullptr) {
     void* host = live->allocate_on_node(bytes, node);
     const cudaError_t e = cudaHostRegister(host, bytes, kRegisterFlags);
     if (e != cudaSuccess) {
@@ -290,13 +335,14 @@ std::shared_ptr<detail::BufferImpl> CudaBackend::allocate_pinned(std::size_t byt
     b->device_ptr = dev;
     b->release = [host] { STEPGRAPH_CUDA_CHECK_WARN(cudaFreeHost(host)); };
   }
-  STEPGRAPH_DEBUG(kMemory, "pinned {} bytes (NUMA node {}) -> buffer #{}", bytes, numa_node, b->id);
+  STEPGRAPH_DEBUG(kMemory, "pinned {} bytes (NUMA node {}) -> buffer #{}", bytes, live != nullptr ? node : -1, b->id);
   return b;
 }
 
 std::shared_ptr<detail::BufferImpl> CudaBackend::register_host(void* ptr, std::size_t bytes) {
-  throw_if_faulted(0, "Backend::register_host");
-  DeviceGuard guard(0);
+  const int device = host_memory_device();
+  throw_if_faulted(device, "Backend::register_host");
+  DeviceGuard guard(device);
   const cudaError_t reg = cudaHostRegister(ptr, bytes, kRegisterFlags);
   if (reg != cudaSuccess) {
     if (is_capture_error(reg)) invalidate_prohibiting_captures();
@@ -370,6 +416,9 @@ void CudaBackend::synchronize_device(int device) {
 
 std::optional<std::string> CudaBackend::device_fault(int device) const {
   if (auto f = fault_registry().fault(device)) return f;
+  // A device without a context has run nothing, so it cannot have faulted;
+  // asking through a guard would make it a context.
+  if (!primary_context_active(device)) return std::nullopt;
   // A sticky error another call already reported to the runtime but that no
   // stepgraph call has seen yet: cudaPeekAtLastError reads it without
   // enqueueing anything, so this is safe during capture.
@@ -413,13 +462,28 @@ void CudaBackend::invalidate_capture(unsigned long long id) const {
 }
 
 void CudaBackend::invalidate_prohibiting_captures() const {
+  // cudaThreadExchangeStreamCaptureMode (CUDA Runtime API, "Stream
+  // Management"): the calling thread's own mode decides. Global: prohibited
+  // by this thread's own captures not begun relaxed, and by other threads'
+  // global captures. ThreadLocal: by this thread's own non-relaxed captures
+  // only. Relaxed: by nothing. The mode is read by exchanging it twice.
+  cudaStreamCaptureMode mine = cudaStreamCaptureModeRelaxed;
+  if (cudaThreadExchangeStreamCaptureMode(&mine) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  cudaStreamCaptureMode restore = mine;
+  STEPGRAPH_CUDA_CHECK_WARN(cudaThreadExchangeStreamCaptureMode(&restore));
+  if (mine == cudaStreamCaptureModeRelaxed) return;
   std::vector<unsigned long long> ids;
   {
     std::lock_guard lock(capture_mutex_);
     const auto self = std::this_thread::get_id();
     for (const auto& [id, rec] : captures_) {
-      if (rec->mode == CaptureMode::kGlobal || (rec->mode == CaptureMode::kThreadLocal && rec->owner == self))
-        ids.push_back(id);
+      const bool own = rec->owner == self && rec->mode != CaptureMode::kRelaxed;
+      const bool other_global =
+          rec->owner != self && mine == cudaStreamCaptureModeGlobal && rec->mode == CaptureMode::kGlobal;
+      if (own || other_global) ids.push_back(id);
     }
   }
   for (auto id : ids) invalidate_capture(id);
@@ -442,6 +506,24 @@ std::shared_ptr<CaptureRecord> CudaBackend::close_capture(unsigned long long id)
 
 // ---------------------------------------------------------------- events
 
+// Note [Events recorded in a finished capture]
+// An event whose latest record was made by a capturing stream stays a
+// "captured event" after the capture ends: the record is part of the graph,
+// not work of any stream, and CUDA answers cudaErrorCapturedEvent ("not
+// permitted on an event which was last recorded in a capturing stream") to a
+// query, synchronize or wait on it. The interface makes that a typed
+// InvalidState on both backends, refused before CUDA is called (so it does
+// not depend on the driver), until the event is recorded again outside
+// capture. Inside another capture such a wait is the isolation error
+// (Stream::wait), which also invalidates that capture.
+void throw_captured_event(std::string_view call, int device) {
+  throw InvalidState(fmt::format(
+      "{} on device {}: the event was last recorded by a stream capture that has ended (cudaErrorCapturedEvent): "
+      "that record belongs to the captured graph, not to any stream's work, so there is nothing to query or wait "
+      "for; record the event again outside capture (e.g. on the stream after launching the graph)",
+      call, device));
+}
+
 CudaEvent::CudaEvent(CudaBackend& backend, int device) : backend_(&backend), device_(device) {
   DeviceGuard guard(device);
   // Timing stays enabled (no cudaEventDisableTiming) because
@@ -455,7 +537,8 @@ CudaEvent::CudaEvent(CudaBackend& backend, int device) : backend_(&backend), dev
 
 void CudaEvent::refuse_if_captured(std::string_view call) const {
   const unsigned long long id = last_capture_.load();
-  if (id == 0 || backend_->find_capture(id) == nullptr) return;
+  if (id == 0) return;
+  if (backend_->find_capture(id) == nullptr) throw_captured_event(call, device_);
   backend_->invalidate_capture(id);
   throw InvalidState(fmt::format(
       "{} on device {}: the event was last recorded by a stream capture in progress, whose work does not run "
@@ -521,6 +604,8 @@ float CudaEvent::elapsed_ms(const detail::EventImpl& end_impl) const {
   STEPGRAPH_CHECK(end != nullptr, InvalidArgument,
                   "Event::elapsed_ms: the end event belongs to another backend; use two events of the cuda backend");
   backend_->throw_if_faulted(device_, "Event::elapsed_ms");
+  refuse_if_captured("Event::elapsed_ms (start)");
+  end->refuse_if_captured("Event::elapsed_ms (end)");
   DeviceGuard guard(device_);
   float ms = 0.0F;
   const cudaError_t e = cudaEventElapsedTime(&ms, event_.get(), end->event_.get());

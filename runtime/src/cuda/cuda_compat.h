@@ -21,6 +21,7 @@
 // Every message names the call, the device and what to do next.
 #pragma once
 
+#include <cudaTypedefs.h>  // the driver's function types (PFN_*), header only: no driver library is linked
 #include <cuda_runtime_api.h>
 
 #include <atomic>
@@ -40,9 +41,17 @@ namespace stepgraph::runtime::cuda {
 
 // ---------------------------------------------------------------- errors
 
-/// True for the errors CUDA documents as leaving the context unusable.
+/// True for the errors CUDA documents as leaving the context unusable
+/// (driver_types.h, enum cudaError: "This leaves the process in an
+/// inconsistent state ..." or "the process must be terminated and
+/// relaunched"). cudaErrorTensorMemoryLeak exists from CUDA 12.8 (tensor
+/// memory of sm_100).
 [[nodiscard]] constexpr bool is_sticky(cudaError_t e) noexcept {
+#if CUDART_VERSION >= 12080
+  if (e == cudaErrorTensorMemoryLeak) return true;
+#endif
   switch (e) {
+    case cudaErrorMpsClientTerminated:
     case cudaErrorIllegalAddress:
     case cudaErrorLaunchTimeout:
     case cudaErrorAssert:
@@ -128,6 +137,47 @@ inline cudaError_t stream_get_capture_info(cudaStream_t stream, cudaStreamCaptur
 #endif
 }
 
+/// The graph a capturing stream captures into and its current dependencies
+/// (cudaStreamGetCaptureInfo: "the next node to be captured in the stream
+/// will depend on this set of nodes"), to add a node by hand. `plain_edges`
+/// is false when an edge to a dependency carries data (a programmatic edge,
+/// CUDA 12.3+), which a node added with cudaGraphAdd*Node would lose.
+inline cudaError_t stream_capture_frontier(cudaStream_t stream, cudaStreamCaptureStatus* status, cudaGraph_t* graph,
+                                           const cudaGraphNode_t** deps, std::size_t* num_deps, bool* plain_edges) {
+  *plain_edges = true;
+#if CUDART_VERSION >= 12030
+  const cudaGraphEdgeData* edge_data = nullptr;
+#if CUDART_VERSION >= 13000
+  const cudaError_t e = cudaStreamGetCaptureInfo(stream, status, nullptr, graph, deps, &edge_data, num_deps);
+#else
+  const cudaError_t e = cudaStreamGetCaptureInfo_v3(stream, status, nullptr, graph, deps, &edge_data, num_deps);
+#endif
+  if (e == cudaSuccess && edge_data != nullptr) {
+    for (std::size_t i = 0; i < *num_deps; ++i) {
+      const cudaGraphEdgeData& d = edge_data[i];
+      if (d.from_port != 0 || d.to_port != 0 || d.type != cudaGraphDependencyTypeDefault) *plain_edges = false;
+    }
+  }
+  return e;
+#else
+  return cudaStreamGetCaptureInfo(stream, status, nullptr, graph, deps, num_deps);
+#endif
+}
+
+/// Replaces a capturing stream's dependencies with `deps`
+/// (cudaStreamUpdateCaptureDependencies with cudaStreamSetCaptureDependencies;
+/// CUDA 13 takes an edge data array, which 12.3+ had as the _v2 form; null
+/// means default edges).
+inline cudaError_t stream_set_capture_dependencies(cudaStream_t stream, cudaGraphNode_t* deps, std::size_t num_deps) {
+#if CUDART_VERSION >= 13000
+  return cudaStreamUpdateCaptureDependencies(stream, deps, nullptr, num_deps, cudaStreamSetCaptureDependencies);
+#elif CUDART_VERSION >= 12030
+  return cudaStreamUpdateCaptureDependencies_v2(stream, deps, nullptr, num_deps, cudaStreamSetCaptureDependencies);
+#else
+  return cudaStreamUpdateCaptureDependencies(stream, deps, num_deps, cudaStreamSetCaptureDependencies);
+#endif
+}
+
 /// cudaGraphGetEdges: CUDA 13 takes an edge data array (12.3+ had it as
 /// cudaGraphGetEdges_v2). With `from`/`to` null it returns the count; else
 /// it fills *count edges, and an edge data array of that size is passed
@@ -171,6 +221,35 @@ inline const char* func_name(const void* func) {
   (void)type;
   return false;
 #endif
+}
+
+/// Whether `device`'s primary context is active (cuDevicePrimaryCtxGetState,
+/// CUDA Driver API "Primary Context Management"), reached through the
+/// runtime's driver entry point so that no driver library is linked
+/// (cudaGetDriverEntryPointByVersion from 12.5, cudaGetDriverEntryPoint
+/// before). True when it cannot be told, so that callers fall back to
+/// touching the device as before. Makes no context current.
+inline bool primary_context_active(int device) {
+  static const PFN_cuDevicePrimaryCtxGetState_v7000 get_state = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t e =
+        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &fn, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t e = cudaGetDriverEntryPoint("cuDevicePrimaryCtxGetState", &fn, cudaEnableDefault, &found);
+#endif
+    if (e != cudaSuccess || found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return PFN_cuDevicePrimaryCtxGetState_v7000{nullptr};
+    }
+    return reinterpret_cast<PFN_cuDevicePrimaryCtxGetState_v7000>(fn);
+  }();
+  if (get_state == nullptr) return true;
+  unsigned int flags = 0;
+  int active = 0;
+  if (get_state(static_cast<CUdevice>(device), &flags, &active) != CUDA_SUCCESS) return true;
+  return active != 0;
 }
 
 /// The host NUMA node closest to `device`, or -1: cudaDevAttrHostNumaId

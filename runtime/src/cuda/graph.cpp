@@ -7,6 +7,7 @@
 
 #include <stepgraph/core/log.h>
 
+#include "../deferred_release.h"
 #include "internal.h"
 
 namespace stepgraph::runtime::cuda {
@@ -202,26 +203,67 @@ std::unique_ptr<detail::GraphExecImpl> CudaGraph::instantiate(const InstantiateO
     // (cudaGraphUpload documents ordering only within its own stream).
     STEPGRAPH_CUDA_CHECK(cudaStreamSynchronize(params.uploadStream));
   }
+  // The executable's own copy of its graph, for launches into a capture
+  // (Note [A graph launched into a capture]): the user's Graph may be gone
+  // by then, and a cudaGraph_t must not be used by two threads at once.
+  cudaGraph_t clone = nullptr;
+  STEPGRAPH_CUDA_CHECK(cudaGraphClone(&clone, graph_.get()));
   STEPGRAPH_DEBUG(kCapture, "instantiated a graph of {} node(s) on device {}", info_.nodes.size(), device_);
-  return std::make_unique<CudaGraphExec>(backend_, device_, std::move(exec), info_, keep_);
+  return std::make_unique<CudaGraphExec>(backend_, device_, std::move(exec), UniqueGraph(clone), info_, keep_);
 }
 
 // ---------------------------------------------------------------- CudaGraphExec
 
-CudaGraphExec::CudaGraphExec(std::shared_ptr<CudaBackend> backend, int device, UniqueGraphExec exec, GraphInfo info,
-                             std::shared_ptr<const KeepAlive> keep)
+CudaGraphExec::CudaGraphExec(std::shared_ptr<CudaBackend> backend, int device, UniqueGraphExec exec, UniqueGraph source,
+                             GraphInfo info, std::shared_ptr<const KeepAlive> keep)
     : backend_(std::move(backend)),
       device_(device),
       exec_(std::move(exec)),
+      source_(std::move(source)),
       info_(std::move(info)),
       keep_(std::move(keep)) {}
 
+namespace {
+/// What a destroyed executable's launches may still use, and the events
+/// that say when they are over.
+struct LaunchRemains {
+  std::shared_ptr<const KeepAlive> keep;
+  std::vector<std::shared_ptr<const KeepAlive>> retired;
+  std::map<int, UniqueEvent> events;
+
+  /// True when no launch can still run: every event complete, or failed (a
+  /// sticky fault stops all work of the device).
+  [[nodiscard]] bool launches_over() const noexcept {
+    for (const auto& [device, event] : events) {
+      const cudaError_t e = cudaEventQuery(event.get());
+      if (e == cudaErrorNotReady) return false;
+      if (e != cudaSuccess && !is_sticky(e)) (void)cudaGetLastError();  // not this thread's error to report
+    }
+    return true;
+  }
+};
+}  // namespace
+
 CudaGraphExec::~CudaGraphExec() {
-  // cudaGraphExecDestroy lets in-flight launches finish, but the buffers and
-  // host function boxes they use are released with this object: wait for
-  // the latest launch on each device first (a fault makes the wait return
-  // at once with the error, which is only logged here).
-  for (auto& [device, event] : launch_events_) STEPGRAPH_CUDA_CHECK_WARN(cudaEventSynchronize(event.get()));
+  // cudaGraphExecDestroy lets in-flight launches finish ("freed
+  // asynchronously on completion", CUDA Runtime API "Graph Management"), but
+  // the buffers and host function boxes they use are released with this
+  // object. Waiting here (cudaEventSynchronize) would hang forever behind a
+  // launch that never ends (a spinning kernel, a collective whose peer
+  // died: DESIGN 1.6), and freeing them would synchronize the same way. So
+  // they go to the release thread, which frees them when the launch events
+  // complete, and never if they do not (Note [Deferred release]).
+  auto remains = std::make_shared<LaunchRemains>();
+  remains->keep = std::move(keep_);
+  remains->retired = std::move(retired_);
+  remains->events = std::move(launch_events_);
+  if (remains->launches_over()) return;  // freed here, on the caller's thread
+  STEPGRAPH_DEBUG(kCapture,
+                  "an executable of device {} is destroyed while a launch may still run: its buffers are freed "
+                  "when the launch completes (never, if it never does)",
+                  device_);
+  const LaunchRemains* probe = remains.get();
+  detail::release_when(std::move(remains), [probe] { return probe->launches_over(); });
 }
 
 void CudaGraphExec::prune_retired_locked() {
@@ -235,6 +277,39 @@ void CudaGraphExec::prune_retired_locked() {
   retired_.clear();
 }
 
+// Note [A graph launched into a capture]
+// cudaGraphLaunch is not documented as capturable, and a public report
+// (onnxruntime PR #32081, CUDA 12.6, H200) measured "operation not permitted
+// when stream is capturing". So a launch into a capturing stream adds the
+// child graph node itself: the capture's graph and dependencies from
+// cudaStreamGetCaptureInfo, cudaGraphAddChildGraphNode (which clones the
+// executable's own copy of its graph, kept in step with update()), then
+// cudaStreamUpdateCaptureDependencies so that the stream's next node
+// depends on the child (CUDA Runtime API, "Stream Management" and "Graph
+// Management"). The child node runs the graph as it is at this launch: a
+// later update() of the executable does not change it, as on the host
+// backend. CUDA refuses a child graph holding allocation, free or
+// conditional nodes (cudaGraphAddChildGraphNode).
+void CudaGraphExec::add_child_node(CudaStream& stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cudaGraph_t capture_graph = nullptr;
+  const cudaGraphNode_t* deps = nullptr;
+  std::size_t num_deps = 0;
+  bool plain_edges = true;
+  STEPGRAPH_CUDA_CHECK(
+      stream_capture_frontier(stream.handle(), &status, &capture_graph, &deps, &num_deps, &plain_edges));
+  STEPGRAPH_CHECK(plain_edges, InvalidState,
+                  "GraphExec::launch into a capture on device {}: the stream's last captured work ends in a "
+                  "programmatic (port) edge, which a child graph node cannot take; launch the executable before "
+                  "that work or after an ordinary node",
+                  stream.device());
+  // Copied out: the driver's array is valid only until the next call on the stream.
+  const std::vector<cudaGraphNode_t> after(deps, deps + num_deps);
+  cudaGraphNode_t child = nullptr;
+  STEPGRAPH_CUDA_CHECK(cudaGraphAddChildGraphNode(&child, capture_graph, after.data(), after.size(), source_.get()));
+  STEPGRAPH_CUDA_CHECK(stream_set_capture_dependencies(stream.handle(), &child, 1));
+}
+
 void CudaGraphExec::launch(detail::StreamImpl& stream_impl) {
   CudaStream& stream = as_cuda(stream_impl, "GraphExec::launch");
   const int device = stream.device();
@@ -242,25 +317,30 @@ void CudaGraphExec::launch(detail::StreamImpl& stream_impl) {
   DeviceGuard guard(device);
   auto enqueue = stream.lock_enqueue();
   std::lock_guard lock(mutex_);
-  const bool capturing = stream.capture_state().status != cudaStreamCaptureStatusNone;
-  if (!capturing) prune_retired_locked();  // no event queries inside a capture
-  // Launches of one executable are ordered after each other whatever the
-  // stream (cudaGraphLaunch, CUDA Runtime API "Graph Management"). Launched
-  // into a capturing stream, the executable becomes a child graph node.
-  STEPGRAPH_CUDA_CHECK(cudaGraphLaunch(exec_.get(), stream.handle()));
-  std::vector<cudaGraphNode_t> nodes;
-  if (auto rec = stream.captured_nodes(nodes)) {
-    NodeMeta meta;
-    meta.name = "graph_launch";
-    meta.kind = NodeKind::kOther;
-    meta.device = device;
-    for (const auto& n : info_.nodes) meta.accesses.insert(meta.accesses.end(), n.accesses.begin(), n.accesses.end());
-    KeepAlive keep;
-    keep.children.push_back(keep_);
-    CudaStream::annotate(*rec, nodes, meta, std::move(keep));
+  const auto capture = stream.capture_state().status;
+  STEPGRAPH_CHECK(capture != cudaStreamCaptureStatusInvalidated, InvalidState,
+                  "GraphExec::launch on device {}: the stream's capture was invalidated by an earlier illegal call; "
+                  "end it on its origin stream (it yields no graph) and capture again",
+                  device);
+  if (capture == cudaStreamCaptureStatusActive) {
+    add_child_node(stream);
+    std::vector<cudaGraphNode_t> nodes;
+    if (auto rec = stream.captured_nodes(nodes)) {
+      NodeMeta meta;
+      meta.name = "graph_launch";
+      meta.kind = NodeKind::kOther;
+      meta.device = device;
+      for (const auto& n : info_.nodes) meta.accesses.insert(meta.accesses.end(), n.accesses.begin(), n.accesses.end());
+      KeepAlive keep;
+      keep.children.push_back(keep_);
+      CudaStream::annotate(*rec, nodes, meta, std::move(keep));
+    }
     return;
   }
-  if (capturing) return;
+  prune_retired_locked();
+  // Launches of one executable are ordered after each other whatever the
+  // stream (cudaGraphLaunch, CUDA Runtime API "Graph Management").
+  STEPGRAPH_CUDA_CHECK(cudaGraphLaunch(exec_.get(), stream.handle()));
   // Completion is observed through an event per launch (DESIGN 1.6), never
   // a host function, which CUDA does not call after a fault.
   auto& ev = launch_events_[device];
@@ -292,9 +372,15 @@ UpdateInfo CudaGraphExec::update(const detail::GraphImpl& graph_impl) {
     return rules;
   }
   DeviceGuard guard(device_);
+  // The executable's copy of its graph follows the update (Note [A graph
+  // launched into a capture]); made first, so that a failure leaves all as it was.
+  cudaGraph_t clone = nullptr;
+  STEPGRAPH_CUDA_CHECK(cudaGraphClone(&clone, graph->handle()));
+  UniqueGraph next_source(clone);
   cudaGraphExecUpdateResultInfo result{};
   const cudaError_t e = cudaGraphExecUpdate(exec_.get(), graph->handle(), &result);
   if (e == cudaSuccess && result.result == cudaGraphExecUpdateSuccess) {
+    source_ = std::move(next_source);
     retired_.push_back(std::move(keep_));
     keep_ = graph->keep();
     info_ = next;

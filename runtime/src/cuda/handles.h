@@ -50,14 +50,22 @@ using UniqueGraphExec = UniqueHandle<cudaGraphExec_t, &cudaGraphExecDestroy>;
 /// "Device Management"). Every call that enqueues on a stream or allocates
 /// runs under one, so that an error names the right device. Cannot be copied
 /// or moved.
+///
+/// The previous device is restored only if its primary context is active:
+/// cudaGetDevice answers 0 on a thread that never chose a device, and since
+/// CUDA 12.0 cudaSetDevice initialises the device's primary context, so
+/// restoring 0 would give every process a context on device 0 (memory, and a
+/// failure in exclusive-process mode) even when it uses only device 3. A
+/// thread that never used CUDA is thus left on the guard's device, which is
+/// what PyTorch's device guard does too (c10::cuda::MaybeSetDevice).
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
-    STEPGRAPH_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device)
-      STEPGRAPH_CUDA_CHECK(cudaSetDevice(device));
-    else
-      previous_ = -1;  // nothing to restore
+    int current = 0;
+    STEPGRAPH_CUDA_CHECK(cudaGetDevice(&current));
+    if (current == device) return;  // nothing to restore
+    if (primary_context_active(current)) previous_ = current;
+    STEPGRAPH_CUDA_CHECK(cudaSetDevice(device));
   }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;

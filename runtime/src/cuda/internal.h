@@ -23,14 +23,20 @@ namespace stepgraph::runtime::cuda {
 class CudaBackend;
 
 /// The user data of a host function node (cudaLaunchHostFunc). An eager
-/// launch owns its box and the trampoline deletes it after the call; a
-/// captured one is owned by the graph's KeepAlive, because every launch of
-/// every executable made from the graph calls it again.
+/// launch owns its box and the trampoline hands it to the release thread
+/// after the call (Note [Deferred release]: the closure's destructor may
+/// drop the last reference to a Buffer, Event or GraphExec, whose release
+/// calls CUDA, which a host function must not do); a captured one is owned
+/// by the graph's KeepAlive, because every launch of every executable made
+/// from the graph calls it again.
 struct HostFnBox {
   std::function<void()> fn;
   std::string name;
   int device = 0;
   bool delete_after_call = false;
+  /// Eager only: the buffers the call declared, alive until it has run (a
+  /// captured box's buffers are in the graph's KeepAlive).
+  std::vector<std::shared_ptr<const detail::BufferImpl>> buffers;
 };
 
 /// Everything a captured graph's nodes point at: the buffers they declared
@@ -193,10 +199,16 @@ class CudaGraph final : public detail::GraphImpl {
   std::shared_ptr<const KeepAlive> keep_;
 };
 
+/// An executable graph. Launched into a capturing stream it adds a child
+/// graph node made from `source_` (Note [A graph launched into a capture],
+/// graph.cpp). Destroying it never waits for its launches: what they may
+/// still use is handed to the release thread (Note [Deferred release]).
 class CudaGraphExec final : public detail::GraphExecImpl {
  public:
-  CudaGraphExec(std::shared_ptr<CudaBackend> backend, int device, UniqueGraphExec exec, GraphInfo info,
-                std::shared_ptr<const KeepAlive> keep);
+  /// `source` is this executable's own copy of the graph it runs
+  /// (cudaGraphClone), kept in step with update().
+  CudaGraphExec(std::shared_ptr<CudaBackend> backend, int device, UniqueGraphExec exec, UniqueGraph source,
+                GraphInfo info, std::shared_ptr<const KeepAlive> keep);
   CudaGraphExec(const CudaGraphExec&) = delete;
   CudaGraphExec& operator=(const CudaGraphExec&) = delete;
   ~CudaGraphExec() override;
@@ -209,9 +221,14 @@ class CudaGraphExec final : public detail::GraphExecImpl {
   /// them is in flight (all launch events complete).
   void prune_retired_locked();
 
+  /// Adds this executable's graph as a child graph node of the capture
+  /// `stream` takes part in, after the capture's current dependencies.
+  void add_child_node(CudaStream& stream);
+
   std::shared_ptr<CudaBackend> backend_;
   int device_;
   UniqueGraphExec exec_;
+  UniqueGraph source_;  // guarded by mutex_ (CUDA graph objects are not thread-safe)
   mutable std::mutex mutex_;
   GraphInfo info_;
   std::shared_ptr<const KeepAlive> keep_;
@@ -259,8 +276,9 @@ class CudaBackend final : public detail::BackendImpl {
   std::shared_ptr<CaptureRecord> open_capture(unsigned long long id, int device, cudaStream_t origin, CaptureMode mode);
   /// After CUDA refused a potentially unsafe call of this thread (an
   /// allocation, a registration) because of a capture in progress:
-  /// invalidates the captures whose mode prohibits it (global ones, and
-  /// thread-local ones begun by this thread), in case the driver did not
+  /// invalidates the captures that prohibit it under this thread's capture
+  /// interaction mode (its own non-relaxed captures; in global mode also
+  /// other threads' global captures), in case the driver did not
   /// (cudaThreadExchangeStreamCaptureMode, CUDA Runtime API "Stream
   /// Management"; DESIGN 2.2 "the capture mode decides whose calls
   /// invalidate it").
@@ -276,8 +294,20 @@ class CudaBackend final : public detail::BackendImpl {
   std::shared_ptr<CaptureRecord> close_capture(unsigned long long id);
 
  private:
+  /// A device from whose context pinned memory is registered: the calling
+  /// thread's current device if it has a context, else any device that has
+  /// one (Note in DeviceGuard: no context on a device the process does not use).
+  [[nodiscard]] int host_memory_device() const;
+
+  /// cudaDeviceGetStreamPriorityRange of one device, asked for on first use.
+  struct PriorityRange {
+    std::once_flag once;
+    int least = 0;
+    int greatest = 0;
+  };
+
   std::vector<DeviceInfo> devices_;
-  std::vector<std::pair<int, int>> priority_range_;  // (least, greatest) per device
+  mutable std::vector<PriorityRange> priority_range_;  // per device
   std::vector<std::unique_ptr<CudaStream>> legacy_streams_;
   std::mutex upload_mutex_;
   std::vector<UniqueStream> upload_streams_;
@@ -292,5 +322,9 @@ CudaStream& as_cuda(detail::StreamImpl& stream, std::string_view call);
 [[nodiscard]] NodeKind node_kind(cudaGraphNodeType type) noexcept;
 
 [[nodiscard]] cudaStreamCaptureMode to_cuda(CaptureMode mode) noexcept;
+
+/// Throws the InvalidState of Note [Events recorded in a finished capture]
+/// (backend.cpp) for `call` on an event of `device`.
+[[noreturn]] void throw_captured_event(std::string_view call, int device);
 
 }  // namespace stepgraph::runtime::cuda

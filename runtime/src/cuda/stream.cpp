@@ -16,6 +16,7 @@
 
 #include <stepgraph/core/log.h>
 
+#include "../deferred_release.h"
 #include "internal.h"
 
 namespace stepgraph::runtime::cuda {
@@ -40,7 +41,11 @@ void CUDART_CB run_host_fn(void* data) {
     STEPGRAPH_LOG(kError, kRuntime, "{}", msg);
     fault_registry().record(box->device, msg);
   }
-  if (box->delete_after_call) delete box;
+  // Not deleted here: the closure's destructor may release a Buffer, Event
+  // or GraphExec, i.e. call CUDA, which a host function must not do
+  // (cudaLaunchHostFunc); the release thread destroys it (Note [Deferred
+  // release]). Handing over makes no CUDA call.
+  if (box->delete_after_call) detail::release_when(std::shared_ptr<HostFnBox>(box), {});
 }
 
 const CudaEvent& as_cuda_event(const detail::EventImpl& event, std::string_view call) {
@@ -224,7 +229,8 @@ void CudaStream::copy(const BufferSlice& dst, const BufferSlice& src, std::strin
                   name, device_, dst.bytes, src.bytes);
   const auto& d = *dst.buffer;
   const auto& s = *src.buffer;
-  const CopyKind kind = detail::BackendImpl::copy_kind(d, s);
+  const CopyKind kind =
+      detail::BackendImpl::stream_copy_kind(fmt::format("Stream::copy '{}' on device {}", name, device_), d, s);
   const std::size_t n = src.bytes;
 
   DeviceGuard guard(device_);
@@ -242,9 +248,7 @@ void CudaStream::copy(const BufferSlice& dst, const BufferSlice& src, std::strin
       STEPGRAPH_CUDA_CHECK(
           cudaMemcpyAsync(host_or_device_ptr(dst), device_ptr(src), n, cudaMemcpyDeviceToHost, stream_));
       break;
-    case CopyKind::kHostToHost:
-      STEPGRAPH_CUDA_CHECK(
-          cudaMemcpyAsync(host_or_device_ptr(dst), host_or_device_ptr(src), n, cudaMemcpyHostToHost, stream_));
+    case CopyKind::kHostToHost:  // refused by stream_copy_kind
       break;
     case CopyKind::kDeviceToDevice:
       if (s.device == device_) {
@@ -339,7 +343,7 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
   const CaptureState st = capture_state();
   if (st.status == cudaStreamCaptureStatusActive) {
     auto rec = backend_->find_capture(st.id);
-    auto box = std::make_shared<HostFnBox>(HostFnBox{std::move(fn), name, device_, false});
+    auto box = std::make_shared<HostFnBox>(HostFnBox{std::move(fn), name, device_, false, {}});
     KeepAlive keep = keep_buffers(accesses);
     keep.host_fns.push_back(box);
     STEPGRAPH_CUDA_CHECK(cudaLaunchHostFunc(stream_, &run_host_fn, box.get()));
@@ -362,10 +366,12 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
     }
     return;
   }
-  // Eager: the trampoline deletes the box after the call. If a device fault
-  // stops the stream first, CUDA never calls it and the box leaks; that is
-  // the price of not observing completion through host functions (DESIGN 1.6).
-  auto* box = new HostFnBox{std::move(fn), std::move(name), device_, true};
+  // Eager: the trampoline hands the box to the release thread after the
+  // call. The box keeps the declared buffers alive until then, as a captured
+  // node's KeepAlive does. If a device fault stops the stream first, CUDA
+  // never calls it and the box leaks; that is the price of not observing
+  // completion through host functions (DESIGN 1.6).
+  auto* box = new HostFnBox{std::move(fn), std::move(name), device_, true, keep_buffers(accesses).buffers};
   const cudaError_t e = cudaLaunchHostFunc(stream_, &run_host_fn, box);
   if (e != cudaSuccess) {
     delete box;
@@ -400,6 +406,9 @@ void CudaStream::wait(const detail::EventImpl& event) {
   // CUDA Runtime API "Data types", enum cudaError); stepgraph refuses such a
   // wait itself, so the refusal does not depend on the driver version.
   const CaptureState st = capture_state();
+  if (st.status == cudaStreamCaptureStatusNone && ev.last_capture() != 0 &&
+      backend_->find_capture(ev.last_capture()) == nullptr)
+    throw_captured_event("Stream::wait", device_);  // Note [Events recorded in a finished capture]
   if (st.status == cudaStreamCaptureStatusActive && ev.recorded() && ev.last_capture() != st.id) {
     backend_->invalidate_capture(st.id);
     throw InvalidState(fmt::format(
@@ -510,11 +519,30 @@ std::unique_ptr<detail::GraphImpl> CudaStream::end_capture() {
         device_));
   }
   const unsigned long long id = *origin_capture_;
-  origin_capture_.reset();
-  auto rec = backend_->close_capture(id);
+  // A capture not begun in relaxed mode must be ended by the thread that
+  // began it (cudaErrorStreamCaptureWrongThread, CUDA Runtime API "Data
+  // types"); refused here first so the refusal does not depend on the
+  // driver. The capture goes on, and its record with it.
+  if (auto open = backend_->find_capture(id);
+      open != nullptr && open->mode != CaptureMode::kRelaxed && open->owner != std::this_thread::get_id()) {
+    throw InvalidState(fmt::format(
+        "Stream::end_capture on device {}: this {} capture was begun by another thread, and only a relaxed "
+        "capture may be ended by another thread (cudaErrorStreamCaptureWrongThread); the capture goes on: end it "
+        "on the thread that began it",
+        device_, to_string(open->mode)));
+  }
   cudaGraph_t raw = nullptr;
   const cudaError_t e = cudaStreamEndCapture(stream_, &raw);
   UniqueGraph graph(raw);
+  // Forget the capture only once CUDA has ended it: a refused end (another
+  // thread, say) leaves the stream capturing, and the record must stay for
+  // the owner's end_capture. An invalidated or unjoined capture is ended all
+  // the same (the stream leaves capture), so it is forgotten too.
+  std::shared_ptr<CaptureRecord> rec;
+  if (e == cudaSuccess || capture_state().status == cudaStreamCaptureStatusNone) {
+    origin_capture_.reset();
+    rec = backend_->close_capture(id);
+  }
   if (e != cudaSuccess) {
     if (!is_capture_error(e)) throw_cuda_error(e, "cudaStreamEndCapture(stream, &graph)", __FILE__, __LINE__);
     (void)cudaGetLastError();

@@ -99,6 +99,18 @@ class HostEvent final : public EventImpl {
   std::shared_ptr<Task> last_;
   std::weak_ptr<CaptureState> capture_;
   std::vector<std::uint32_t> capture_nodes_;
+  bool captured_ = false;  // the latest record was made in a capture (ended or not)
+
+  /// Whether the latest record was made in a capture that has ended (Note
+  /// [Events recorded in a finished capture], cuda/backend.cpp).
+  bool recorded_in_ended_capture() const {
+    std::lock_guard lock(mutex_);
+    if (!captured_) return false;
+    auto cap = capture_.lock();
+    if (!cap) return true;
+    std::lock_guard cl(cap->mutex);
+    return cap->ended;
+  }
 
  private:
   void check_not_captured(std::string_view what);
@@ -280,6 +292,9 @@ void HostBackend::check_unsafe_call(std::string_view what) {
   const CaptureMode mine = tls_capture_mode;
   if (mine == CaptureMode::kRelaxed) return;
   const auto self = std::this_thread::get_id();
+  // Every capture that prohibits the call is invalidated, not only the first
+  // found: each is a reason for the refusal.
+  std::optional<std::string> refusal;
   std::lock_guard lock(captures_mutex_);
   for (const auto& cap : captures_) {
     std::lock_guard cl(cap->mutex);
@@ -293,9 +308,10 @@ void HostBackend::check_unsafe_call(std::string_view what) {
           "synchronise before capture, or use thread-local capture / a relaxed CaptureModeGuard",
           what, to_string(cap->mode), own ? " on this thread" : " on another thread");
       if (!cap->invalidated) cap->invalidated = reason;
-      throw InvalidState(reason);
+      if (!refusal) refusal = reason;
     }
   }
+  if (refusal) throw InvalidState(*refusal);
 }
 
 std::shared_ptr<BufferImpl> HostBackend::make_buffer(MemoryKind kind, int device, std::size_t bytes, int numa,
@@ -334,7 +350,17 @@ std::shared_ptr<BufferImpl> HostBackend::allocate(int device, std::size_t bytes)
 std::shared_ptr<BufferImpl> HostBackend::allocate_pinned(std::size_t bytes, int numa_node) {
   check_unsafe_call(fmt::format("Backend::allocate_pinned({} bytes)", bytes));
   const auto& machine = topology::LiveMachine::get();
-  const int numa = numa_node >= 0 ? numa_node : (machine.numa_nodes().empty() ? -1 : machine.numa_nodes()[0].os_index);
+  const auto& nodes = machine.numa_nodes();
+  int numa = numa_node >= 0 ? numa_node : (nodes.empty() ? -1 : nodes[0].os_index);
+  // As on CUDA: a node missing from the topology this process sees (a cgroup
+  // or cpuset filtered it) gets unplaced memory, not an error.
+  if (numa >= 0 && std::none_of(nodes.begin(), nodes.end(), [&](const auto& n) { return n.os_index == numa; })) {
+    STEPGRAPH_WARN(kMemory,
+                   "allocate_pinned: NUMA node {} is not in this process's topology (filtered by a cgroup or "
+                   "cpuset?); using memory without NUMA placement",
+                   numa);
+    numa = -1;
+  }
   return make_buffer(MemoryKind::kPinnedHost, -1, bytes, numa, nullptr);
 }
 
@@ -462,6 +488,13 @@ std::shared_ptr<CaptureState> HostEvent::live_capture(std::vector<std::uint32_t>
 }
 
 void HostEvent::check_not_captured(std::string_view what) {
+  if (recorded_in_ended_capture()) {
+    throw InvalidState(fmt::format(
+        "Event::{} on host device {}: the event was last recorded by a stream capture that has ended "
+        "(cudaErrorCapturedEvent): that record belongs to the captured graph, not to any stream's work, so there "
+        "is nothing to query or wait for; record the event again outside capture",
+        what, device_));
+  }
   if (auto cap = live_capture()) {
     std::string reason = fmt::format(
         "Event::{} on an event recorded inside a capture in progress is not "
@@ -506,6 +539,9 @@ bool HostEvent::wait_for(std::chrono::nanoseconds timeout) {
 
 float HostEvent::elapsed_ms(const EventImpl& end_impl) const {
   const auto& end = dynamic_cast<const HostEvent&>(end_impl);
+  STEPGRAPH_CHECK(!recorded_in_ended_capture() && !end.recorded_in_ended_capture(), InvalidState,
+                  "Event::elapsed_ms: an event was last recorded by a stream capture that has ended "
+                  "(cudaErrorCapturedEvent); record both outside capture");
   auto a = last_record();
   auto b = end.last_record();
   STEPGRAPH_CHECK(a && b, InvalidState, "Event::elapsed_ms: both events must have been recorded");
@@ -638,7 +674,8 @@ void HostStream::copy(const BufferSlice& dst, const BufferSlice& src, std::strin
                   "Stream::copy: destination has {} bytes and source {}; give equal sizes", dst.bytes, src.bytes);
   CapturedNode n;
   n.kind = NodeKind::kMemcpy;
-  n.copy_kind = BackendImpl::copy_kind(*dst.buffer, *src.buffer);
+  n.copy_kind = BackendImpl::stream_copy_kind(fmt::format("Stream::copy '{}' on host device {}", name, device_),
+                                              *dst.buffer, *src.buffer);
   n.name = name.empty() ? fmt::format("memcpy {}", to_string(n.copy_kind)) : std::move(name);
   n.device = device_;
   n.src_device = src.buffer->device;
@@ -690,6 +727,7 @@ void HostStream::record(EventImpl& event_impl) {
     std::lock_guard lock(mutex_);
     ev.capture_ = cap;
     ev.capture_nodes_ = frontier_;
+    ev.captured_ = true;
     return;
   }
   backend_.check_fault(device_, "Stream::record");
@@ -701,6 +739,7 @@ void HostStream::record(EventImpl& event_impl) {
     ev.last_ = task;
     ev.capture_.reset();
     ev.capture_nodes_.clear();
+    ev.captured_ = false;
   }
   enqueue(std::move(task));
 }
@@ -732,6 +771,15 @@ void HostStream::wait(const EventImpl& event_impl) {
     return;
   }
   auto last = ev.last_record();
+  if (ev.recorded_in_ended_capture()) {
+    const std::string what = fmt::format(
+        "Stream::wait on the {}: the event was last recorded by a stream capture that has ended "
+        "(cudaErrorCapturedEvent): that record belongs to the captured graph, not to any stream's work; record the "
+        "event again outside capture",
+        label());
+    if (my_cap) invalidate_and_throw(my_cap, what + "; the capture is invalidated");
+    throw InvalidState(what);
+  }
   if (my_cap) {
     if (!last) return;  // waiting on an event never recorded is a no-op
     invalidate_and_throw(my_cap, fmt::format("Stream::wait on the {}: the event was recorded outside the capture; "
@@ -809,10 +857,16 @@ std::unique_ptr<GraphImpl> HostStream::end_capture() {
                                           "the stream that began it (cudaErrorStreamCaptureUnmatched); the capture "
                                           "is invalidated: end it on its origin stream",
                                           label()));
-  if (cap->mode == CaptureMode::kThreadLocal && cap->thread != std::this_thread::get_id())
-    throw InvalidState(
-        "Stream::end_capture: a thread-local capture must be ended by the thread that began it "
-        "(cudaErrorStreamCaptureWrongThread)");
+  // Only a relaxed capture may be ended by another thread than the one that
+  // began it (cudaErrorStreamCaptureWrongThread: "a stream capture sequence
+  // not initiated with the cudaStreamCaptureModeRelaxed argument ... was
+  // passed to cudaStreamEndCapture in a different thread"). The capture goes on.
+  if (cap->mode != CaptureMode::kRelaxed && cap->thread != std::this_thread::get_id())
+    throw InvalidState(fmt::format(
+        "Stream::end_capture: this {} capture was begun by another thread, and only a relaxed capture may be "
+        "ended by another thread (cudaErrorStreamCaptureWrongThread); the capture goes on: end it on the thread "
+        "that began it",
+        to_string(cap->mode)));
   std::vector<HostStream*> streams;
   std::optional<std::string> invalidated;
   std::unique_ptr<HostGraph> graph;

@@ -15,7 +15,11 @@
 // device fault or watchdog timeout → failed (sticky: every later call throws
 // InvalidState naming the step and the cause); close() or the destructor →
 // closed. Destroying an executor cancels queued replays, waits for those on
-// the device, stops its thread, then releases exec → graph → memory.
+// the device, stops its thread, then releases exec → graph → memory. After a
+// failure (a watchdog timeout: a step that may never finish) it waits at most
+// one more deadline (1 s without one) for the device, then leaves exec, graph
+// and memory to be freed when the device finishes, or leaked if it never
+// does, rather than hang (Note [Closing a wedged executor], executor.cpp).
 //
 // Ownership: the executor owns its backend objects, arena, pinned buffers,
 // graphs and thread; ReplayHandle and InputSlot share state with it and stay
@@ -285,6 +289,7 @@ class StepExecutor {
   /// The captured graph of (shape_key, slot), for inspection.
   [[nodiscard]] GraphInfo graph_info(std::uint64_t shape_key = 0, int slot = 0) const;
   /// Cancels queued replays, waits for the rest, releases everything.
+  /// After a failure the wait is bounded (see the lifecycle note above).
   void close();
 
  private:
