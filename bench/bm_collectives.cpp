@@ -27,6 +27,7 @@
 #include <barrier>
 #include <cstring>
 #include <functional>
+#include <span>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +35,7 @@
 #include <vector>
 
 #include <stepgraph/collectives/in_process.h>
+#include <stepgraph/demo/data_parallel.h>
 #include <stepgraph/runtime/backend.h>
 #if STEPGRAPH_HAVE_NCCL
 #include <stepgraph/collectives/nccl.h>
@@ -212,6 +214,29 @@ std::vector<std::int64_t> sizes() {
   return v;
 }
 
+/// The data-parallel demo step on <devices> host devices: bucketed AllReduce
+/// overlapped with backward (bucketed:1) against one AllReduce of every
+/// gradient after backward (bucketed:0, the baseline), same model and data.
+/// The time is the median replayed step of a 40-step run (the warm-ups and
+/// the capture step excluded), all replicas, as `stepgraph demo` measures.
+void BM_Collectives_DataParallelStep(benchmark::State& state) {
+  stepgraph::demo::DataParallelDemoOptions o;
+  o.base.backend = "host";
+  o.base.steps = 40;
+  o.base.shape.batch = 256;
+  o.base.shape.inputs = 64;
+  o.base.shape.hidden = 512;
+  o.devices = static_cast<int>(state.range(1));
+  o.bucketed = state.range(0) != 0;
+  for (auto _ : state) {
+    const auto run = stepgraph::demo::train_mlp_data_parallel(o, rt::ExecutionMode::kGraph);
+    const auto first = static_cast<std::size_t>(o.base.warmup) + 1;
+    const double us = stepgraph::demo::median(std::span(run.step_us).subspan(first));
+    state.SetIterationTime(us * 1e-6);
+    state.counters["buckets"] = static_cast<double>(run.buckets);
+  }
+}
+
 void register_all() {
   const auto s = sizes();
   benchmark::RegisterBenchmark("BM_Collectives_AllReduce", BM_Collectives_AllReduce)
@@ -226,6 +251,11 @@ void register_all() {
       ->ArgsProduct({{2, 4, 8}, s})
       ->ArgNames({"ranks", "bytes"})
       ->UseManualTime();
+  benchmark::RegisterBenchmark("BM_Collectives_DataParallelStep", BM_Collectives_DataParallelStep)
+      ->ArgsProduct({{0, 1}, {2, 4}})
+      ->ArgNames({"bucketed", "devices"})
+      ->UseManualTime()
+      ->Iterations(3);
 }
 
 }  // namespace
