@@ -27,9 +27,9 @@
 #include <barrier>
 #include <cstring>
 #include <functional>
-#include <span>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>

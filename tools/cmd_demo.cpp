@@ -57,8 +57,9 @@ int run_data_parallel_command(const DemoCliOptions& cli) {
     std::printf("MISMATCH: data-parallel training is outside its bound or not reproducible\n");
     return 1;
   }
-  std::printf("OK: data-parallel training matches the float64 single-device reference within the bound, and "
-              "captured equals eager bit for bit\n");
+  std::printf(
+      "OK: data-parallel training matches the float64 single-device reference within the bound, and "
+      "captured equals eager bit for bit\n");
   return 0;
 }
 

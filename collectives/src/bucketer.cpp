@@ -20,8 +20,8 @@ BucketPlan plan_buckets(const std::vector<GradientSpec>& ready_order, const Buck
     // The bucket being filled is the first one while there is one bucket.
     const std::size_t current_cap =
         plan.buckets.size() == 1 ? options.first_bucket_cap_bytes : options.bucket_cap_bytes;
-    const bool fresh = plan.buckets.empty() || plan.buckets.back().dtype != g.dtype ||
-                       bucket_bytes + bytes > current_cap;
+    const bool fresh =
+        plan.buckets.empty() || plan.buckets.back().dtype != g.dtype || bucket_bytes + bytes > current_cap;
     if (fresh) {
       plan.buckets.push_back(BucketPlan::Bucket{0, 0, g.dtype, {}});
       bucket_bytes = 0;
@@ -107,10 +107,10 @@ void GradientBucketer::finish(StreamRef stream) {
     for (std::size_t g = 0; g < is_ready_.size(); ++g)
       if (!is_ready_[g]) names.push_back(plan_.gradients[g].name);
     active_ = false;
-    throw InvalidState(fmt::format(
-        "GradientBucketer::finish on rank {}: gradients never marked ready: {}; call ready() after each "
-        "gradient's last writer",
-        comm_->rank(), fmt::join(names, ", ")));
+    throw InvalidState(
+        fmt::format("GradientBucketer::finish on rank {}: gradients never marked ready: {}; call ready() after each "
+                    "gradient's last writer",
+                    comm_->rank(), fmt::join(names, ", ")));
   }
   comm_->stream().record(done_);
   stream.wait(done_);

@@ -71,8 +71,8 @@ Communicator::Communicator(std::shared_ptr<runtime::Backend> backend, int device
 
 Communicator::~Communicator() = default;
 
-void Communicator::all_reduce(StreamRef stream, const Buffer& buffer, std::size_t offset, std::size_t count,
-                              DType type, ReduceOp op) {
+void Communicator::all_reduce(StreamRef stream, const Buffer& buffer, std::size_t offset, std::size_t count, DType type,
+                              ReduceOp op) {
   all_reduce(stream, buffer, offset, count, type, op, {});
 }
 
@@ -96,8 +96,8 @@ std::byte* Communicator::checked(const char* what, const char* role, const Buffe
   return static_cast<std::byte*>(buffer.data()) + offset;
 }
 
-void Communicator::all_reduce(StreamRef stream, const Buffer& buffer, std::size_t offset, std::size_t count,
-                              DType type, ReduceOp op, std::string name) {
+void Communicator::all_reduce(StreamRef stream, const Buffer& buffer, std::size_t offset, std::size_t count, DType type,
+                              ReduceOp op, std::string name) {
   Call c;
   c.signature = {CollectiveKind::kAllReduce, op, type, count, -1, std::move(name)};
   c.send_bytes = c.recv_bytes = count * runtime::dtype_size(type);
@@ -105,8 +105,8 @@ void Communicator::all_reduce(StreamRef stream, const Buffer& buffer, std::size_
   enqueue(stream, std::move(c), {runtime::read_write(buffer, offset, c.send_bytes)});
 }
 
-void Communicator::broadcast(StreamRef stream, const Buffer& buffer, std::size_t offset, std::size_t count,
-                             DType type, int root) {
+void Communicator::broadcast(StreamRef stream, const Buffer& buffer, std::size_t offset, std::size_t count, DType type,
+                             int root) {
   STEPGRAPH_CHECK(root >= 0 && root < world_size_, InvalidArgument,
                   "broadcast on rank {} of communicator {}: root {} is not a rank (world size {})", rank_, id_, root,
                   world_size_);
@@ -160,8 +160,8 @@ void Communicator::check_overlap(const char* what, const Call& c, std::size_t in
 
 void Communicator::enqueue(StreamRef stream, Call call, std::vector<runtime::BufferAccess> accesses) {
   const std::string what = describe(call.signature);
-  STEPGRAPH_CHECK(stream.valid(), InvalidArgument, "{} on rank {} of communicator {}: the stream handle is empty",
-                  what, rank_, id_);
+  STEPGRAPH_CHECK(stream.valid(), InvalidArgument, "{} on rank {} of communicator {}: the stream handle is empty", what,
+                  rank_, id_);
   STEPGRAPH_CHECK(stream.device() == device_, InvalidArgument,
                   "{} on rank {} of communicator {}: the stream is on device {} but this rank's device is {}", what,
                   rank_, id_, stream.device(), device_);

@@ -50,9 +50,8 @@ DataParallelExecutor::DataParallelExecutor(runtime::StepSpec replica_spec, runti
     for (std::size_t r = 0; r < n; ++r)
       STEPGRAPH_CHECK(comms_[r] && comms_[r]->rank() == static_cast<int>(r) &&
                           comms_[r]->device() == options.devices[r] && comms_[r]->world_size() == static_cast<int>(n),
-                      InvalidArgument,
-                      "DataParallelExecutor: communicator {} must be rank {} of {} on device {}", r, r, n,
-                      options.devices[r]);
+                      InvalidArgument, "DataParallelExecutor: communicator {} must be rank {} of {} on device {}", r, r,
+                      n, options.devices[r]);
   } else {
     STEPGRAPH_CHECK(backend_->kind() == runtime::BackendKind::kHost, InvalidArgument,
                     "DataParallelExecutor on the {} backend: give DataParallelOptions::communicators (an NCCL group, "
@@ -83,8 +82,8 @@ DataParallelExecutor::~DataParallelExecutor() {
 }
 
 runtime::StepExecutor& DataParallelExecutor::replica(int r) const {
-  STEPGRAPH_CHECK(r >= 0 && r < replicas(), InvalidArgument, "DataParallelExecutor: replica {} of {} does not exist",
-                  r, replicas());
+  STEPGRAPH_CHECK(r >= 0 && r < replicas(), InvalidArgument, "DataParallelExecutor: replica {} of {} does not exist", r,
+                  replicas());
   return *executors_[static_cast<std::size_t>(r)];
 }
 

@@ -108,8 +108,7 @@ struct GroupState {
   /// Waits, with `lock` held, until `ready()` or a failure; a wait past the
   /// timeout fails the group. Returns false on failure.
   template <class Ready>
-  bool wait_for_peers(std::unique_lock<std::mutex>& lock, Ready ready, const char* phase, int rank,
-                      std::uint64_t seq) {
+  bool wait_for_peers(std::unique_lock<std::mutex>& lock, Ready ready, const char* phase, int rank, std::uint64_t seq) {
     const auto deadline = std::chrono::steady_clock::now() + options.timeout;
     while (!ready() && failure == Failure::kNone) {
       if (cv.wait_until(lock, deadline) == std::cv_status::timeout && !ready() && failure == Failure::kNone) {
@@ -125,8 +124,9 @@ struct GroupState {
                                 r.posted[static_cast<std::size_t>(rank)]
                                     ? describe(r.posted[static_cast<std::size_t>(rank)]->signature)
                                     : std::string("?"),
-                                group_id, missing.empty() ? std::string("none (a peer did not finish)")
-                                                          : fmt::format("{}", fmt::join(missing, ", "))));
+                                group_id,
+                                missing.empty() ? std::string("none (a peer did not finish)")
+                                                : fmt::format("{}", fmt::join(missing, ", "))));
       }
     }
     return failure == Failure::kNone;
@@ -155,7 +155,8 @@ struct GroupState {
         }
         cv.notify_all();
       }
-      if (!wait_for_peers(lock, [&] { return rounds[seq].arrived == world; }, "for its peers to reach", rank, seq))
+      if (!wait_for_peers(
+              lock, [&] { return rounds[seq].arrived == world; }, "for its peers to reach", rank, seq))
         return;
       for (auto& p : rounds[seq].posted) all.push_back(*p);
     }
@@ -163,7 +164,8 @@ struct GroupState {
     std::unique_lock lock(mutex);
     Round& r = rounds[seq];
     if (++r.finished == world) cv.notify_all();
-    if (!wait_for_peers(lock, [&] { return rounds[seq].finished == world; }, "for its peers to finish", rank, seq))
+    if (!wait_for_peers(
+            lock, [&] { return rounds[seq].finished == world; }, "for its peers to finish", rank, seq))
       return;
     if (++rounds[seq].left == world) rounds.erase(seq);
   }
@@ -236,8 +238,10 @@ class InProcessCommunicator final : public Communicator {
 
  protected:
   void implement(const Call& call, runtime::CollectiveCall& out) override {
-    out.host_start = [state = threads_->state, rank = rank_, posted = Posted{call.signature, call.send, call.recv}](
-                         std::function<void()> done) { state->post(rank, Job{posted, std::move(done)}); };
+    out.host_start = [state = threads_->state, rank = rank_,
+                      posted = Posted{call.signature, call.send, call.recv}](std::function<void()> done) {
+      state->post(rank, Job{posted, std::move(done)});
+    };
   }
   std::optional<std::string> impl_error() override {
     auto& s = *threads_->state;

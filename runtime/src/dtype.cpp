@@ -90,7 +90,7 @@ std::uint16_t float_to_half(float f) noexcept {
     // Below the smallest normal (2^-14): a subnormal multiple of 2^-24,
     // rounded to nearest even by the float unit itself (exact scaling).
     const float a = std::bit_cast<float>(abs);
-    const float scaled = a * 16777216.0f;  // a / 2^-24, exact
+    const float scaled = a * 16777216.0f;                               // a / 2^-24, exact
     const auto m = static_cast<std::uint32_t>(std::nearbyint(scaled));  // default mode: ties to even
     return static_cast<std::uint16_t>(sign | m);  // m == 0x400 becomes the smallest normal, as it should
   }
@@ -120,8 +120,8 @@ void SingleDeviceCollectives::all_gather(StreamRef stream, const Buffer& send, s
 }
 
 void SingleDeviceCollectives::reduce_scatter(StreamRef stream, const Buffer& send, std::size_t send_offset,
-                                             const Buffer& recv, std::size_t recv_offset, std::size_t count,
-                                             DType type, ReduceOp) {
+                                             const Buffer& recv, std::size_t recv_offset, std::size_t count, DType type,
+                                             ReduceOp) {
   all_gather(stream, send, send_offset, recv, recv_offset, count, type);
 }
 

@@ -226,9 +226,11 @@ int logical_of(const g::StepGraph& graph, const g::Placement& placement, g::Node
   const auto& node = graph.node(n);
   int d = placement.nodes[n].device;
   if (node.kind == g::NodeKind::kCollective || d == g::kAllDevices) {
+    if (options.collectives == CollectiveLowering::kCommunicators) return 0;  // a gang: every device (plan_gang)
     STEPGRAPH_CHECK(options.collectives == CollectiveLowering::kOnLogicalDeviceZero, InvalidArgument,
                     "lower: node {} is a collective (a gang node on every device); the lowering does not run "
-                    "collectives. Set LoweringOptions::collectives = kOnLogicalDeviceZero to emit it on logical "
+                    "collectives unless given communicators. Set LoweringOptions::collectives = kCommunicators (with "
+                    "one communicator per logical device), or kOnLogicalDeviceZero to emit it on logical "
                     "device 0, or remove it",
                     node_label(graph, n));
     return 0;
@@ -242,7 +244,7 @@ int logical_of(const g::StepGraph& graph, const g::Placement& placement, g::Node
 
 /// Per logical device, its nodes in the placement's order.
 std::vector<std::vector<g::NodeId>> device_orders(const g::StepGraph& graph, const g::Placement& placement,
-                                                  const std::vector<int>& logical, int logical_count) {
+                                                  const std::vector<int>& logical, int logical_count, bool gangs) {
   std::vector<std::vector<g::NodeId>> orders(static_cast<std::size_t>(logical_count));
   std::vector<char> seen(graph.node_count(), 0);
   for (std::size_t d = 0; d < placement.device_order.size(); ++d) {
@@ -250,7 +252,13 @@ std::vector<std::vector<g::NodeId>> device_orders(const g::StepGraph& graph, con
       STEPGRAPH_CHECK(n < graph.node_count(), InvalidArgument,
                       "lower: placement.device_order[{}] names node id {}, but the graph has {} nodes", d, n,
                       graph.node_count());
-      // Gang nodes appear in every device's list; keep them where they run.
+      // Gang nodes appear in every device's list; keep them where they run
+      // (with communicators: on every device).
+      if (gangs && graph.node(n).kind == g::NodeKind::kCollective) {
+        if (static_cast<int>(d) < logical_count) orders[d].push_back(n);
+        seen[n] = 1;
+        continue;
+      }
       if (logical[n] != static_cast<int>(d)) {
         STEPGRAPH_CHECK(graph.node(n).kind == g::NodeKind::kCollective, InvalidArgument,
                         "lower: node {} is listed in placement.device_order[{}] but placed on device {}; the "
@@ -326,10 +334,23 @@ class Lowerer {
  private:
   void plan();
   void plan_node(g::NodeId n);
+  /// A collective gang node with communicators: rank d's part on device d
+  /// (Note [Collectives in a lowered graph]).
+  void plan_gang(g::NodeId n);
+  /// Node `n` (or rank `d`'s part of a gang) on device `d`: its waits and
+  /// copies, the op, its record, its writes; over accesses [first, last).
+  void plan_on(g::NodeId n, int d, std::size_t first, std::size_t last);
+  [[nodiscard]] bool gang(g::NodeId n) const { return !gang_seq_.empty() && !gang_seq_[n].empty(); }
+  /// The position of `p` (a gang: of its rank `e`'s part) on its device.
+  [[nodiscard]] std::size_t seq_on(g::NodeId p, int e) const {
+    return gang(p) ? gang_seq_[p][static_cast<std::size_t>(e)] : seq_[p];
+  }
   void plan_write_back();
-  /// Makes stream `s` wait for the event after node `p` (on another stream) unless it already does.
-  void need_after(std::size_t s, g::NodeId p);
-  std::size_t event_after(g::NodeId p);
+  /// Makes stream `s` wait for the event after node `p` (on another stream)
+  /// unless it already does. For a gang `p`, after its rank `rank`'s part
+  /// (-1: the rank of `s`'s device).
+  void need_after(std::size_t s, g::NodeId p, int rank = -1);
+  std::size_t event_after(g::NodeId p, int rank);
   /// The event of the kRecord op at `record_op` (made on first use).
   std::size_t event_of(std::ptrdiff_t record_op);
   /// Appends a wait of stream `s` on `event`, counted for `s`'s device.
@@ -351,9 +372,11 @@ class Lowerer {
   std::vector<g::NodeId> order_;  // emission order
   int count_ = 0;                 // logical devices
 
-  std::vector<std::size_t> seq_;                     // per node: position on its device
-  std::vector<std::ptrdiff_t> record_op_;            // per node: index of its kRecord op
-  std::vector<std::vector<std::ptrdiff_t>> waited_;  // [stream][e]: highest seq of e that the stream waited for
+  std::vector<std::size_t> seq_;                          // per node: position on its device
+  std::vector<std::ptrdiff_t> record_op_;                 // per node: index of its kRecord op
+  std::vector<std::vector<std::size_t>> gang_seq_;        // per gang node, per rank: its position there
+  std::vector<std::vector<std::ptrdiff_t>> gang_record_;  // per gang node, per rank: its kRecord op
+  std::vector<std::vector<std::ptrdiff_t>> waited_;       // [stream][e]: highest seq of e that the stream waited for
   // Copy streams (CopyStreams::kPerDevicePair), numbered after the count_
   // device streams: per stream its logical device (the destination for a
   // copy stream), per ordered pair its copy streams with the seq of the
@@ -392,8 +415,8 @@ class Lowerer {
   std::size_t waits_ = 0;
 };
 
-std::size_t Lowerer::event_after(g::NodeId p) {
-  return event_of(record_op_[p]);
+std::size_t Lowerer::event_after(g::NodeId p, int rank) {
+  return event_of(gang(p) ? gang_record_[p][static_cast<std::size_t>(rank)] : record_op_[p]);
 }
 
 std::size_t Lowerer::event_of(std::ptrdiff_t record_op) {
@@ -415,20 +438,20 @@ void Lowerer::add_wait(std::size_t s, std::size_t event) {
   ++waits_;
 }
 
-void Lowerer::need_after(std::size_t s, g::NodeId p) {
-  const int e = logical_[p];
-  if (s == static_cast<std::size_t>(e)) return;  // p is on this very stream
+void Lowerer::need_after(std::size_t s, g::NodeId p, int rank) {
+  const int e = gang(p) ? (rank >= 0 ? rank : stream_logical_[s]) : logical_[p];
+  if (s == static_cast<std::size_t>(e)) return;  // p (its part on e) is on this very stream
   auto& w = waited_[s][static_cast<std::size_t>(e)];
-  const auto q = static_cast<std::ptrdiff_t>(seq_[p]);
+  const auto q = static_cast<std::ptrdiff_t>(seq_on(p, e));
   if (q <= w) return;  // an earlier wait of this stream already covers p
   w = q;
-  add_wait(s, event_after(p));
+  add_wait(s, event_after(p, e));
 }
 
 std::size_t Lowerer::copy_stream(int src, int dst, g::NodeId writer) {
   // The pair's stream whose latest writer is the latest not after this
   // copy's: behind it this copy waits for no writer it does not need.
-  const std::ptrdiff_t seq = writer == g::kNoNode ? -1 : static_cast<std::ptrdiff_t>(seq_[writer]);
+  const std::ptrdiff_t seq = writer == g::kNoNode ? -1 : static_cast<std::ptrdiff_t>(seq_on(writer, src));
   auto& lanes = pair_lanes_[static_cast<std::size_t>(src * count_ + dst)];
   Lane* best = nullptr;
   for (auto& lane : lanes)
@@ -513,13 +536,32 @@ void Lowerer::plan() {
   std::vector<int> first_use(n_buf, -1);
   std::vector<std::map<std::uint64_t, std::pair<std::uint64_t, int>>> last(n_buf);  // start -> (end, device)
   std::vector<std::size_t> next_seq(static_cast<std::size_t>(count_), 0);
+  if (options_.collectives == CollectiveLowering::kCommunicators) {
+    gang_seq_.assign(graph_.node_count(), {});
+    gang_record_.assign(graph_.node_count(), {});
+    for (g::NodeId n = 0; n < graph_.node_count(); ++n)
+      if (graph_.node(n).kind == g::NodeKind::kCollective) {
+        gang_seq_[n].assign(static_cast<std::size_t>(count_), 0);
+        gang_record_[n].assign(static_cast<std::size_t>(count_), -1);
+      }
+  }
+  // Every (node, device) part with the accesses it makes there: a gang's
+  // rank d makes the d-th group of its accesses on device d.
+  auto for_parts = [&](g::NodeId n, auto&& f) {
+    const auto& acc = graph_.node(n).accesses;
+    if (!gang(n)) return f(logical_[n], std::size_t{0}, acc.size());
+    const std::size_t k = acc.size() / static_cast<std::size_t>(count_);
+    for (int d = 0; d < count_; ++d) f(d, static_cast<std::size_t>(d) * k, static_cast<std::size_t>(d + 1) * k);
+  };
   for (g::NodeId n : order_) {
-    const int d = logical_[n];
-    seq_[n] = next_seq[static_cast<std::size_t>(d)]++;
-    for (const auto& a : graph_.node(n).accesses) {
-      if (first_use[a.buffer] < 0) first_use[a.buffer] = d;
-      touches_[static_cast<std::size_t>(d)][a.buffer] = 1;
-    }
+    for_parts(n, [&](int d, std::size_t lo, std::size_t hi) {
+      (gang(n) ? gang_seq_[n][static_cast<std::size_t>(d)] : seq_[n]) = next_seq[static_cast<std::size_t>(d)]++;
+      for (std::size_t i = lo; i < hi; ++i) {
+        const auto& a = graph_.node(n).accesses[i];
+        if (first_use[a.buffer] < 0) first_use[a.buffer] = d;
+        touches_[static_cast<std::size_t>(d)][a.buffer] = 1;
+      }
+    });
   }
   for (std::size_t b = 0; b < n_buf; ++b) {
     if (first_use[b] < 0) first_use[b] = 0;
@@ -527,22 +569,24 @@ void Lowerer::plan() {
   }
   if (options_.homes == HomePolicy::kLastWriter) {
     for (g::NodeId n : order_)
-      for (const auto& a : graph_.node(n).accesses) {
-        if (!a.writes() || a.bytes == 0) continue;
-        auto& m = last[a.buffer];
-        for (std::uint64_t cut : {a.offset, a.end()}) {  // split at both ends
-          auto it = m.upper_bound(cut);
-          if (it == m.begin()) continue;
-          --it;
-          if (it->first < cut && cut < it->second.first) {
-            const auto tail = it->second;
-            it->second.first = cut;
-            m.emplace(cut, tail);
+      for_parts(n, [&](int part, std::size_t lo, std::size_t hi) {
+        for (std::size_t i = lo; i < hi; ++i) {
+          const auto& a = graph_.node(n).accesses[i];
+          if (!a.writes() || a.bytes == 0) continue;
+          auto& m = last[a.buffer];
+          for (std::uint64_t cut : {a.offset, a.end()}) {  // split at both ends
+            auto it = m.upper_bound(cut);
+            if (it == m.begin()) continue;
+            --it;
+            if (it->first < cut && cut < it->second.first) {
+              const auto tail = it->second;
+              it->second.first = cut;
+              m.emplace(cut, tail);
+            }
           }
+          for (auto it = m.lower_bound(a.offset); it != m.end() && it->first < a.end(); ++it) it->second.second = part;
         }
-        for (auto it = m.lower_bound(a.offset); it != m.end() && it->first < a.end(); ++it)
-          it->second.second = logical_[n];
-      }
+      });
   }
   homes_.assign(n_buf, {});
   versions_.resize(n_buf);
@@ -564,7 +608,28 @@ void Lowerer::plan() {
 }
 
 void Lowerer::plan_node(g::NodeId n) {
-  const int d = logical_[n];
+  if (gang(n)) return plan_gang(n);
+  plan_on(n, logical_[n], 0, graph_.node(n).accesses.size());
+}
+
+// Note [Collectives in a lowered graph]
+// With LoweringOptions::collectives = kCommunicators, a collective (gang)
+// node runs on every logical device: rank d's part, on device d's stream,
+// is an AllReduce through communicator d of the d-th of count equal groups
+// of the node's accesses (replicate_data_parallel lays a gang's accesses
+// out replica by replica: group d is replica d's buffers). Each part is
+// planned like a node of its own: it waits for the node's predecessors,
+// brings group d's ranges to device d if their latest version is elsewhere,
+// and leaves them as the latest version on device d. The parts meet inside
+// the communicator, which is the only synchronisation between them; a
+// consumer waits for the part on its own device (or, for a copy, the part
+// on the device that owns the bytes).
+void Lowerer::plan_gang(g::NodeId n) {
+  const std::size_t k = graph_.node(n).accesses.size() / static_cast<std::size_t>(count_);
+  for (int d = 0; d < count_; ++d) plan_on(n, d, static_cast<std::size_t>(d) * k, static_cast<std::size_t>(d + 1) * k);
+}
+
+void Lowerer::plan_on(g::NodeId n, int d, std::size_t first, std::size_t last) {
   const auto ud = static_cast<std::size_t>(d);
   const auto& node = graph_.node(n);
   const bool pair_streams = options_.copy_streams == CopyStreams::kPerDevicePair;
@@ -573,7 +638,8 @@ void Lowerer::plan_node(g::NodeId n) {
   if (!pair_streams)
     for (g::NodeId p : preds_[n]) need_after(ud, p);
   // Copies for every read range whose latest version is elsewhere.
-  for (const auto& a : node.accesses) {
+  for (std::size_t ai = first; ai < last; ++ai) {
+    const auto& a = node.accesses[ai];
     if (!a.reads() || a.bytes == 0) continue;
     struct Piece {
       std::uint64_t start, end;
@@ -593,13 +659,14 @@ void Lowerer::plan_node(g::NodeId n) {
       while (j < pieces.size() && pieces[j].start == pieces[j - 1].end && pieces[j].owner == pieces[i].owner) ++j;
       g::NodeId last_writer = g::kNoNode;
       for (std::size_t k = i; k < j; ++k)
-        if (pieces[k].writer != g::kNoNode && (last_writer == g::kNoNode || seq_[pieces[k].writer] > seq_[last_writer]))
+        if (pieces[k].writer != g::kNoNode && (last_writer == g::kNoNode || seq_on(pieces[k].writer, pieces[k].owner) >
+                                                                                seq_on(last_writer, pieces[k].owner)))
           last_writer = pieces[k].writer;
       // The copy's stream waits for the writer (one stream: the latest
       // implies the others); copies of a range's starting contents wait for
       // nothing (the whole capture starts after the fork).
       const std::size_t cs = pair_streams ? copy_stream(pieces[i].owner, d, last_writer) : ud;
-      if (last_writer != g::kNoNode) need_after(cs, last_writer);
+      if (last_writer != g::kNoNode) need_after(cs, last_writer, pieces[i].owner);
       InsertedCopy c;
       c.buffer = a.buffer;
       c.offset = pieces[i].start;
@@ -626,10 +693,11 @@ void Lowerer::plan_node(g::NodeId n) {
   Op rec;
   rec.kind = OpKind::kRecord;
   rec.stream = ud;
-  record_op_[n] = static_cast<std::ptrdiff_t>(ops_.size());
+  (gang(n) ? gang_record_[n][ud] : record_op_[n]) = static_cast<std::ptrdiff_t>(ops_.size());
   ops_.push_back(rec);
   // Its writes become the latest version, on d only.
-  for (const auto& a : node.accesses) {
+  for (std::size_t ai = first; ai < last; ++ai) {
+    const auto& a = node.accesses[ai];
     if (!a.writes() || a.bytes == 0) continue;
     versions_[a.buffer].for_range(a.offset, a.end(), [&](std::uint64_t, Segment& s) {
       s.owner = d;
@@ -648,7 +716,8 @@ void Lowerer::plan_write_back() {
       if (!pieces.empty() && std::get<1>(pieces.back()) == start && std::get<2>(pieces.back()) == s.owner &&
           std::get<4>(pieces.back()) == s.home) {
         std::get<1>(pieces.back()) = s.end;
-        if (seq_[s.writer] > seq_[std::get<3>(pieces.back())]) std::get<3>(pieces.back()) = s.writer;
+        if (seq_on(s.writer, s.owner) > seq_on(std::get<3>(pieces.back()), s.owner))
+          std::get<3>(pieces.back()) = s.writer;
       } else {
         pieces.emplace_back(start, s.end, s.owner, s.writer, s.home);
       }
@@ -659,7 +728,7 @@ void Lowerer::plan_write_back() {
       // must precede.
       const std::size_t cs = options_.copy_streams == CopyStreams::kPerDevicePair ? copy_stream(owner, h, writer)
                                                                                   : static_cast<std::size_t>(h);
-      need_after(cs, writer);
+      need_after(cs, writer, owner);
       InsertedCopy c;
       c.buffer = static_cast<g::BufferId>(b);
       c.offset = start;
@@ -732,6 +801,19 @@ void Lowerer::capture(LoweredState& st, const NodeEmitter& emitter) {
       }
       case OpKind::kNode: {
         const auto& node = graph_.node(op.node);
+        if (gang(op.node)) {  // Note [Collectives in a lowered graph]
+          const std::size_t k = node.accesses.size() / static_cast<std::size_t>(count_);
+          auto& comm = *options_.communicators[op.stream];
+          const std::size_t es = dtype_size(options_.collective_dtype);
+          for (std::size_t i = op.stream * k; i < (op.stream + 1) * k; ++i) {
+            const auto& a = node.accesses[i];
+            if (a.bytes == 0) continue;
+            comm.all_reduce(s, st.instances[op.stream][a.buffer], static_cast<std::size_t>(a.offset),
+                            static_cast<std::size_t>(a.bytes) / es, options_.collective_dtype,
+                            options_.collective_reduce);
+          }
+          break;
+        }
         NodeLaunch nl;
         nl.node = op.node;
         nl.ir = &node;
@@ -798,6 +880,35 @@ std::unique_ptr<LoweredState> Lowerer::run(std::shared_ptr<Backend> backend, con
   return st;
 }
 
+void check_communicators(const g::StepGraph& graph, const DeviceMap& devices, const LoweringOptions& options) {
+  const auto count = static_cast<std::size_t>(devices.logical_count());
+  STEPGRAPH_CHECK(options.communicators.size() == count, InvalidArgument,
+                  "lower: collectives = kCommunicators needs one communicator per logical device ({}); {} given", count,
+                  options.communicators.size());
+  for (std::size_t d = 0; d < count; ++d) {
+    const auto& c = options.communicators[d];
+    STEPGRAPH_CHECK(
+        c && c->rank() == static_cast<int>(d) && c->world_size() == static_cast<int>(count), InvalidArgument,
+        "lower: communicator {} must be rank {} of a world of {} (one rank per logical device)", d, d, count);
+  }
+  const std::size_t es = dtype_size(options.collective_dtype);
+  for (g::NodeId n = 0; n < graph.node_count(); ++n) {
+    const auto& node = graph.node(n);
+    if (node.kind != g::NodeKind::kCollective) continue;
+    STEPGRAPH_CHECK(node.collective && node.collective->op == g::CollectiveOp::kAllReduce, InvalidArgument,
+                    "lower: node {} is a {}; the lowering runs AllReduce collectives only", node_label(graph, n),
+                    node.collective ? g::to_string(node.collective->op) : std::string_view("collective"));
+    STEPGRAPH_CHECK(!node.accesses.empty() && node.accesses.size() % count == 0, InvalidArgument,
+                    "lower: collective node {} has {} accesses; with {} logical devices it needs one equal group per "
+                    "device (rank d reduces group d: graphs::replicate_data_parallel makes them)",
+                    node_label(graph, n), node.accesses.size(), count);
+    for (const auto& a : node.accesses)
+      STEPGRAPH_CHECK(a.mode == g::AccessMode::kReadWrite && a.bytes % es == 0 && a.offset % es == 0, InvalidArgument,
+                      "lower: collective node {} must read and write whole {} elements of each buffer it reduces",
+                      node_label(graph, n), to_string(options.collective_dtype));
+  }
+}
+
 void check_common(const g::StepGraph& graph, const std::shared_ptr<Backend>& backend, const DeviceMap& devices,
                   const NodeEmitter& emitter, const LoweringOptions& options) {
   STEPGRAPH_CHECK(graph.origin() != g::GraphOrigin::kRawCudaGraph, InvalidArgument,
@@ -836,7 +947,9 @@ LoweredGraph lower(const g::StepGraph& graph, const g::Placement& placement, std
                       : std::string("the placement is of another graph, nothing is"));
   std::vector<int> logical(graph.node_count());
   for (g::NodeId n = 0; n < graph.node_count(); ++n) logical[n] = logical_of(graph, placement, n, devices, options);
-  auto orders = device_orders(graph, placement, logical, devices.logical_count());
+  const bool gangs = options.collectives == CollectiveLowering::kCommunicators;
+  if (gangs) check_communicators(graph, devices, options);
+  auto orders = device_orders(graph, placement, logical, devices.logical_count(), gangs);
   auto order = emission_order(graph, placement, orders);
   Lowerer lw(graph, devices, options, std::move(logical), std::move(order));
   return LoweredGraph(lw.run(std::move(backend), emitter));

@@ -266,8 +266,7 @@ TEST_P(EveryCollective, MatchesTheSerialReference) {
   for (int r = 0; r < n; ++r) {
     const bool in_place = c.kind == CollectiveKind::kAllReduce || c.kind == CollectiveKind::kBroadcast;
     const auto& out = in_place ? send[static_cast<std::size_t>(r)] : recv[static_cast<std::size_t>(r)];
-    streams[static_cast<std::size_t>(r)].copy(stage[static_cast<std::size_t>(r)].slice(0, out_elems * es),
-                                              out.slice());
+    streams[static_cast<std::size_t>(r)].copy(stage[static_cast<std::size_t>(r)].slice(0, out_elems * es), out.slice());
     streams[static_cast<std::size_t>(r)].synchronize();
   }
   for (auto& comm : comms) ASSERT_FALSE(comm->async_error().has_value()) << *comm->async_error();
@@ -292,9 +291,12 @@ TEST_P(EveryCollective, MatchesTheSerialReference) {
             const double x = input[static_cast<std::size_t>(k)][at];
             sum_abs += std::abs(x);
             if (k == 0) continue;
-            if (c.op == ReduceOp::kMax) ref = std::max(ref, x);
-            else if (c.op == ReduceOp::kMin) ref = std::min(ref, x);
-            else ref += x;
+            if (c.op == ReduceOp::kMax)
+              ref = std::max(ref, x);
+            else if (c.op == ReduceOp::kMin)
+              ref = std::min(ref, x);
+            else
+              ref += x;
           }
           if (c.op == ReduceOp::kAverage) ref = is_integer(c.dtype) ? std::trunc(ref / n) : ref / n;
           break;

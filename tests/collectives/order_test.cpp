@@ -128,8 +128,7 @@ TEST(CollectiveOrder, AnEagerCallAfterACapturedOneIsRefused) {
     streams.push_back(backend->create_stream(r));
     bufs.push_back(backend->allocate(r, 64));
     // Eager first (warm-up): allowed.
-    comms[static_cast<std::size_t>(r)]->all_reduce(streams.back(), bufs.back(), 0, 16, DType::kFloat32,
-                                                   ReduceOp::kSum);
+    comms[static_cast<std::size_t>(r)]->all_reduce(streams.back(), bufs.back(), 0, 16, DType::kFloat32, ReduceOp::kSum);
   }
   for (int r = 0; r < 2; ++r) {
     CaptureSession cap(streams[static_cast<std::size_t>(r)]);
@@ -155,30 +154,36 @@ TEST(CollectiveOrder, BadInputIsATypedErrorNamingTheCallAndRank) {
   auto other = backend->allocate(1, 64);
   auto pinned = backend->allocate_pinned(64);
   auto& c = *comms[0];
-  sgtest::expect_throw_with<InvalidArgument>(
-      [&] { c.all_reduce(s0, buf, 0, 17, DType::kFloat32, ReduceOp::kSum); }, {"all_reduce", "rank 0", "68 bytes"});
-  sgtest::expect_throw_with<InvalidArgument>(
-      [&] { c.all_reduce(s0, buf, 0, 9, DType::kFloat64, ReduceOp::kSum); }, {"float64", "do not fit"});
+  sgtest::expect_throw_with<InvalidArgument>([&] { c.all_reduce(s0, buf, 0, 17, DType::kFloat32, ReduceOp::kSum); },
+                                             {"all_reduce", "rank 0", "68 bytes"});
+  sgtest::expect_throw_with<InvalidArgument>([&] { c.all_reduce(s0, buf, 0, 9, DType::kFloat64, ReduceOp::kSum); },
+                                             {"float64", "do not fit"});
   sgtest::expect_throw_with<InvalidArgument>([&] { c.all_reduce(s0, buf, 2, 4, DType::kFloat32, ReduceOp::kSum); },
                                              {"offset 2", "element size 4"});
-  sgtest::expect_throw_with<InvalidArgument>(
-      [&] { c.all_reduce(s0, other, 0, 4, DType::kFloat32, ReduceOp::kSum); }, {"lives on device 1", "device is 0"});
-  sgtest::expect_throw_with<InvalidArgument>(
-      [&] { c.all_reduce(s0, pinned, 0, 4, DType::kFloat32, ReduceOp::kSum); }, {"pinned host memory"});
+  sgtest::expect_throw_with<InvalidArgument>([&] { c.all_reduce(s0, other, 0, 4, DType::kFloat32, ReduceOp::kSum); },
+                                             {"lives on device 1", "device is 0"});
+  sgtest::expect_throw_with<InvalidArgument>([&] { c.all_reduce(s0, pinned, 0, 4, DType::kFloat32, ReduceOp::kSum); },
+                                             {"pinned host memory"});
   sgtest::expect_throw_with<InvalidArgument>([&] { c.all_reduce(s1, buf, 0, 4, DType::kFloat32, ReduceOp::kSum); },
                                              {"stream is on device 1"});
   sgtest::expect_throw_with<InvalidArgument>([&] { c.broadcast(s0, buf, 0, 4, DType::kFloat32, 2); },
                                              {"root 2", "world size 2"});
+  sgtest::expect_throw_with<InvalidArgument>([&] { c.all_gather(s0, buf, 0, buf, 0, 16, DType::kFloat32); },
+                                             {"all_gather", "receive", "do not fit"});
+  sgtest::expect_throw_with<InvalidArgument>([&] { c.all_gather(s0, buf, 4, buf, 0, 4, DType::kFloat32); },
+                                             {"overlap but not in place"});
+  sgtest::expect_throw_with<InvalidArgument>([&] { c.all_reduce(s0, Buffer(), 0, 4, DType::kFloat32, ReduceOp::kSum); },
+                                             {"handle is empty"});
   sgtest::expect_throw_with<InvalidArgument>(
-      [&] { c.all_gather(s0, buf, 0, buf, 0, 16, DType::kFloat32); }, {"all_gather", "receive", "do not fit"});
+      [&] {
+        (void)make_in_process_group(backend, {0, 0});
+      },
+      {"device 0 is given twice"});
   sgtest::expect_throw_with<InvalidArgument>(
-      [&] { c.all_gather(s0, buf, 4, buf, 0, 4, DType::kFloat32); }, {"overlap but not in place"});
-  sgtest::expect_throw_with<InvalidArgument>(
-      [&] { c.all_reduce(s0, Buffer(), 0, 4, DType::kFloat32, ReduceOp::kSum); }, {"handle is empty"});
-  sgtest::expect_throw_with<InvalidArgument>([&] { (void)make_in_process_group(backend, {0, 0}); },
-                                             {"device 0 is given twice"});
-  sgtest::expect_throw_with<InvalidArgument>([&] { (void)make_in_process_group(backend, {0, 5}); },
-                                             {"device 5 does not exist"});
+      [&] {
+        (void)make_in_process_group(backend, {0, 5});
+      },
+      {"device 5 does not exist"});
   EXPECT_EQ(c.calls(), 0u);  // nothing was enqueued
   EXPECT_FALSE(c.async_error().has_value());
 }

@@ -644,8 +644,7 @@ void HostStream::collective(CollectiveCall&& call) {
   // The completion may come after the last handle to the backend is gone
   // (a replay in flight): the start function keeps the backend alive until
   // the communicator has called it back.
-  n.async_start = [start = std::move(call.host_start),
-                   keep = backend_.shared_from_this()](std::function<void()> done) {
+  n.async_start = [start = std::move(call.host_start), keep = backend_.shared_from_this()](std::function<void()> done) {
     start([done = std::move(done), keep]() mutable {
       done();
       done = nullptr;

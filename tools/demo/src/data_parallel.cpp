@@ -42,8 +42,8 @@ DataParallelRun train_mlp_data_parallel(const DataParallelDemoOptions& options, 
     bo.host_devices = n;
     backend = rt::Backend::create(base.backend, bo);
   }
-  STEPGRAPH_CHECK(backend->device_count() >= n, InvalidArgument,
-                  "demo --devices {}: the {} backend has {} device(s)", n, backend->name(), backend->device_count());
+  STEPGRAPH_CHECK(backend->device_count() >= n, InvalidArgument, "demo --devices {}: the {} backend has {} device(s)",
+                  n, backend->name(), backend->device_count());
   std::vector<int> devices;
   for (int r = 0; r < n; ++r) devices.push_back(r);
   STEPGRAPH_CHECK(backend->kind() == rt::BackendKind::kHost, InvalidArgument,
@@ -60,8 +60,8 @@ DataParallelRun train_mlp_data_parallel(const DataParallelDemoOptions& options, 
   bo.first_bucket_cap_bytes =
       options.first_bucket_cap_bytes != 0 ? options.first_bucket_cap_bytes : grads[0].count * sizeof(float);
   const col::BucketPlan plan = col::plan_buckets(grads, bo);
-  STEPGRAPH_INTERNAL_ASSERT(plan.storage_bytes == np * sizeof(float) && plan.gradients[0].offset ==
-                                                                            shard.w2_offset() * sizeof(float) &&
+  STEPGRAPH_INTERNAL_ASSERT(plan.storage_bytes == np * sizeof(float) &&
+                                plan.gradients[0].offset == shard.w2_offset() * sizeof(float) &&
                                 plan.gradients[1].offset == 0,
                             "bucket layout differs from the MLP's parameter layout");
   auto bucketers = std::make_shared<std::vector<std::unique_ptr<col::GradientBucketer>>>();
@@ -122,8 +122,7 @@ DataParallelRun train_mlp_data_parallel(const DataParallelDemoOptions& options, 
       const auto at = static_cast<std::size_t>(r) * shard_rows;
       std::memcpy(slots[static_cast<std::size_t>(r)].input("x").host_data(), x.data() + at * in,
                   shard_rows * in * sizeof(float));
-      std::memcpy(slots[static_cast<std::size_t>(r)].input("y").host_data(), y.data() + at,
-                  shard_rows * sizeof(float));
+      std::memcpy(slots[static_cast<std::size_t>(r)].input("y").host_data(), y.data() + at, shard_rows * sizeof(float));
     }
     auto h = dp.replay(std::move(slots));
     if (h.wait() != rt::ReplayStatus::kDone) {

@@ -71,6 +71,7 @@
 #include <stepgraph/graphs/placement.h>
 #include <stepgraph/runtime/backend.h>
 #include <stepgraph/runtime/buffer.h>
+#include <stepgraph/runtime/collectives_hook.h>
 
 namespace stepgraph::runtime {
 
@@ -139,6 +140,11 @@ using NodeEmitter = std::function<void(const NodeLaunch& launch)>;
 enum class CollectiveLowering : std::uint8_t {
   kReject,               ///< InvalidArgument naming the node
   kOnLogicalDeviceZero,  ///< emit it like a kernel on logical device 0
+  /// A real AllReduce on every logical device, through
+  /// LoweringOptions::communicators (rank d on logical device d); rank d
+  /// reduces the d-th of count equal groups of the node's accesses
+  /// (Note [Collectives in a lowered graph] in lowering.cpp).
+  kCommunicators,
 };
 
 /// Where each byte range lives when a run starts (and, with
@@ -177,6 +183,10 @@ enum class CopyStreams : std::uint8_t {
 
 struct LoweringOptions {
   CollectiveLowering collectives = CollectiveLowering::kReject;
+  /// kCommunicators: one per logical device (e.g. collectives::make_in_process_group).
+  std::vector<std::shared_ptr<CollectiveOps>> communicators;
+  DType collective_dtype = DType::kFloat32;
+  ReduceOp collective_reduce = ReduceOp::kSum;
   CopyStreams copy_streams = CopyStreams::kPerDevicePair;
   HomePolicy homes = HomePolicy::kLastWriter;
   FinalCopies final_copies = FinalCopies::kWriteBackToHome;

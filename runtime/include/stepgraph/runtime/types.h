@@ -121,10 +121,10 @@ struct AccessInfo {
 /// What a collective node is (introspection; DESIGN 1.5). Set by the
 /// collectives module when it enqueues a collective (StreamRef::collective).
 struct CollectiveInfo {
-  std::string op;      // as the graph IR names it: "allreduce", "allgather", "reduce_scatter", "broadcast"
-  std::string reduce;  // "sum", "avg", "max", "min"; empty for allgather and broadcast
-  std::string dtype;   // "float32", "bfloat16", ...
-  std::size_t count = 0;     // elements per rank (all_gather: sent; reduce_scatter: received)
+  std::string op;                  // as the graph IR names it: "allreduce", "allgather", "reduce_scatter", "broadcast"
+  std::string reduce;              // "sum", "avg", "max", "min"; empty for allgather and broadcast
+  std::string dtype;               // "float32", "bfloat16", ...
+  std::size_t count = 0;           // elements per rank (all_gather: sent; reduce_scatter: received)
   std::uint64_t communicator = 0;  // the communicator's id (unique in the process)
   int rank = -1;
   int world_size = 0;

@@ -44,8 +44,7 @@ struct DataParallelRun {
 };
 
 /// Trains the MLP data-parallel with a DataParallelExecutor in `mode`.
-[[nodiscard]] DataParallelRun train_mlp_data_parallel(const DataParallelDemoOptions& options,
-                                                      rt::ExecutionMode mode);
+[[nodiscard]] DataParallelRun train_mlp_data_parallel(const DataParallelDemoOptions& options, rt::ExecutionMode mode);
 
 /// The same training in float64 on one device over the whole batch (the
 /// reference; plain C++, no runtime).
@@ -65,9 +64,7 @@ struct DataParallelReport {
   double replica_diff = 0;       // replicas' parameters: must be exactly 0
   double replay_median_us = 0;
   float first_loss = 0, last_loss = 0;
-  [[nodiscard]] bool ok() const {
-    return dp_vs_f64 <= bound && captured_vs_eager == 0.0 && replica_diff == 0.0;
-  }
+  [[nodiscard]] bool ok() const { return dp_vs_f64 <= bound && captured_vs_eager == 0.0 && replica_diff == 0.0; }
 };
 
 [[nodiscard]] DataParallelReport run_data_parallel_demo(const DataParallelDemoOptions& options);
