@@ -69,17 +69,7 @@ DataParallelRun train_mlp_data_parallel(const DataParallelDemoOptions& options, 
 
   const bool bucketed = options.bucketed;
   auto step = [shard, bucketers, comms, bucketed, np](rt::StepContext& ctx) {
-    MlpStepBuffers b;
-    b.x = &ctx.input("x");
-    b.y = &ctx.input("y");
-    b.loss = &ctx.output("loss");
-    b.params = &ctx.state("params");
-    b.grads = &ctx.scratch("grads");
-    b.act = &ctx.scratch("act");
-    b.dact = &ctx.scratch("dact");
-    b.out = &ctx.scratch("out");
-    b.dout = &ctx.scratch("dout");
-    b.scalars = &ctx.scalars();
+    const MlpStepBuffers b = mlp_step_buffers(ctx);
     const int rank = ctx.collectives().rank();
     auto& bucketer = *(*bucketers)[static_cast<std::size_t>(rank)];
     MlpStepHooks hooks;

@@ -148,20 +148,22 @@ rt::StepSpec mlp_step_spec(const MlpShape& shape) {
 
 rt::StepFunction mlp_step_function(const MlpShape& shape) {
   check_shape(shape);
-  return [shape](rt::StepContext& ctx) {
-    MlpStepBuffers b;
-    b.x = &ctx.input("x");
-    b.y = &ctx.input("y");
-    b.loss = &ctx.output("loss");
-    b.params = &ctx.state("params");
-    b.grads = &ctx.scratch("grads");
-    b.act = &ctx.scratch("act");
-    b.dact = &ctx.scratch("dact");
-    b.out = &ctx.scratch("out");
-    b.dout = &ctx.scratch("dout");
-    b.scalars = &ctx.scalars();
-    enqueue_mlp_step(ctx.stream(), shape, b);
-  };
+  return [shape](rt::StepContext& ctx) { enqueue_mlp_step(ctx.stream(), shape, mlp_step_buffers(ctx)); };
+}
+
+MlpStepBuffers mlp_step_buffers(const rt::StepContext& ctx) {
+  MlpStepBuffers b;
+  b.x = &ctx.input("x");
+  b.y = &ctx.input("y");
+  b.loss = &ctx.output("loss");
+  b.params = &ctx.state("params");
+  b.grads = &ctx.scratch("grads");
+  b.act = &ctx.scratch("act");
+  b.dact = &ctx.scratch("dact");
+  b.out = &ctx.scratch("out");
+  b.dout = &ctx.scratch("dout");
+  b.scalars = &ctx.scalars();
+  return b;
 }
 
 std::vector<float> mlp_init_params(const MlpShape& shape, std::uint64_t seed) {

@@ -64,6 +64,10 @@ struct MlpStepBuffers {
   const rt::Buffer* scalars = nullptr;  // rt::StepScalars, device-visible; the learning rate is read from it
 };
 
+/// The step's buffers as a StepExecutor hands them to the step function of
+/// mlp_step_spec() (valid during the call).
+[[nodiscard]] MlpStepBuffers mlp_step_buffers(const rt::StepContext& ctx);
+
 /// Where a data-parallel step hooks its gradient AllReduce into the step
 /// (collectives/bucketer.h). Gradient 0 is [W2 | b2] (complete after the
 /// output-layer gradient kernel), gradient 1 is [W1 | b1] (after the hidden
