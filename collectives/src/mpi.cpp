@@ -1,0 +1,589 @@
+// The MPI communicator and session (Note [MPI communicators]).
+#include <stepgraph/collectives/mpi.h>
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <array>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <thread>
+#include <type_traits>
+
+#include <stepgraph/core/log.h>
+
+#include "reduce.h"
+
+namespace stepgraph::collectives {
+namespace {
+
+std::string mpi_error_string(int code) {
+  std::array<char, MPI_MAX_ERROR_STRING> text{};
+  int len = 0;
+  if (MPI_Error_string(code, text.data(), &len) != MPI_SUCCESS) return fmt::format("MPI error {}", code);
+  return std::string(text.data(), static_cast<std::size_t>(len));
+}
+
+[[noreturn]] void throw_mpi(int code, const char* expr) {
+  throw MpiError(fmt::format("{} failed: {} (MPI error {})", expr, mpi_error_string(code), code), code);
+}
+void warn_mpi(int code, const char* expr) {
+  STEPGRAPH_WARN(kCollectives, "{} failed: {} (MPI error {})", expr, mpi_error_string(code), code);
+}
+
+}  // namespace
+}  // namespace stepgraph::collectives
+
+/// Checks an MPI call; throws MpiError naming the call and MPI's message.
+#define STEPGRAPH_MPI_CHECK(expr)                                                        \
+  do {                                                                                   \
+    const int sg_mpi_r_ = (expr);                                                        \
+    if (sg_mpi_r_ != MPI_SUCCESS) ::stepgraph::collectives::throw_mpi(sg_mpi_r_, #expr); \
+  } while (0)
+/// The twin for destructors and cleanup paths: logs instead of throwing.
+#define STEPGRAPH_MPI_CHECK_WARN(expr)                                                  \
+  do {                                                                                  \
+    const int sg_mpi_r_ = (expr);                                                       \
+    if (sg_mpi_r_ != MPI_SUCCESS) ::stepgraph::collectives::warn_mpi(sg_mpi_r_, #expr); \
+  } while (0)
+
+namespace stepgraph::collectives {
+namespace {
+
+std::string_view thread_level_name(int level) {
+  if (level == MPI_THREAD_SINGLE) return "MPI_THREAD_SINGLE";
+  if (level == MPI_THREAD_FUNNELED) return "MPI_THREAD_FUNNELED";
+  if (level == MPI_THREAD_SERIALIZED) return "MPI_THREAD_SERIALIZED";
+  if (level == MPI_THREAD_MULTIPLE) return "MPI_THREAD_MULTIPLE";
+  return "an unknown thread level";
+}
+
+bool mpi_initialised() {
+  int init = 0, fin = 0;
+  STEPGRAPH_MPI_CHECK(MPI_Initialized(&init));
+  STEPGRAPH_MPI_CHECK(MPI_Finalized(&fin));
+  return init != 0 && fin == 0;
+}
+
+void require_thread_multiple(const char* who) {
+  int provided = MPI_THREAD_SINGLE;
+  STEPGRAPH_MPI_CHECK(MPI_Query_thread(&provided));
+  if (provided < MPI_THREAD_MULTIPLE)
+    throw MpiError(fmt::format("{}: MPI provides {} but stepgraph needs MPI_THREAD_MULTIPLE (the communicators' "
+                               "progress threads call MPI beside the caller's thread); initialise MPI with "
+                               "MpiSession, or build MPI with thread support",
+                               who, thread_level_name(provided)),
+                   MPI_ERR_OTHER);
+}
+
+// --- the signature on the wire (Note [MPI communicators], step 1) ---------
+
+constexpr std::size_t kWireName = 92;
+
+struct WireSignature {
+  std::int32_t kind = 0, reduce = 0, dtype = 0, root = 0;
+  std::uint64_t count = 0;
+  std::uint64_t name_hash = 0;  // FNV-1a of the whole name
+  std::uint32_t name_len = 0;
+  std::array<char, kWireName> name{};
+  bool same(const WireSignature& o) const {
+    return kind == o.kind && reduce == o.reduce && dtype == o.dtype && root == o.root && count == o.count &&
+           name_hash == o.name_hash && name_len == o.name_len;
+  }
+};
+static_assert(std::is_trivially_copyable_v<WireSignature>);
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+WireSignature to_wire(const CollectiveSignature& s) {
+  WireSignature w;
+  w.kind = static_cast<std::int32_t>(s.kind);
+  w.reduce = static_cast<std::int32_t>(s.reduce);
+  w.dtype = static_cast<std::int32_t>(s.dtype);
+  w.root = s.root;
+  w.count = s.count;
+  w.name_hash = fnv1a(s.name);
+  w.name_len = static_cast<std::uint32_t>(s.name.size());
+  std::memcpy(w.name.data(), s.name.data(), std::min(s.name.size(), kWireName));
+  return w;
+}
+
+/// A peer's call, for the message: the name shortened to what travelled.
+CollectiveSignature from_wire(const WireSignature& w) {
+  CollectiveSignature s;
+  s.kind = static_cast<CollectiveKind>(w.kind);
+  s.reduce = static_cast<ReduceOp>(w.reduce);
+  s.dtype = static_cast<DType>(w.dtype);
+  s.root = w.root;
+  s.count = static_cast<std::size_t>(w.count);
+  s.name.assign(w.name.data(), std::min<std::size_t>(w.name_len, kWireName));
+  if (w.name_len > kWireName) s.name += "...";
+  return s;
+}
+
+// --- MPI types of our dtypes ------------------------------------------------
+
+/// A type of the element's size that MPI only moves (never reduces).
+MPI_Datatype carrier(DType t) {
+  switch (runtime::dtype_size(t)) {
+    case 1:
+      return MPI_UINT8_T;
+    case 2:
+      return MPI_UINT16_T;
+    case 4:
+      return MPI_UINT32_T;
+    default:
+      return MPI_UINT64_T;
+  }
+}
+
+/// Whether MPI's own operation computes what the in-process communicator
+/// does (Note [MPI communicators], step 2).
+bool native_reduction(DType t, ReduceOp op) {
+  if (t == DType::kFloat16 || t == DType::kBFloat16) return false;
+  if (t == DType::kUInt8 && op == ReduceOp::kAverage) return false;
+  return true;
+}
+
+MPI_Datatype native_type(DType t) {
+  switch (t) {
+    case DType::kFloat32:
+      return MPI_FLOAT;
+    case DType::kFloat64:
+      return MPI_DOUBLE;
+    case DType::kInt32:
+      return MPI_INT32_T;
+    case DType::kInt64:
+      return MPI_INT64_T;
+    default:
+      return MPI_UINT8_T;
+  }
+}
+
+MPI_Op native_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
+    default:
+      return MPI_SUM;  // kAverage: divided afterwards
+  }
+}
+
+// --- the progress thread ----------------------------------------------------
+
+enum class Failure { kNone, kMismatch, kTimeout, kAborted, kMpi };
+
+struct Posted {
+  CollectiveSignature signature;
+  std::byte* send = nullptr;
+  std::byte* recv = nullptr;
+  std::size_t send_bytes = 0, recv_bytes = 0;
+};
+
+struct Job {
+  Posted call;
+  std::function<void()> done;
+};
+
+/// What the communicator, its collectives (in streams and graphs) and its
+/// progress thread share.
+struct MpiState {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0, world = 1;
+  std::uint64_t id = 0;
+  CommunicatorOptions options;
+
+  std::mutex mutex;  // failure, message
+  Failure failure = Failure::kNone;
+  int mpi_code = 0;
+  std::string message;
+  std::atomic<bool> failed{false};
+  std::atomic<bool> request_left{false};  // a request still in flight: do not free `comm`
+
+  std::mutex queue_mutex;
+  std::condition_variable queue_cv;
+  std::deque<Job> jobs;
+  bool stop = false;
+  std::uint64_t next_seq = 0;  // the progress thread's only
+
+  void fail(Failure f, std::string why, int code = 0) {
+    {
+      std::lock_guard lock(mutex);
+      if (failure != Failure::kNone) return;  // first error wins
+      failure = f;
+      mpi_code = code;
+      message = std::move(why);
+      failed.store(true, std::memory_order_release);
+    }
+    if (f != Failure::kAborted)
+      STEPGRAPH_WARN(kCollectives, "MPI communicator {} rank {} failed: {}", id, rank, message);
+  }
+
+  void post(Job job) {
+    {
+      std::lock_guard lock(queue_mutex);
+      if (!stop) {
+        jobs.push_back(std::move(job));
+        queue_cv.notify_one();
+        return;
+      }
+    }
+    fail(Failure::kAborted,
+         fmt::format("CommunicatorAborted: a collective of MPI communicator {} rank {} ran after the communicator "
+                     "was destroyed",
+                     id, rank));
+    job.done();
+  }
+
+  void loop() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(queue_mutex);
+        queue_cv.wait(lock, [&] { return stop || !jobs.empty(); });
+        if (jobs.empty()) return;
+        job = std::move(jobs.front());
+        jobs.pop_front();
+      }
+      const std::uint64_t seq = next_seq++;
+      if (!failed.load(std::memory_order_acquire)) {
+        try {
+          run(seq, job.call);
+        } catch (const std::exception& e) {  // memory for the scratch buffers, mostly
+          fail(Failure::kAborted, fmt::format("CommunicatorAborted: collective #{} on rank {} of MPI communicator "
+                                              "{} failed: {}",
+                                              seq, rank, id, e.what()));
+        }
+      }
+      auto done = std::move(job.done);
+      done();
+    }
+  }
+
+  /// Polls `request` until it completes (true), or until a failure, an
+  /// abort or the deadline (false; the request stays in flight).
+  bool wait(MPI_Request& request, const char* phase, std::uint64_t seq, const CollectiveSignature& s) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + options.timeout;
+    for (;;) {
+      int flag = 0;
+      const int rc = MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) {
+        request_left.store(true);
+        fail(Failure::kMpi,
+             fmt::format("MpiError: MPI_Test {} collective #{} ({}) on rank {} of MPI communicator {}: {}", phase, seq,
+                         describe(s), rank, id, mpi_error_string(rc)),
+             rc);
+        return false;
+      }
+      if (flag) return true;
+      if (failed.load(std::memory_order_acquire)) {
+        request_left.store(true);
+        return false;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) {
+        request_left.store(true);
+        fail(Failure::kTimeout,
+             fmt::format("CollectiveTimeout: rank {} waited {} ms {} collective #{} ({}) of MPI communicator {}; a "
+                         "peer is missing, stuck, or issued fewer collectives",
+                         rank, options.timeout.count(), phase, seq, describe(s), id));
+        return false;
+      }
+      // MPI progresses inside MPI_Test: poll hot for the first 200 us (the
+      // latency of a small collective), then give the cores back.
+      if (now - start < std::chrono::microseconds(200))
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+  /// Starts an MPI call that fills `request`; false (the communicator
+  /// failed) if MPI refuses it.
+  bool started(int rc, const char* what, std::uint64_t seq, const CollectiveSignature& s) {
+    if (rc == MPI_SUCCESS) return true;
+    fail(Failure::kMpi,
+         fmt::format("MpiError: {} for collective #{} ({}) on rank {} of MPI communicator {}: {}", what, seq,
+                     describe(s), rank, id, mpi_error_string(rc)),
+         rc);
+    return false;
+  }
+
+  void run(std::uint64_t seq, const Posted& call) {
+    const CollectiveSignature& s = call.signature;
+    // 1. Signatures.
+    const WireSignature mine = to_wire(s);
+    std::vector<WireSignature> all(static_cast<std::size_t>(world));
+    MPI_Request req = MPI_REQUEST_NULL;
+    if (!started(MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, comm, &req),
+                 "MPI_Iallgather (signatures)", seq, s))
+      return;
+    if (!wait(req, "for its peers to reach", seq, s)) return;
+    for (int k = 1; k < world; ++k) {
+      if (!all[static_cast<std::size_t>(k)].same(all[0])) {
+        fail(Failure::kMismatch,
+             fmt::format("CollectiveMismatch at collective #{} of MPI communicator {} (rank {}'s id): rank 0 called "
+                         "{}, rank {} called {}. Every rank must issue the same collectives in the same order",
+                         seq, id, rank, describe(from_wire(all[0])), k,
+                         describe(from_wire(all[static_cast<std::size_t>(k)]))));
+        return;
+      }
+    }
+    // 2. Data.
+    const int n = static_cast<int>(s.count);  // implement() checked it fits
+    switch (s.kind) {
+      case CollectiveKind::kAllReduce: {
+        if (native_reduction(s.dtype, s.reduce)) {
+          const void* from = call.send == call.recv ? MPI_IN_PLACE : call.send;
+          if (!started(MPI_Iallreduce(from, call.recv, n, native_type(s.dtype), native_op(s.reduce), comm, &req),
+                       "MPI_Iallreduce", seq, s) ||
+              !wait(req, "for its peers to finish", seq, s))
+            return;
+          divide_if_average(s, call.recv);
+        } else {
+          std::vector<std::byte> inputs(call.send_bytes * static_cast<std::size_t>(world));
+          if (!started(MPI_Iallgather(call.send, n, carrier(s.dtype), inputs.data(), n, carrier(s.dtype), comm, &req),
+                       "MPI_Iallgather (inputs)", seq, s) ||
+              !wait(req, "for its peers to finish", seq, s))
+            return;
+          reduce_blocks(s, inputs.data(), call.send_bytes, call.recv);
+        }
+        return;
+      }
+      case CollectiveKind::kReduceScatter: {
+        if (native_reduction(s.dtype, s.reduce)) {
+          // The send range may hold the receive range (in place): MPI
+          // forbids aliased buffers, so the result goes through a copy.
+          const bool overlap = call.recv >= call.send && call.recv < call.send + call.send_bytes;
+          std::vector<std::byte> out(overlap ? call.recv_bytes : 0);
+          std::byte* to = overlap ? out.data() : call.recv;
+          if (!started(
+                  MPI_Ireduce_scatter_block(call.send, to, n, native_type(s.dtype), native_op(s.reduce), comm, &req),
+                  "MPI_Ireduce_scatter_block", seq, s) ||
+              !wait(req, "for its peers to finish", seq, s))
+            return;
+          if (overlap) std::memcpy(call.recv, out.data(), call.recv_bytes);
+          divide_if_average(s, call.recv);
+        } else {
+          std::vector<std::byte> inputs(call.recv_bytes * static_cast<std::size_t>(world));
+          if (!started(MPI_Ialltoall(call.send, n, carrier(s.dtype), inputs.data(), n, carrier(s.dtype), comm, &req),
+                       "MPI_Ialltoall (inputs)", seq, s) ||
+              !wait(req, "for its peers to finish", seq, s))
+            return;
+          reduce_blocks(s, inputs.data(), call.recv_bytes, call.recv);
+        }
+        return;
+      }
+      case CollectiveKind::kBroadcast:
+        if (!started(MPI_Ibcast(call.recv, n, carrier(s.dtype), s.root, comm, &req), "MPI_Ibcast", seq, s)) return;
+        (void)wait(req, "for its peers to finish", seq, s);
+        return;
+      case CollectiveKind::kAllGather: {
+        const bool in_place = call.send == call.recv + static_cast<std::size_t>(rank) * call.send_bytes;
+        const void* from = in_place ? MPI_IN_PLACE : call.send;
+        if (!started(MPI_Iallgather(from, n, carrier(s.dtype), call.recv, n, carrier(s.dtype), comm, &req),
+                     "MPI_Iallgather", seq, s))
+          return;
+        (void)wait(req, "for its peers to finish", seq, s);
+        return;
+      }
+    }
+  }
+
+  /// kAverage after MPI's sum: divided as the in-process reduction divides.
+  void divide_if_average(const CollectiveSignature& s, std::byte* data) const {
+    if (s.reduce != ReduceOp::kAverage) return;
+    const std::byte* src = data;
+    detail::reduce(s.dtype, ReduceOp::kAverage, std::span<const std::byte* const>(&src, 1),
+                   std::span<std::byte* const>(&data, 1), s.count, world);
+  }
+
+  /// Every rank's input, `block` bytes each, reduced in rank order into `to`.
+  void reduce_blocks(const CollectiveSignature& s, const std::byte* inputs, std::size_t block, std::byte* to) const {
+    std::vector<const std::byte*> src(static_cast<std::size_t>(world));
+    for (std::size_t k = 0; k < src.size(); ++k) src[k] = inputs + k * block;
+    detail::reduce(s.dtype, s.reduce, src, std::span<std::byte* const>(&to, 1), s.count, world);
+  }
+};
+
+/// Owns the progress thread and the MPI communicator; shared by the
+/// Communicator only, so that both go when it goes (not when the last graph
+/// holding a collective does).
+struct ProgressThread {
+  std::shared_ptr<MpiState> state;
+  std::thread thread;
+  ~ProgressThread() {
+    {
+      std::lock_guard lock(state->queue_mutex);
+      state->stop = true;
+      state->queue_cv.notify_all();
+    }
+    if (thread.joinable()) thread.join();  // work still queued runs first (or is skipped after a failure)
+    int finalized = 1;
+    if (MPI_Finalized(&finalized) != MPI_SUCCESS || finalized != 0) {
+      STEPGRAPH_WARN(kCollectives,
+                     "MPI communicator {} destroyed after MPI_Finalize; destroy communicators before "
+                     "the MpiSession ends",
+                     state->id);
+      return;
+    }
+    if (state->request_left.load()) {
+      // A collective request cannot be cancelled (MPI 3.1 section 5.12):
+      // freeing its communicator could let MPI touch it later; drop it.
+      STEPGRAPH_DEBUG(kCollectives, "MPI communicator {}: a request is still in flight; not freed", state->id);
+      return;
+    }
+    STEPGRAPH_MPI_CHECK_WARN(MPI_Comm_free(&state->comm));
+  }
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(std::shared_ptr<runtime::Backend> backend, int device, int rank, int world,
+                  CommunicatorOptions options, std::shared_ptr<ProgressThread> progress)
+      : Communicator(std::move(backend), device, rank, world, options), progress_(std::move(progress)) {}
+
+ protected:
+  void implement(const Call& call, runtime::CollectiveCall& out) override {
+    // MPI counts are int: one call moves at most INT_MAX elements per rank
+    // (the in-place exchange of 16-bit floats too: counted in elements).
+    STEPGRAPH_CHECK(call.signature.count <= static_cast<std::size_t>(std::numeric_limits<int>::max()), InvalidArgument,
+                    "{} on rank {} of MPI communicator {}: {} elements exceed MPI's int count; split the call",
+                    describe(call.signature), rank_, id_, call.signature.count);
+    out.host_start = [state = progress_->state, posted = Posted{call.signature, call.send, call.recv, call.send_bytes,
+                                                                call.recv_bytes}](std::function<void()> done) {
+      state->post(Job{posted, std::move(done)});
+    };
+  }
+  std::optional<std::string> impl_error() override {
+    auto& s = *progress_->state;
+    if (!s.failed.load(std::memory_order_acquire)) return std::nullopt;
+    std::lock_guard lock(s.mutex);
+    return s.message;
+  }
+  [[noreturn]] void throw_impl_error(const std::string& message) override {
+    Failure f;
+    int code;
+    {
+      std::lock_guard lock(progress_->state->mutex);
+      f = progress_->state->failure;
+      code = progress_->state->mpi_code;
+    }
+    switch (f) {
+      case Failure::kMismatch:
+        throw CollectiveMismatch(message);
+      case Failure::kTimeout:
+        throw CollectiveTimeout(message);
+      case Failure::kMpi:
+        throw MpiError(message, code);
+      default:
+        throw CommunicatorAborted(message);
+    }
+  }
+  void impl_abort(const std::string& reason) override {
+    progress_->state->fail(Failure::kAborted, fmt::format("CommunicatorAborted: rank {} aborted MPI communicator "
+                                                          "{}: {}",
+                                                          rank_, id_, reason));
+  }
+  bool impl_aborted() const override { return progress_->state->failed.load(std::memory_order_acquire); }
+  std::string_view impl_name() const override { return "mpi"; }
+
+ private:
+  std::shared_ptr<ProgressThread> progress_;
+};
+
+}  // namespace
+
+MpiSession::MpiSession() : MpiSession(nullptr, nullptr) {}
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int init = 0, fin = 0;
+  STEPGRAPH_MPI_CHECK(MPI_Initialized(&init));
+  STEPGRAPH_MPI_CHECK(MPI_Finalized(&fin));
+  STEPGRAPH_CHECK(fin == 0, InvalidState,
+                  "MpiSession: MPI was already finalised in this process; it cannot be "
+                  "initialised again (MPI allows one initialisation per process)");
+  if (init == 0) {
+    int provided = MPI_THREAD_SINGLE;
+    STEPGRAPH_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+    owns_ = true;
+  }
+  try {
+    require_thread_multiple("MpiSession");
+  } catch (...) {
+    if (owns_) STEPGRAPH_MPI_CHECK_WARN(MPI_Finalize());
+    throw;
+  }
+}
+
+MpiSession::~MpiSession() {
+  if (!owns_) return;
+  int fin = 0;
+  STEPGRAPH_MPI_CHECK_WARN(MPI_Finalized(&fin));
+  if (fin == 0) STEPGRAPH_MPI_CHECK_WARN(MPI_Finalize());
+}
+
+LaunchInfo mpi_launch_info() {
+  STEPGRAPH_CHECK(mpi_initialised(), InvalidState,
+                  "mpi_launch_info: MPI is not initialised; make an MpiSession first (or use detect_launch(), which "
+                  "needs no MPI)");
+  LaunchInfo info;
+  info.source = "mpi";
+  STEPGRAPH_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &info.rank));
+  STEPGRAPH_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &info.size));
+  MPI_Comm local = MPI_COMM_NULL;
+  STEPGRAPH_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
+  const int rc_rank = MPI_Comm_rank(local, &info.local_rank);
+  const int rc_size = MPI_Comm_size(local, &info.local_size);
+  STEPGRAPH_MPI_CHECK_WARN(MPI_Comm_free(&local));
+  STEPGRAPH_MPI_CHECK(rc_rank);
+  STEPGRAPH_MPI_CHECK(rc_size);
+  return info;
+}
+
+std::shared_ptr<Communicator> make_mpi_communicator(std::shared_ptr<runtime::Backend> host_backend, int device,
+                                                    CommunicatorOptions options) {
+  STEPGRAPH_CHECK(host_backend != nullptr, InvalidArgument, "make_mpi_communicator: no backend given");
+  STEPGRAPH_CHECK(host_backend->kind() == runtime::BackendKind::kHost, InvalidArgument,
+                  "make_mpi_communicator: the {} backend is not the host backend; MPI communicators move host "
+                  "memory (on cuda, use the NCCL communicator, collectives/nccl.h)",
+                  host_backend->name());
+  STEPGRAPH_CHECK(device >= 0 && device < host_backend->device_count(), InvalidArgument,
+                  "make_mpi_communicator: device {} does not exist (the backend has {} devices)", device,
+                  host_backend->device_count());
+  STEPGRAPH_CHECK(options.timeout.count() > 0, InvalidArgument,
+                  "make_mpi_communicator: the timeout must be positive (it is {} ms)", options.timeout.count());
+  STEPGRAPH_CHECK(mpi_initialised(), InvalidState,
+                  "make_mpi_communicator: MPI is not initialised; make an MpiSession first");
+  require_thread_multiple("make_mpi_communicator");
+  auto state = std::make_shared<MpiState>();
+  state->options = options;
+  STEPGRAPH_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &state->comm));
+  // Errors of this communicator's calls come back as codes (MpiError, a
+  // failed communicator), never end the process.
+  STEPGRAPH_MPI_CHECK(MPI_Comm_set_errhandler(state->comm, MPI_ERRORS_RETURN));
+  STEPGRAPH_MPI_CHECK(MPI_Comm_rank(state->comm, &state->rank));
+  STEPGRAPH_MPI_CHECK(MPI_Comm_size(state->comm, &state->world));
+  auto progress = std::make_shared<ProgressThread>();
+  progress->state = state;
+  auto comm =
+      std::make_shared<MpiCommunicator>(std::move(host_backend), device, state->rank, state->world, options, progress);
+  state->id = comm->id();
+  progress->thread = std::thread([state] { state->loop(); });
+  return comm;
+}
+
+}  // namespace stepgraph::collectives
