@@ -116,6 +116,7 @@ class Communicator : public runtime::CollectiveOps {
   /// Unique in the process; introspection's CollectiveInfo::communicator.
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
   [[nodiscard]] runtime::Backend& backend() const noexcept { return *backend_; }
+  [[nodiscard]] const std::shared_ptr<runtime::Backend>& backend_ptr() const noexcept { return backend_; }
   /// The communication stream (Note [One order on every rank]).
   [[nodiscard]] StreamRef stream() const noexcept { return stream_.ref(); }
 

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <vector>
 
+#include <stepgraph/collectives/communicator.h>
 #include <stepgraph/demo/mlp.h>
 
 namespace stepgraph::demo {
@@ -68,5 +69,28 @@ struct DataParallelReport {
 };
 
 [[nodiscard]] DataParallelReport run_data_parallel_demo(const DataParallelDemoOptions& options);
+
+/// Data-parallel across processes (`mpirun -np N stepgraph demo --ranks`):
+/// this process is rank comm->rank() of comm->world_size(), one device
+/// (comm->device() of comm->backend()), and trains on its shard of the
+/// global batch (options.shape.batch rows). `verify` is a second communicator
+/// of the same ranks, used eagerly after training to compare the ranks'
+/// parameters (the first serves captured graphs only). Every rank computes
+/// the same report; the bound is the in-process demo's.
+struct RanksReport {
+  int rank = 0;
+  int ranks = 0;
+  int global_batch = 0;
+  std::size_t buckets = 0;
+  double dp_vs_f64 = 0;
+  double single_f32_vs_f64 = 0;
+  double bound = 0;
+  double ranks_disagree = 0;  // max over elements of (max - min) over ranks: must be 0
+  double replay_median_us = 0;
+  float first_loss = 0, last_loss = 0;  // this rank's shard
+  [[nodiscard]] bool ok() const { return dp_vs_f64 <= bound && ranks_disagree == 0.0; }
+};
+[[nodiscard]] RanksReport run_ranks_demo(const DemoOptions& options, std::shared_ptr<collectives::Communicator> comm,
+                                         std::shared_ptr<collectives::Communicator> verify);
 
 }  // namespace stepgraph::demo
