@@ -100,4 +100,32 @@ struct NcclUniqueId {
                                                                    int device, const NcclUniqueId& id, int rank,
                                                                    int world_size, CommunicatorOptions options = {});
 
+// Note [NCCL bootstrap over MPI]
+//  1. The world size: MPI_Iallreduce of (size, -size) with MPI_MAX over a
+//     dup of MPI_COMM_WORLD gives the largest and smallest size any rank
+//     saw; a difference is InvalidArgument on every rank.
+//  2. The id: rank 0 calls nccl_unique_id() and MPI_Ibcast's it with a
+//     status word (0: an id follows; 1: rank 0 could not make one, so that
+//     the other ranks fail at once naming rank 0 instead of timing out).
+//     Each rank polls MPI_Test until options.timeout.
+//  3. make_nccl_communicator(cuda_backend, device, id, rank, size, options)
+//     (ncclCommInitRank: blocks until every rank has joined; NCCL has no
+//     deadline of its own there).
+// A request left in flight by a timeout cannot be cancelled (MPI forbids
+// MPI_Cancel on collectives): its MPI communicator is dropped, not freed.
+
+/// This process's rank of an NCCL communicator over every process of
+/// MPI_COMM_WORLD (Note [NCCL bootstrap over MPI]), on `device` of the cuda
+/// `cuda_backend`: rank and world size are MPI's; rank 0 makes the unique
+/// id and broadcasts it over MPI, then every rank calls
+/// make_nccl_communicator. Needs MPI initialised (an MpiSession alive;
+/// InvalidState otherwise). Every wait on MPI is bounded by
+/// options.timeout: an id that does not arrive is CollectiveTimeout naming
+/// the rank that waited. Ranks that disagree on the world size are
+/// InvalidArgument. Collective over MPI_COMM_WORLD: every process calls it,
+/// in the same order. Not during capture. Defined only in builds with both
+/// NCCL and MPI (`#if STEPGRAPH_HAVE_NCCL && STEPGRAPH_HAVE_MPI`).
+[[nodiscard]] std::shared_ptr<Communicator> make_nccl_communicator_over_mpi(
+    std::shared_ptr<runtime::Backend> cuda_backend, int device, CommunicatorOptions options = {});
+
 }  // namespace stepgraph::collectives
