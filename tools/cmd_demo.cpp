@@ -1,6 +1,8 @@
 // `stepgraph demo`: the main job. Trains the demo MLP twice from one seed,
 // eagerly and by graph replay, and compares the parameters bit for bit
 // (tools/demo/include/stepgraph/demo/mlp.h).
+#include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -31,6 +33,10 @@ struct DemoCliOptions {
   int devices = 1;
   bool no_buckets = false;
   bool ranks = false;
+  int deadline_ms = 0;
+  int fault_rank = -1;
+  int fault_step = 0;
+  std::string fault_kind = "kill";
 };
 
 /// `mpirun -np N stepgraph demo --ranks`: one rank per process, the MPI
@@ -55,7 +61,18 @@ int run_ranks_command(const DemoCliOptions& cli) {
     o.seed = cli.seed;
     o.shape.batch = cli.batch;
     o.learning_rate = cli.learning_rate;
-    r = demo::run_ranks_demo(o, comm, verify);
+    demo::RankFault fault;
+    fault.rank = cli.fault_rank;
+    fault.step = cli.fault_step;
+    fault.signal = cli.fault_kind == "stop" ? SIGSTOP : SIGKILL;
+    try {
+      r = demo::run_ranks_demo(o, comm, verify, std::chrono::milliseconds(cli.deadline_ms), fault);
+    } catch (const std::exception& e) {
+      // A peer may be stuck in a collective with this rank: end the whole
+      // job (MPI_Finalize would wait for it), so that every rank and
+      // mpirun return.
+      col::mpi_abort_job(3, fmt::format("rank {} failed: {}", launch.rank, e.what()));
+    }
   }
   if (r.rank == 0) {
     std::printf("stepgraph demo: data-parallel MLP across %d processes (MPI, %s), global batch %d (%d per rank)\n",
@@ -174,6 +191,12 @@ stepgraph::tools::Command demo_cmd{
           ->capture_default_str();
       app.add_flag("--ranks", o->ranks,
                    "data-parallel across processes: run under mpirun -np N, one rank per process (MPI communicator)");
+      app.add_option("--deadline-ms", o->deadline_ms, "with --ranks: the watchdog's deadline per replay (0: none)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--fault-rank", o->fault_rank, "with --ranks (tests): this rank fails at --fault-step");
+      app.add_option("--fault-step", o->fault_step, "with --ranks (tests): the step the fault happens at");
+      app.add_option("--fault", o->fault_kind, "with --ranks (tests): kill (the rank dies) or stop (SIGSTOP)")
+          ->check(CLI::IsMember({"kill", "stop"}));
       app.add_flag("--no-buckets", o->no_buckets, "with --devices: one AllReduce after backward instead of buckets");
       return [o]() -> int { return run_demo_command(*o); };
     }};

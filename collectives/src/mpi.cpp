@@ -1,6 +1,9 @@
 // The MPI communicator and session (Note [MPI communicators]).
 #include <stepgraph/collectives/mpi.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <mpi.h>
 
 #include <algorithm>
@@ -534,6 +537,13 @@ MpiSession::~MpiSession() {
   int fin = 0;
   STEPGRAPH_MPI_CHECK_WARN(MPI_Finalized(&fin));
   if (fin == 0) STEPGRAPH_MPI_CHECK_WARN(MPI_Finalize());
+}
+
+void mpi_abort_job(int code, const std::string& reason) {
+  std::fprintf(stderr, "stepgraph: aborting the MPI job (exit code %d): %s\n", code, reason.c_str());
+  std::fflush(stderr);
+  if (mpi_initialised()) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
 }
 
 LaunchInfo mpi_launch_info() {

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 
 #include <stepgraph/collectives/bucketer.h>
@@ -242,7 +243,8 @@ DataParallelReport run_data_parallel_demo(const DataParallelDemoOptions& options
 namespace stepgraph::demo {
 
 RanksReport run_ranks_demo(const DemoOptions& options, std::shared_ptr<col::Communicator> comm,
-                           std::shared_ptr<col::Communicator> verify) {
+                           std::shared_ptr<col::Communicator> verify, std::chrono::milliseconds deadline,
+                           RankFault fault) {
   STEPGRAPH_CHECK(comm && verify && comm->world_size() == verify->world_size() && comm->rank() == verify->rank(),
                   InvalidArgument, "demo --ranks: give two communicators of the same ranks");
   const int n = comm->world_size();
@@ -268,6 +270,7 @@ RanksReport run_ranks_demo(const DemoOptions& options, std::shared_ptr<col::Comm
   eo.warmup = options.warmup;
   eo.max_in_flight = options.max_in_flight;
   eo.collectives = comm;
+  eo.deadline = deadline;
   rt::StepExecutor executor(mlp_step_spec(shard), dp_step(shard, bucketers, comms, true), eo);
   const auto init = mlp_init_params(shard, options.seed);
   executor.write_state("params", init.data(), init.size() * sizeof(float));
@@ -284,6 +287,7 @@ RanksReport run_ranks_demo(const DemoOptions& options, std::shared_ptr<col::Comm
   std::vector<double> step_us;
   std::vector<float> losses;
   for (int s = 0; s < options.steps; ++s) {
+    if (fault.rank == rank && fault.step == s) std::raise(fault.signal);  // SIGSTOP: resumes only if continued
     mlp_make_batch(options.shape, options.seed, s, x, y);
     executor.set_learning_rate(mlp_learning_rate(options.learning_rate, s, options.steps));
     const auto t0 = std::chrono::steady_clock::now();

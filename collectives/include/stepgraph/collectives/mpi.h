@@ -96,6 +96,13 @@ class MpiSession {
 /// initialised (InvalidState otherwise); collective over MPI_COMM_WORLD.
 [[nodiscard]] LaunchInfo mpi_launch_info();
 
+/// Ends the whole job: MPI_Abort(MPI_COMM_WORLD, code) after printing
+/// `reason` to stderr. For a program (not a library) whose rank failed while
+/// its peers may be stuck in a collective with it: nothing finer exists in
+/// MPI to make every rank and mpirun return (MPI_Finalize would wait for
+/// the peers). Never returns.
+[[noreturn]] void mpi_abort_job(int code, const std::string& reason);
+
 /// This process's rank of a communicator over all processes of
 /// MPI_COMM_WORLD (a dup of it; rank and size are MPI's), on `device` of
 /// the host backend `host_backend` (Note [MPI communicators]). Needs MPI

@@ -17,6 +17,7 @@
 // Thread-safety: reentrant; each call owns its executors.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <vector>
 
@@ -90,7 +91,17 @@ struct RanksReport {
   float first_loss = 0, last_loss = 0;  // this rank's shard
   [[nodiscard]] bool ok() const { return dp_vs_f64 <= bound && ranks_disagree == 0.0; }
 };
+/// A fault injected into the demo across processes (tests of issue 16's
+/// failure rules): rank `rank` raises `signal` (SIGKILL: dies; SIGSTOP:
+/// stops answering) on itself right before step `step`.
+struct RankFault {
+  int rank = -1;  // -1: none
+  int step = 0;
+  int signal = 0;
+};
+/// `deadline`: the executor's watchdog per replay (0: none).
 [[nodiscard]] RanksReport run_ranks_demo(const DemoOptions& options, std::shared_ptr<collectives::Communicator> comm,
-                                         std::shared_ptr<collectives::Communicator> verify);
+                                         std::shared_ptr<collectives::Communicator> verify,
+                                         std::chrono::milliseconds deadline = {}, RankFault fault = {});
 
 }  // namespace stepgraph::demo
