@@ -41,19 +41,12 @@
 #include <stepgraph/collectives/nccl.h>
 #endif
 
+#include "bench_main.h"
+
 namespace rt = stepgraph::runtime;
 namespace sc = stepgraph::collectives;
 
 namespace {
-
-void set_bandwidth(benchmark::State& state, int ranks, std::size_t bytes) {
-  const double gb = static_cast<double>(bytes) / 1e9;
-  const double factor = 2.0 * (ranks - 1) / ranks;
-  state.counters["algbw"] = benchmark::Counter(gb, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["busbw"] = benchmark::Counter(gb * factor, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["ranks"] = ranks;
-  state.counters["bytes"] = static_cast<double>(bytes);
-}
 
 /// A host backend of `ranks` devices and its in-process group, made once per
 /// rank count (making them is not what is measured).
@@ -95,7 +88,7 @@ void BM_Collectives_AllReduce(benchmark::State& state) {
     for (auto& c : g.comms) c->stream().synchronize();
   }
   for (auto& c : g.comms) c->check();
-  set_bandwidth(state, ranks, bytes);
+  sgbench::set_allreduce_bandwidth(state, ranks, bytes);
 }
 
 /// `n` persistent threads that each run `work(rank)` once per round; the
@@ -145,7 +138,7 @@ void BM_Collectives_MemcpyBaseline(benchmark::State& state) {
     benchmark::ClobberMemory();
   });
   for (auto _ : state) team.round();
-  set_bandwidth(state, ranks, bytes);
+  sgbench::set_allreduce_bandwidth(state, ranks, bytes);
 }
 
 void BM_Collectives_NcclAllReduce(benchmark::State& state) {
@@ -198,7 +191,7 @@ void BM_Collectives_NcclAllReduce(benchmark::State& state) {
     }
   }
   for (auto& c : comms) c->check();
-  set_bandwidth(state, ranks, bytes);
+  sgbench::set_allreduce_bandwidth(state, ranks, bytes);
 #else
   (void)ranks;
   (void)bytes;
@@ -282,20 +275,5 @@ int main(int argc, char** argv) {
 #else
   benchmark::AddCustomContext("nccl", "not built");
 #endif
-  // JSON by default (bench/ convention: results are kept as JSON).
-  std::vector<char*> args(argv, argv + argc);
-  std::string out_flag = "--benchmark_out=bm_collectives.json", fmt_flag = "--benchmark_out_format=json";
-  bool has_out = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]).rfind("--benchmark_out=", 0) == 0) has_out = true;
-  if (!has_out) {
-    args.push_back(out_flag.data());
-    args.push_back(fmt_flag.data());
-  }
-  int n = static_cast<int>(args.size());
-  benchmark::Initialize(&n, args.data());
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return sgbench::run_with_json_default(argc, argv, "bm_collectives.json", register_all);
 }

@@ -38,6 +38,8 @@
 #include <stepgraph/collectives/mpi.h>
 #include <stepgraph/runtime/backend.h>
 
+#include "bench_main.h"
+
 namespace rt = stepgraph::runtime;
 namespace sc = stepgraph::collectives;
 
@@ -46,15 +48,6 @@ namespace {
 int g_world = 1;
 std::shared_ptr<rt::Backend> g_backend;
 std::shared_ptr<sc::Communicator> g_comm;
-
-void set_bandwidth(benchmark::State& state, std::size_t bytes) {
-  const double gb = static_cast<double>(bytes) / 1e9;
-  const double factor = 2.0 * (g_world - 1) / g_world;
-  state.counters["algbw"] = benchmark::Counter(gb, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["busbw"] = benchmark::Counter(gb * factor, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["ranks"] = g_world;
-  state.counters["bytes"] = static_cast<double>(bytes);
-}
 
 void BM_Mpi_OurAllReduce(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
@@ -70,7 +63,7 @@ void BM_Mpi_OurAllReduce(benchmark::State& state) {
     c.stream().synchronize();
   }
   c.check();
-  set_bandwidth(state, bytes);
+  sgbench::set_allreduce_bandwidth(state, g_world, bytes);
 }
 
 void BM_Mpi_RawAllReduce(benchmark::State& state) {
@@ -91,7 +84,7 @@ void BM_Mpi_RawAllReduce(benchmark::State& state) {
       break;
     }
   }
-  set_bandwidth(state, bytes);
+  sgbench::set_allreduce_bandwidth(state, g_world, bytes);
 }
 
 /// Raw MPI_Iallreduce + MPI_Wait from the benchmark's thread: separates the
@@ -108,7 +101,7 @@ void BM_Mpi_RawIallreduce(benchmark::State& state) {
     MPI_Iallreduce(MPI_IN_PLACE, buf.data(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
     MPI_Wait(&req, MPI_STATUS_IGNORE);
   }
-  set_bandwidth(state, bytes);
+  sgbench::set_allreduce_bandwidth(state, g_world, bytes);
 }
 
 /// Ours and raw alternate size by size, with the same fixed iteration

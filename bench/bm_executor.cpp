@@ -45,6 +45,8 @@
 #include <stepgraph/runtime/backend.h>
 #include <stepgraph/runtime/executor.h>
 
+#include "bench_main.h"
+
 namespace rt = stepgraph::runtime;
 namespace demo = stepgraph::demo;
 
@@ -442,20 +444,5 @@ int main(int argc, char** argv) {
     auto cuda = rt::Backend::create(rt::BackendKind::kCuda);
     benchmark::AddCustomContext("cuda_device", cuda->device(0).name);
   }
-  // JSON by default (bench/ convention: results are kept as JSON).
-  std::vector<char*> args(argv, argv + argc);
-  std::string out_flag = "--benchmark_out=bm_executor.json", fmt_flag = "--benchmark_out_format=json";
-  bool has_out = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]).rfind("--benchmark_out=", 0) == 0) has_out = true;
-  if (!has_out) {
-    args.push_back(out_flag.data());
-    args.push_back(fmt_flag.data());
-  }
-  int n = static_cast<int>(args.size());
-  benchmark::Initialize(&n, args.data());
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return sgbench::run_with_json_default(argc, argv, "bm_executor.json", register_all);
 }

@@ -16,6 +16,7 @@
 #include <stepgraph/collectives/mpi.h>
 #include <stepgraph/runtime/backend.h>
 
+#include "elements.h"
 #include "expect_throw.h"
 
 namespace {
@@ -24,6 +25,8 @@ using namespace stepgraph;
 using namespace stepgraph::runtime;
 using namespace stepgraph::collectives;
 using Clock = std::chrono::steady_clock;
+using sgtest::elements::decode;
+using sgtest::elements::encode;
 
 /// One host device per process, shared by the tests of this process.
 std::shared_ptr<Backend> backend() {
@@ -42,55 +45,6 @@ std::shared_ptr<Backend> backend() {
 double input_value(DType t, int r, std::size_t i) {
   const int k = static_cast<int>((i * 7 + static_cast<std::size_t>(r) * 13) % 129) - 64;
   return t == DType::kInt64 ? static_cast<double>(k * 1000 + r) : k / 64.0;
-}
-
-void encode(DType t, std::byte* p, double v) {
-  switch (t) {
-    case DType::kFloat32: {
-      const auto f = static_cast<float>(v);
-      std::memcpy(p, &f, 4);
-      return;
-    }
-    case DType::kInt64: {
-      const auto i = static_cast<std::int64_t>(v);
-      std::memcpy(p, &i, 8);
-      return;
-    }
-    default: {  // float16, for k/64 (normal or zero): no rounding needed
-      const float f = static_cast<float>(v);
-      std::uint32_t bits;
-      std::memcpy(&bits, &f, 4);
-      std::uint16_t out = static_cast<std::uint16_t>((bits >> 16) & 0x8000);
-      if (f != 0.0f) {
-        const int exp = static_cast<int>((bits >> 23) & 0xff) - 127;
-        out = static_cast<std::uint16_t>(out | ((exp + 15) << 10) | ((bits >> 13) & 0x3ff));
-      }
-      std::memcpy(p, &out, 2);
-      return;
-    }
-  }
-}
-
-double decode(DType t, const std::byte* p) {
-  switch (t) {
-    case DType::kFloat32: {
-      float v;
-      std::memcpy(&v, p, 4);
-      return v;
-    }
-    case DType::kInt64: {
-      std::int64_t v;
-      std::memcpy(&v, p, 8);
-      return static_cast<double>(v);
-    }
-    default: {
-      std::uint16_t h;
-      std::memcpy(&h, p, 2);
-      const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-      const double v = e == 0 ? std::ldexp(m, -24) : std::ldexp(1024 + m, e - 25);
-      return (h & 0x8000) ? -v : v;
-    }
-  }
 }
 
 struct World {
