@@ -159,22 +159,24 @@ void Communicator::check_overlap(const char* what, const Call& c, std::size_t in
 }
 
 void Communicator::enqueue(StreamRef stream, Call call, std::vector<runtime::BufferAccess> accesses) {
-  const std::string what = describe(call.signature);
-  STEPGRAPH_CHECK(stream.valid(), InvalidArgument, "{} on rank {} of communicator {}: the stream handle is empty", what,
-                  rank_, id_);
+  // Formatted only when a check fails (STEPGRAPH_CHECK evaluates its
+  // message arguments then): not on every call.
+  const auto what = [&call] { return describe(call.signature); };
+  STEPGRAPH_CHECK(stream.valid(), InvalidArgument, "{} on rank {} of communicator {}: the stream handle is empty",
+                  what(), rank_, id_);
   STEPGRAPH_CHECK(stream.device() == device_, InvalidArgument,
-                  "{} on rank {} of communicator {}: the stream is on device {} but this rank's device is {}", what,
+                  "{} on rank {} of communicator {}: the stream is on device {} but this rank's device is {}", what(),
                   rank_, id_, stream.device(), device_);
   if (impl_aborted() || impl_error()) check();
   STEPGRAPH_CHECK(!aborted(), collectives::CommunicatorAborted,
-                  "{} on rank {} of communicator {}: the communicator was aborted; make a new one", what, rank_, id_);
+                  "{} on rank {} of communicator {}: the communicator was aborted; make a new one", what(), rank_, id_);
   std::lock_guard lock(mutex_);
   const bool capturing = stream.capture_status() != runtime::CaptureStatus::kNone;
   STEPGRAPH_CHECK(capturing || !captured_, InvalidState,
                   "{} on rank {} of communicator {}: an eager collective on a communicator whose collectives were "
                   "captured; eager and captured collectives must not be mixed on one communicator (NCCL deadlocks; "
                   "Note [Eager and captured collectives]): run eager steps on a communicator of their own",
-                  what, rank_, id_);
+                  what(), rank_, id_);
   runtime::CollectiveCall out;
   out.name = call.signature.name;
   out.info.op = std::string(graph_op_name(call.signature.kind));
