@@ -9,12 +9,18 @@
 #include <string>
 
 #include <stepgraph/collectives/launch.h>
+#include <stepgraph/collectives/local_device.h>
 #include <stepgraph/demo/data_parallel.h>
 #if STEPGRAPH_HAVE_MPI
 #include <stepgraph/collectives/mpi.h>
 #endif
+#if STEPGRAPH_HAVE_NCCL
+#include <stepgraph/collectives/nccl.h>
+#endif
+#include <stepgraph/core/error.h>
 #include <stepgraph/demo/mlp.h>
 #include <stepgraph/runtime/backend.h>
+#include <stepgraph/topology/topology.h>
 
 #include "command.h"
 
@@ -47,15 +53,37 @@ int run_ranks_command(const DemoCliOptions& cli) {
   namespace col = stepgraph::collectives;
   col::MpiSession session;
   const col::LaunchInfo launch = col::mpi_launch_info();
+  const bool cuda = cli.backend == "cuda";
+  if (cli.backend != "auto" && cli.backend != "host" && !cuda)
+    throw stepgraph::InvalidArgument(fmt::format("demo --ranks: unknown backend '{}' (host or cuda)", cli.backend));
+  // One device per process, and the process bound near it (Note [One
+  // device per local rank]); every local rank computes the same plan.
+  const col::LocalDevice dev = col::mpi_choose_local_device(stepgraph::topology::Topology::live(),
+                                                            cuda ? col::DeviceKind::kGpu : col::DeviceKind::kHost);
+  const stepgraph::topology::CpuSet bound = col::bind_process(dev);
+  std::printf("rank %d (local %d of %d): %s; cpus %s\n", launch.rank, launch.local_rank, launch.local_size,
+              dev.reason.c_str(), bound.empty() ? "unchanged" : bound.to_string().c_str());
+  std::fflush(stdout);
   rt::BackendOptions bo;
   bo.host_devices = 1;
-  auto backend = rt::Backend::create("host", bo);
+  bo.bind_workers = false;  // the process is bound already
+  auto backend = rt::Backend::create(cuda ? "cuda" : "host", bo);
   demo::RanksReport r;
   {
-    auto comm = col::make_mpi_communicator(backend, 0);
-    auto verify = col::make_mpi_communicator(backend, 0);
+    std::shared_ptr<col::Communicator> comm, verify;
+    if (cuda) {
+#if STEPGRAPH_HAVE_NCCL
+      comm = col::make_nccl_communicator_over_mpi(backend, dev.cuda_device);
+      verify = col::make_nccl_communicator_over_mpi(backend, dev.cuda_device);
+#else
+      throw stepgraph::InvalidState("demo --ranks --backend cuda: this build has no NCCL");
+#endif
+    } else {
+      comm = col::make_mpi_communicator(backend, 0);
+      verify = col::make_mpi_communicator(backend, 0);
+    }
     demo::DemoOptions o;
-    o.backend = "host";
+    o.backend = cuda ? "cuda" : "host";
     o.steps = cli.steps;
     o.warmup = cli.warmup;
     o.seed = cli.seed;
@@ -75,8 +103,11 @@ int run_ranks_command(const DemoCliOptions& cli) {
     }
   }
   if (r.rank == 0) {
-    std::printf("stepgraph demo: data-parallel MLP across %d processes (MPI, %s), global batch %d (%d per rank)\n",
-                r.ranks, launch.source.c_str(), r.global_batch, r.global_batch / r.ranks);
+    std::printf(
+        "stepgraph demo: data-parallel MLP across %d processes (%s, launch info from %s), global batch %d "
+        "(%d per rank)\n",
+        r.ranks, cuda ? "cuda backend, NCCL bootstrapped over MPI" : "host backend, MPI", launch.source.c_str(),
+        r.global_batch, r.global_batch / r.ranks);
     std::printf("  gradient AllReduce %zu bucket(s), overlapped with backward, captured in each rank's graph\n",
                 r.buckets);
     std::printf("  median step time   %.1f us (rank 0, replayed)\n", r.replay_median_us);

@@ -15,8 +15,10 @@
 #include <limits>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include <stepgraph/core/log.h>
+#include <stepgraph/topology/live.h>
 
 #include "reduce.h"
 
@@ -561,7 +563,60 @@ LaunchInfo mpi_launch_info() {
   STEPGRAPH_MPI_CHECK_WARN(MPI_Comm_free(&local));
   STEPGRAPH_MPI_CHECK(rc_rank);
   STEPGRAPH_MPI_CHECK(rc_size);
+  // Every rank's launcher environment must agree with MPI: ranks started by
+  // different launches (an MPMD line with different -np, a copied
+  // environment) would otherwise bootstrap NCCL or pick devices with a
+  // wrong world. Gathered, so every rank finds the same disagreement.
+  std::array<int, 3> mine{-1, -1, 0};  // env rank, env size, 1 if malformed
+  try {
+    const LaunchInfo env = detect_launch();
+    if (env.source != "none") mine = {env.rank, env.size, 0};
+  } catch (const InvalidArgument&) {
+    mine[2] = 1;
+  }
+  std::vector<int> all(static_cast<std::size_t>(info.size) * 3);
+  STEPGRAPH_MPI_CHECK(MPI_Allgather(mine.data(), 3, MPI_INT, all.data(), 3, MPI_INT, MPI_COMM_WORLD));
+  for (int r = 0; r < info.size; ++r) {
+    const int* v = &all[static_cast<std::size_t>(r) * 3];
+    STEPGRAPH_CHECK(v[2] == 0, InvalidArgument,
+                    "mpi_launch_info: rank {}'s launcher environment is malformed (detect_launch() fails there); "
+                    "every rank stops",
+                    r);
+    STEPGRAPH_CHECK(v[0] < 0 || (v[0] == r && v[1] == info.size), InvalidArgument,
+                    "mpi_launch_info: MPI says rank {} of {}, but that process's launcher environment says rank {} "
+                    "of {}: the ranks disagree on the world size (processes of different launches, or a copied "
+                    "environment); start every rank from one mpirun/srun",
+                    r, info.size, v[0], v[1]);
+  }
   return info;
+}
+
+LocalDevice mpi_choose_local_device(const topology::Topology& topo, DeviceKind kind) {
+  STEPGRAPH_CHECK(mpi_initialised(), InvalidState, "mpi_choose_local_device: MPI is not initialised");
+  MPI_Comm local = MPI_COMM_NULL;
+  STEPGRAPH_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
+  struct FreeComm {
+    MPI_Comm* c;
+    ~FreeComm() { STEPGRAPH_MPI_CHECK_WARN(MPI_Comm_free(c)); }
+  } free_local{&local};
+  int local_rank = 0, local_size = 1;
+  STEPGRAPH_MPI_CHECK(MPI_Comm_rank(local, &local_rank));
+  STEPGRAPH_MPI_CHECK(MPI_Comm_size(local, &local_size));
+  const topology::CpuSet binding = topology::LiveMachine::get().current_binding();
+  const int count = static_cast<int>(binding.pus.size());
+  std::vector<int> counts(static_cast<std::size_t>(local_size));
+  STEPGRAPH_MPI_CHECK(MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, local));
+  std::vector<int> displs(counts.size(), 0);
+  for (std::size_t r = 1; r < counts.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
+  std::vector<int> pus(static_cast<std::size_t>(displs.back() + counts.back()));
+  STEPGRAPH_MPI_CHECK(
+      MPI_Allgatherv(binding.pus.data(), count, MPI_INT, pus.data(), counts.data(), displs.data(), MPI_INT, local));
+  std::vector<topology::CpuSet> bindings(counts.size());
+  for (std::size_t r = 0; r < counts.size(); ++r)
+    bindings[r].pus.assign(pus.begin() + displs[r], pus.begin() + displs[r] + counts[r]);
+  // Every local rank computes the same assignment; an error (too few GPUs)
+  // is raised alike on each.
+  return assign_local_devices(topo, bindings, kind)[static_cast<std::size_t>(local_rank)];
 }
 
 std::shared_ptr<Communicator> make_mpi_communicator(std::shared_ptr<runtime::Backend> host_backend, int device,

@@ -9,12 +9,17 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <thread>
+
+#include <fmt/format.h>
 
 #include <stepgraph/collectives/launch.h>
 #include <stepgraph/collectives/mpi.h>
 #include <stepgraph/runtime/backend.h>
+#include <stepgraph/topology/topology.h>
 
 #include "elements.h"
 #include "expect_throw.h"
@@ -323,6 +328,42 @@ TEST(MpiCommunicator, DetectLaunchAgreesWithMpi) {
   EXPECT_EQ(env.size, mpi.size);
   EXPECT_EQ(env.local_rank, mpi.local_rank);
   EXPECT_EQ(env.local_size, mpi.local_size);
+}
+
+TEST(MpiCommunicator, ALauncherEnvironmentDisagreeingWithMpiFailsOnEveryRank) {
+  // The last rank believes the world is one larger (a process of another
+  // launch): every rank, not only that one, must refuse.
+  const LaunchInfo mpi = mpi_launch_info();
+  const char* old = std::getenv("OMPI_COMM_WORLD_SIZE");
+  const std::string saved = old ? old : "";
+  if (mpi.rank == mpi.size - 1) ::setenv("OMPI_COMM_WORLD_SIZE", std::to_string(mpi.size + 1).c_str(), 1);
+  sgtest::expect_throw_with<InvalidArgument>([] { (void)mpi_launch_info(); },
+                                             {fmt::format("rank {} of {}", mpi.size - 1, mpi.size + 1)});
+  if (old)
+    ::setenv("OMPI_COMM_WORLD_SIZE", saved.c_str(), 1);
+  else
+    ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  EXPECT_NO_THROW((void)mpi_launch_info());
+}
+
+TEST(MpiCommunicator, EveryLocalRankGetsItsOwnPlanOfTheSameAssignment) {
+  // Each local rank's device, computed from the gathered bindings, is the
+  // one the whole assignment gives it (kHost here: no GPU on this machine).
+  const LaunchInfo mpi = mpi_launch_info();
+  const auto& live = topology::Topology::live();
+  const LocalDevice mine = mpi_choose_local_device(live, DeviceKind::kHost);
+  EXPECT_EQ(mine.local_rank, mpi.local_rank);
+  EXPECT_EQ(mine.gpu, -1);
+  EXPECT_GE(mine.numa_node, 0);
+  // Unbound ranks (--bind-to none) spread over the NUMA nodes.
+  EXPECT_EQ(mine.numa_node, static_cast<int>(static_cast<std::size_t>(mpi.local_rank) % live.numa_count()));
+  if (live.gpu_count() == 0) {
+    sgtest::expect_throw_with<InvalidArgument>([&] { (void)mpi_choose_local_device(live, DeviceKind::kGpu); },
+                                               {"has no GPU"});
+  } else if (live.gpu_count() < static_cast<std::size_t>(mpi.local_size)) {
+    sgtest::expect_throw_with<InvalidArgument>([&] { (void)mpi_choose_local_device(live, DeviceKind::kGpu); },
+                                               {fmt::format("{} local rank(s)", mpi.local_size)});
+  }
 }
 
 TEST(MpiCommunicator, AMissingPeerIsATimeoutWithinItsBound) {

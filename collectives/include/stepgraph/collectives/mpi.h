@@ -65,6 +65,7 @@
 
 #include <stepgraph/collectives/communicator.h>
 #include <stepgraph/collectives/launch.h>
+#include <stepgraph/collectives/local_device.h>
 
 namespace stepgraph::collectives {
 
@@ -94,7 +95,16 @@ class MpiSession {
 /// rank and size among the processes sharing its memory
 /// (MPI_Comm_split_type with MPI_COMM_TYPE_SHARED). Source "mpi". Needs MPI
 /// initialised (InvalidState otherwise); collective over MPI_COMM_WORLD.
+/// Where the launcher's environment (detect_launch()) names a rank and size
+/// that differ from MPI's on any rank, every rank throws InvalidArgument
+/// naming that rank and both views.
 [[nodiscard]] LaunchInfo mpi_launch_info();
+
+/// This process's device and binding (Note [One device per local rank]),
+/// from every local rank's current CPU binding gathered over
+/// MPI_COMM_TYPE_SHARED. Collective over MPI_COMM_WORLD. Does not bind:
+/// pass the result to bind_process().
+[[nodiscard]] LocalDevice mpi_choose_local_device(const topology::Topology& topo, DeviceKind kind);
 
 /// Ends the whole job: MPI_Abort(MPI_COMM_WORLD, code) after printing
 /// `reason` to stderr. For a program (not a library) whose rank failed while
