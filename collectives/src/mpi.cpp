@@ -351,6 +351,11 @@ struct MpiState {
     const int n = static_cast<int>(s.count);  // implement() checked it fits
     switch (s.kind) {
       case CollectiveKind::kAllReduce: {
+        if (native_reduction(s.dtype, s.reduce) && use_ring(s)) {
+          if (call.send != call.recv) std::memcpy(call.recv, call.send, call.send_bytes);
+          (void)ring_all_reduce(seq, s, call.recv);
+          return;
+        }
         if (native_reduction(s.dtype, s.reduce)) {
           const void* from = call.send == call.recv ? MPI_IN_PLACE : call.send;
           if (!started(MPI_Iallreduce(from, call.recv, n, native_type(s.dtype), native_op(s.reduce), comm, &req),
@@ -406,6 +411,183 @@ struct MpiState {
         return;
       }
     }
+  }
+
+  // --- Note [Segmented ring AllReduce over MPI] -----------------------------
+  // Open MPI's non-blocking MPI_Iallreduce (libnbc) costs about twice the
+  // blocking MPI_Allreduce at >= 1 MiB (docs/collectives.md), and a blocking
+  // call cannot be abandoned at a deadline. So large AllReduces run our own
+  // ring over MPI_Isend/MPI_Irecv, every wait polled against the deadline:
+  // the buffer is cut into `world` chunks, chunk c = elements [c·N/p,
+  // (c+1)·N/p); steps t = 0 … 2p−3 send chunk (rank − t) mod p to the right
+  // and receive chunk (rank − t − 1) mod p from the left — steps 0 … p−2
+  // reduce what arrives into the chunk (reduce-scatter: after them this
+  // rank holds the full reduction of chunk rank+1), steps p−1 … 2p−3
+  // receive it in place (all-gather). Each chunk is cut into segments
+  // (kRingSegmentBytes), and each segment moves on by itself: segment k of
+  // step t is sent as soon as segment k of step t−1 has arrived and been
+  // reduced, so transfer and reduction overlap along the ring. An
+  // all-gather receive into a segment waits until the reduce-scatter send
+  // that read it has completed. One scratch chunk per communicator holds
+  // the reduce-scatter's incoming segments. kAverage divides on the last
+  // reduce-scatter step (the owner divides its chunk once; the all-gather
+  // spreads the quotient). Every rank ends with the same bits; for 2 ranks
+  // a + b is the in-process result exactly; over 3 or more ranks the float
+  // sum's order is the ring's, not rank order (as MPI's own was).
+  // Used where the reduction is MPI-native and the message is at least
+  // kRingMinBytes (below, the latency of MPI_Iallreduce's recursive
+  // doubling wins), and the tags fit MPI_TAG_UB.
+  static constexpr std::size_t kRingMinBytes = std::size_t{256} << 10;
+  static constexpr std::size_t kRingSegmentBytes = std::size_t{256} << 10;
+  std::vector<std::byte> ring_scratch;
+
+  bool use_ring(const CollectiveSignature& s) const {
+    const std::size_t bytes = s.count * runtime::dtype_size(s.dtype);
+    if (world < 2 || bytes < kRingMinBytes || s.count < static_cast<std::size_t>(world)) return false;
+    const std::size_t chunk = (bytes + static_cast<std::size_t>(world) - 1) / static_cast<std::size_t>(world);
+    const std::size_t segments = (chunk + kRingSegmentBytes - 1) / kRingSegmentBytes;
+    return (2 * static_cast<std::size_t>(world) - 2) * segments < 32767;  // MPI_TAG_UB is at least 32767
+  }
+
+  bool ring_all_reduce(std::uint64_t seq, const CollectiveSignature& s, std::byte* data) {
+    const std::size_t p = static_cast<std::size_t>(world), esz = runtime::dtype_size(s.dtype);
+    const std::size_t me = static_cast<std::size_t>(rank);
+    const int right = static_cast<int>((me + 1) % p), left = static_cast<int>((me + p - 1) % p);
+    auto chunk_begin = [&](std::size_t c) { return c * s.count / p; };
+    const std::size_t seg = std::max<std::size_t>(1, kRingSegmentBytes / esz);
+    std::size_t max_chunk = 0;
+    for (std::size_t c = 0; c < p; ++c) max_chunk = std::max(max_chunk, chunk_begin(c + 1) - chunk_begin(c));
+    const std::size_t segments = (max_chunk + seg - 1) / seg, steps = 2 * p - 2;
+    if (ring_scratch.size() < max_chunk * esz) ring_scratch.resize(max_chunk * esz);
+    // Segment k of chunk c: elements [lo, hi), empty past the chunk's end.
+    auto seg_range = [&](std::size_t c, std::size_t k) {
+      const std::size_t b = chunk_begin(c), e = chunk_begin(c + 1);
+      return std::pair<std::size_t, std::size_t>{std::min(e, b + k * seg), std::min(e, b + (k + 1) * seg)};
+    };
+    auto send_chunk = [&](std::size_t t) { return (me + 2 * p - t % p) % p; };
+    auto recv_chunk = [&](std::size_t t) { return (me + 2 * p - t % p - 1) % p; };
+
+    struct Pending {
+      bool send;
+      std::size_t t, k;
+    };
+    std::vector<MPI_Request> reqs;
+    std::vector<Pending> meta;
+    std::vector<char> send_done(steps * segments, 0);
+    std::vector<std::size_t> step_of(segments, 0);  // per segment: the step whose receive is pending or next
+    std::vector<char> blocked(segments, 0);         // that receive waits for a send to complete
+    std::size_t outstanding = 0;
+
+    auto post = [&](bool send, std::size_t t, std::size_t k, std::byte* at, std::size_t bytes) {
+      MPI_Request r = MPI_REQUEST_NULL;
+      const int tag = static_cast<int>(t * segments + k), n = static_cast<int>(bytes);
+      const int rc =
+          send ? MPI_Isend(at, n, MPI_BYTE, right, tag, comm, &r) : MPI_Irecv(at, n, MPI_BYTE, left, tag, comm, &r);
+      if (!started(rc, send ? "MPI_Isend (ring)" : "MPI_Irecv (ring)", seq, s)) return false;
+      reqs.push_back(r);
+      meta.push_back({send, t, k});
+      ++outstanding;
+      return true;
+    };
+    auto post_send = [&](std::size_t t, std::size_t k) {
+      const auto [lo, hi] = seg_range(send_chunk(t), k);
+      if (lo == hi) {
+        send_done[t * segments + k] = 1;
+        return true;
+      }
+      return post(true, t, k, data + lo * esz, (hi - lo) * esz);
+    };
+    // Posts segment k's next receive, unless an all-gather receive must
+    // wait for the reduce-scatter send that reads the same memory.
+    auto advance = [&](std::size_t k) {
+      for (;;) {
+        const std::size_t t = step_of[k];
+        if (t >= steps) return true;
+        blocked[k] = t >= p - 1 && !send_done[(t + 1 - p) * segments + k];
+        if (blocked[k]) return true;
+        const std::size_t c = recv_chunk(t);
+        const auto [lo, hi] = seg_range(c, k);
+        if (lo < hi) {
+          std::byte* to = t < p - 1 ? ring_scratch.data() + (lo - chunk_begin(c)) * esz : data + lo * esz;
+          return post(false, t, k, to, (hi - lo) * esz);
+        }
+        if (t + 1 < steps && !post_send(t + 1, k)) return false;  // nothing arrives, nothing to pass on
+        step_of[k] = t + 1;
+      }
+    };
+    auto arrived = [&](std::size_t t, std::size_t k) {
+      if (t < p - 1) {
+        const std::size_t c = recv_chunk(t);
+        const auto [lo, hi] = seg_range(c, k);
+        std::byte* mine = data + lo * esz;
+        const std::byte* src[2] = {mine, ring_scratch.data() + (lo - chunk_begin(c)) * esz};
+        const bool last = t == p - 2;
+        const ReduceOp op = s.reduce == ReduceOp::kAverage && !last ? ReduceOp::kSum : s.reduce;
+        detail::reduce(s.dtype, op, std::span<const std::byte* const>(src, 2), std::span<std::byte* const>(&mine, 1),
+                       hi - lo, world);
+      }
+      if (t + 1 < steps && !post_send(t + 1, k)) return false;
+      step_of[k] = t + 1;
+      return advance(k);
+    };
+
+    for (std::size_t k = 0; k < segments; ++k)
+      if (!post_send(0, k) || !advance(k)) return false;
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + options.timeout;
+    std::vector<int> done;
+    while (outstanding > 0) {
+      done.resize(reqs.size());
+      int count = 0;
+      const int rc = MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &count, done.data(), MPI_STATUSES_IGNORE);
+      if (rc != MPI_SUCCESS) {
+        request_left.store(true);
+        fail(Failure::kMpi,
+             fmt::format("MpiError: MPI_Testsome in the ring of collective #{} ({}) on rank {} of MPI communicator "
+                         "{}: {}",
+                         seq, describe(s), rank, id, mpi_error_string(rc)),
+             rc);
+        return false;
+      }
+      if (count == MPI_UNDEFINED) count = 0;
+      for (int i = 0; i < count; ++i) {
+        const Pending m = meta[static_cast<std::size_t>(done[static_cast<std::size_t>(i)])];
+        --outstanding;
+        if (m.send) {
+          send_done[m.t * segments + m.k] = 1;
+          if (blocked[m.k] && !advance(m.k)) return false;
+        } else if (!arrived(m.t, m.k)) {
+          return false;
+        }
+      }
+      if (count > 0) {
+        // Drop completed requests (MPI set them to MPI_REQUEST_NULL).
+        std::size_t w = 0;
+        for (std::size_t r = 0; r < reqs.size(); ++r)
+          if (reqs[r] != MPI_REQUEST_NULL) {
+            reqs[w] = reqs[r];
+            meta[w++] = meta[r];
+          }
+        reqs.resize(w);
+        meta.resize(w);
+        continue;
+      }
+      if (failed.load(std::memory_order_acquire)) {
+        request_left.store(true);
+        return false;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) {
+        request_left.store(true);
+        fail(Failure::kTimeout,
+             fmt::format("CollectiveTimeout: rank {} waited {} ms for its neighbours in the ring of collective #{} "
+                         "({}) of MPI communicator {}; a peer is missing, stuck, or issued fewer collectives",
+                         rank, options.timeout.count(), seq, describe(s), id));
+        return false;
+      }
+      if (now - start >= std::chrono::microseconds(200)) std::this_thread::yield();
+    }
+    return true;
   }
 
   /// kAverage after MPI's sum: divided as the in-process reduction divides.

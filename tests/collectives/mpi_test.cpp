@@ -88,6 +88,7 @@ struct Case {
   ReduceOp op;
   DType dtype;
   bool captured;
+  std::size_t count = 1000 + 37;
 };
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
@@ -95,7 +96,8 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   std::string s(to_string(c.kind));
   if (c.kind == CollectiveKind::kAllReduce || c.kind == CollectiveKind::kReduceScatter)
     s += "_" + std::string(to_string(c.op));
-  return s + "_" + std::string(to_string(c.dtype)) + (c.captured ? "_captured" : "_eager");
+  return s + "_" + std::string(to_string(c.dtype)) + (c.captured ? "_captured" : "_eager") +
+         (c.count > 100000 ? "_large" : "");
 }
 
 std::vector<Case> all_cases() {
@@ -109,6 +111,13 @@ std::vector<Case> all_cases() {
       out.push_back({CollectiveKind::kBroadcast, ReduceOp::kSum, t, cap});
       out.push_back({CollectiveKind::kAllGather, ReduceOp::kSum, t, cap});
     }
+  // Large enough for the segmented ring (Note [Segmented ring AllReduce over
+  // MPI]: >= 256 KiB, 256 KiB segments), with a count no rank count divides
+  // evenly: chunks of unequal length, several segments each, a short last one.
+  for (bool cap : {false, true})
+    for (DType t : {DType::kFloat32, DType::kInt64})
+      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage, ReduceOp::kMax, ReduceOp::kMin})
+        out.push_back({CollectiveKind::kAllReduce, op, t, cap, 400000 + 37});
   return out;
 }
 
@@ -143,7 +152,7 @@ TEST_P(MpiEveryCollective, MatchesTheSerialReference) {
   auto comm = make_mpi_communicator(backend(), 0, opt);
   ASSERT_EQ(comm->rank(), w.rank);
   ASSERT_EQ(comm->world_size(), w.size);
-  const std::size_t count = 1000 + 37;
+  const std::size_t count = c.count;
   const std::size_t es = dtype_size(c.dtype);
   const int root = w.size - 1;
   std::size_t in_elems = count, out_elems = count;

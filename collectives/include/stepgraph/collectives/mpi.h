@@ -16,7 +16,11 @@
 //     signature with each other rank's; a difference is a CollectiveMismatch
 //     naming both ranks' calls (describe()), found alike on every rank;
 //  2. the data moves with non-blocking MPI on a dup of MPI_COMM_WORLD,
-//     polled against a new deadline: MPI_Iallreduce and
+//     polled against a new deadline: an AllReduce of at least 256 KiB with
+//     an MPI-native reduction runs our segmented ring over
+//     MPI_Isend/MPI_Irecv (Note [Segmented ring AllReduce over MPI] in
+//     mpi.cpp: Open MPI's MPI_Iallreduce costs about twice its blocking
+//     MPI_Allreduce there); smaller ones MPI_Iallreduce; and
 //     MPI_Ireduce_scatter_block with MPI's own operation (kAverage: the sum,
 //     then divided locally as the in-process communicator does), MPI_Ibcast,
 //     MPI_Iallgather. float16 and bfloat16 (any reduction), and the average
