@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache
   libhwloc-dev hwloc
   libgtest-dev libgmock-dev libbenchmark-dev
-  libopenmpi-dev openmpi-bin
+  libopenmpi-dev openmpi-bin iproute2
   nlohmann-json3-dev libcli11-dev libpugixml-dev libfmt-dev libspdlog-dev
   python3 python3-matplotlib
   clang libclang-rt-14-dev
