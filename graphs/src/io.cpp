@@ -81,7 +81,7 @@ StepGraph from_json(std::string_view text) {
   json doc;
   try {
     doc = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number beyond a double
     throw InvalidArgument(fmt::format("graph JSON does not parse: {}", e.what()));
   }
   const std::string root = "$";

@@ -1,6 +1,8 @@
 // JSON round trip, schema errors and DOT export.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <stepgraph/core/error.h>
 #include <stepgraph/graphs/io.h>
 
@@ -86,6 +88,15 @@ TEST(GraphJson, RejectsUnknownKindAndNegativeCostNamingThePath) {
   EXPECT_NE(msg.find("tpu"), std::string::npos) << msg;
   msg = error_of([] { (void)sg::from_json(R"({"schema":"stepgraph.graph","version":1,"edges":[]})"); });
   EXPECT_NE(msg.find("nodes"), std::string::npos) << msg;
+}
+
+TEST(GraphJson, RejectsANumberBeyondADoubleAsInvalidArgument) {
+  // nlohmann::json throws out_of_range (not parse_error) for 43183531e308;
+  // it escaped load_json untyped. Found by fuzz/fuzz_graph_json.
+  const auto file = std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "number-beyond-double.json";
+  const auto msg = error_of([&] { (void)sg::load_json(file); });
+  EXPECT_NE(msg.find("does not parse"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("number overflow"), std::string::npos) << msg;
 }
 
 TEST(GraphJson, ImportsDanglingEdgeForValidateToReport) {

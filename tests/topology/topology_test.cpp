@@ -488,8 +488,12 @@ TEST(CostMatrix, JsonFollowsTheDocumentedSchema) {
 }
 
 TEST(TopologyDump, RoundTripsThroughNcclXml) {
-  for (const char* name : {"nvidiaDGX2.xml", "power8gpudistances.xml", "p4d-24xl-topo.xml",
-                           "ibmcloud-gx3d-160x1792x8h100-topo.xml", "dgx1-v100-layout.xml", "ncv4-topo.xml"}) {
+  // nvidiagpunumanodes: GPUs under two host bridges of one NUMA node (NODE,
+  // not PHB); 24em64t: a link of 3.046875029754639 GB/s (written exactly).
+  // Both found by fuzz/fuzz_topo_hwloc.
+  for (const char* name :
+       {"nvidiaDGX2.xml", "power8gpudistances.xml", "p4d-24xl-topo.xml", "ibmcloud-gx3d-160x1792x8h100-topo.xml",
+        "dgx1-v100-layout.xml", "ncv4-topo.xml", "nvidiagpunumanodes.kept.xml", "24em64t-2n6c2t-pci.xml"}) {
     const Topology a = load(name);
     const std::filesystem::path out =
         std::filesystem::temp_directory_path() / (std::string("sg_topo_dump_") + std::to_string(::getpid()) + name);
@@ -509,6 +513,20 @@ TEST(TopologyDump, RoundTripsThroughNcclXml) {
       }
     for (std::size_t x = 0; x < a.numa_count(); ++x)
       for (std::size_t y = 0; y < a.numa_count(); ++y) EXPECT_DOUBLE_EQ(a.numa_distance(x, y), b.numa_distance(x, y));
+  }
+}
+
+TEST(TopologyBadInput, HwlocObjectWithACpusetButNoCompleteCpusetIsRefused) {
+  // libhwloc 2.9 dereferences a null pointer importing this (an L2Cache
+  // whose complete_cpuset was renamed); found by fuzz/fuzz_topo_hwloc.
+  const auto file =
+      std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "hwloc-cpuset-without-complete-cpuset.xml";
+  try {
+    (void)Topology::load(file);
+    ADD_FAILURE() << "loaded";
+  } catch (const sg::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("L2Cache"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no complete_cpuset"), std::string::npos) << e.what();
   }
 }
 

@@ -156,11 +156,27 @@ class NcclReader {
     const int host_index = host.index;
     b_.pci().push_back(std::move(host));
 
+    // Our dumps name each top-level <pci>'s host bridge (host_bridge=, which
+    // NCCL ignores): devices under two host bridges of one NUMA node are
+    // NODE apart, under one PHB (Note [NCCL XML dump] in topology.cpp).
+    std::map<std::string, int> bridges;
     for (pugi::xml_node child : cpu.children()) {
-      if (std::string_view(child.name()) == "pci")
-        read_pci(child, host_index, numa, 0);
-      else if (std::string_view(child.name()) == "nic")
+      if (std::string_view(child.name()) == "pci") {
+        int parent = host_index;
+        if (const char* hb = child.attribute("host_bridge").as_string(nullptr)) {
+          auto [it, fresh] = bridges.try_emplace(hb, host_index);
+          if (fresh && bridges.size() > 1) {
+            PciNode other = b_.pci()[static_cast<std::size_t>(host_index)];
+            other.index = static_cast<int>(b_.pci().size());
+            it->second = other.index;
+            b_.pci().push_back(std::move(other));
+          }
+          parent = it->second;
+        }
+        read_pci(child, parent, numa, 0);
+      } else if (std::string_view(child.name()) == "nic") {
         read_nic(child, -1, numa);
+      }
     }
   }
 

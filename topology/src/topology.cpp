@@ -10,6 +10,8 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
@@ -357,6 +359,35 @@ Topology Topology::load(const std::filesystem::path& file) {
   return parse(read_file(file), file.string());
 }
 
+namespace {
+// libhwloc 2.9's XML import dereferences a null complete set when an object
+// has a cpuset without a complete_cpuset (or a nodeset without a
+// complete_nodeset): refuse such a file before hwloc sees it. hwloc's own
+// export always writes both (found by fuzz/fuzz_topo_hwloc).
+void check_hwloc_sets(pugi::xml_node root, const std::string& origin) {
+  struct Walker : pugi::xml_tree_walker {
+    pugi::xml_node bad;
+    const char* missing = nullptr;
+    bool for_each(pugi::xml_node& n) override {
+      if (std::string_view(n.name()) != "object") return true;
+      for (const auto& [set, complete] : {std::pair{"cpuset", "complete_cpuset"}, {"nodeset", "complete_nodeset"}})
+        if (!n.attribute(set) != !n.attribute(complete)) {
+          bad = n;
+          missing = n.attribute(set) ? complete : set;
+          return false;
+        }
+      return true;
+    }
+  } w;
+  root.traverse(w);
+  if (w.bad)
+    throw InvalidArgument(
+        fmt::format("{}: hwloc <object type=\"{}\"> at byte {} has no {} attribute; hwloc writes "
+                    "both sets of every object: re-export it with lstopo --of xml",
+                    origin, w.bad.attribute("type").as_string(""), w.bad.offset_debug(), w.missing));
+}
+}  // namespace
+
 Topology Topology::parse(const std::string& text, const std::string& origin) {
   pugi::xml_document doc;
   const pugi::xml_parse_result r = doc.load_buffer(text.data(), text.size(), pugi::parse_default);
@@ -372,6 +403,7 @@ Topology Topology::parse(const std::string& text, const std::string& origin) {
           fmt::format("{}: hwloc XML version \"{}\" is not supported (stepgraph reads hwloc 2.x XML); "
                       "re-export it with hwloc 2.x: lstopo --of xml",
                       origin, version));
+    check_hwloc_sets(root, origin);
     return load_hwloc_xml(text, origin);
   }
   if (name == "system") return load_nccl_xml(text, origin);
@@ -564,7 +596,11 @@ std::pair<double, int> nccl_speed_for(double gbps) {
 
 std::string Topology::to_nccl_xml() const {
   // Note [NCCL XML dump]: NCCL (xml.cc) keeps attributes it does not know,
-  // so ours (memory, distances, package, model) ride along harmlessly.
+  // so ours (memory, distances, package, model, link_gbps, host_bridge) ride
+  // along harmlessly. NCCL XML has one host bridge per <cpu>; host_bridge on
+  // a top-level <pci> keeps which of its NUMA node's host bridges it is under
+  // (NODE vs PHB), and link_gbps is written exactly (the shortest text that
+  // reads back as the same double), so that the round trip keeps every path.
   pugi::xml_document doc;
   pugi::xml_node sys = doc.append_child("system");
   sys.append_attribute("version") = "1";
@@ -617,6 +653,8 @@ std::string Topology::to_nccl_xml() const {
     pugi::xml_node parent = n.parent >= 0 ? xml_of[static_cast<std::size_t>(n.parent)] : cpu_for(n);
     pugi::xml_node x = parent.append_child("pci");
     x.append_attribute("busid") = n.bus_id.c_str();
+    if (n.parent >= 0 && pci_[static_cast<std::size_t>(n.parent)].kind == PciKind::kHostBridge)
+      x.append_attribute("host_bridge") = n.parent;
     std::uint32_t cls = n.class_id;
     if (n.kind == PciKind::kBridge) cls = 0x060400;
     if (n.kind == PciKind::kNvSwitch) cls = 0x068000;
@@ -630,7 +668,7 @@ std::string Topology::to_nccl_xml() const {
     const auto [gts, width] = nccl_speed_for(n.link_gbps);
     x.append_attribute("link_speed") = fmt::format("{:g} GT/s PCIe", gts).c_str();
     x.append_attribute("link_width") = width;
-    x.append_attribute("link_gbps") = fmt::format("{:g}", n.link_gbps).c_str();
+    x.append_attribute("link_gbps") = fmt::format("{}", n.link_gbps).c_str();
     xml_of[static_cast<std::size_t>(n.index)] = x;
     const int gi = gpu_of_pci[static_cast<std::size_t>(n.index)];
     if (gi >= 0) {

@@ -1,0 +1,70 @@
+// fuzz/topology_checks.h — what the topology fuzz targets check about every
+// Topology a source accepted (Note [What a fuzz target asserts]).
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include <fmt/format.h>
+#include <stepgraph/core/error.h>
+#include <stepgraph/topology/cost_matrix.h>
+#include <stepgraph/topology/topology.h>
+
+#include "fuzz_common.h"
+
+namespace stepgraph::fuzz {
+
+inline bool same_number(double a, double b) {
+  return a == b || (std::isnan(a) && std::isnan(b)) || std::abs(a - b) <= 1e-6 * std::max(1.0, std::abs(a));
+}
+
+/// The cost matrix and every printed form of `t` and `m` are built without
+/// an error other than InvalidArgument.
+inline void exercise(const topology::Topology& t, const topology::CostMatrix& m) {
+  (void)t.to_json();
+  (void)m.to_json();
+  (void)m.to_nvidia_smi();
+  (void)m.bandwidth_table();
+  (void)m.latency_table();
+  (void)m.numa_table();
+  for (std::size_t a = 0; a < m.size(); ++a)
+    for (std::size_t b = 0; b < m.size(); ++b)
+      for (auto l : m.path(a, b).links)
+        SG_FUZZ_ASSERT(l < m.links().size(),
+                       fmt::format("path {}->{} crosses link {} of {}", a, b, l, m.links().size()));
+}
+
+/// docs/topology.md §1: "The dump/load round trip keeps every path kind,
+/// bandwidth and NUMA distance". A dump that does not load is a bug, so is
+/// one that loads as another machine. Returns the topology read back.
+inline topology::Topology check_dump_round_trip(const topology::Topology& a, const topology::CostMatrix& ma) {
+  const std::string xml = a.to_nccl_xml();
+  topology::Topology b;
+  try {
+    b = topology::Topology::parse(xml, "dump");
+  } catch (const InvalidArgument& e) {
+    fail("the dump loads", __FILE__, __LINE__, fmt::format("{}\n--- dump:\n{}", e.what(), xml));
+  }
+  const auto mb = topology::CostMatrix::build(b);
+  const auto show = [&] { return fmt::format("--- dump:\n{}", xml); };
+  SG_FUZZ_ASSERT(a.gpu_count() == b.gpu_count() && a.nic_count() == b.nic_count() && a.numa_count() == b.numa_count(),
+                 fmt::format("counts gpu {}/{} nic {}/{} numa {}/{}\n{}", a.gpu_count(), b.gpu_count(), a.nic_count(),
+                             b.nic_count(), a.numa_count(), b.numa_count(), show()));
+  SG_FUZZ_ASSERT(ma.size() == mb.size(), show());
+  for (std::size_t i = 0; i < ma.size(); ++i)
+    for (std::size_t j = 0; j < ma.size(); ++j) {
+      const auto &p = ma.path(i, j), &q = mb.path(i, j);
+      SG_FUZZ_ASSERT(p.label() == q.label() && same_number(p.bandwidth_gbps, q.bandwidth_gbps),
+                     fmt::format("path {}->{}: {} {} GB/s became {} {} GB/s\n{}", i, j, p.label(), p.bandwidth_gbps,
+                                 q.label(), q.bandwidth_gbps, show()));
+    }
+  for (std::size_t x = 0; x < a.numa_count(); ++x)
+    for (std::size_t y = 0; y < a.numa_count(); ++y)
+      SG_FUZZ_ASSERT(same_number(a.numa_distance(x, y), b.numa_distance(x, y)),
+                     fmt::format("NUMA distance {},{}: {} became {}\n{}", x, y, a.numa_distance(x, y),
+                                 b.numa_distance(x, y), show()));
+  exercise(b, mb);
+  return b;
+}
+
+}  // namespace stepgraph::fuzz
