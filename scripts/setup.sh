@@ -9,6 +9,7 @@ packages=(
   libhwloc-dev hwloc
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin iproute2
+  libtorch-dev
   nlohmann-json3-dev libcli11-dev libpugixml-dev libfmt-dev libspdlog-dev
   python3 python3-matplotlib
   clang libclang-rt-14-dev
