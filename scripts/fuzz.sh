@@ -65,7 +65,7 @@ for t in "${targets[@]}"; do
   LSAN_OPTIONS=$lsan TMPDIR=$work timeout $((seconds + 120)) nice -n 10 "$build/fuzz/$t" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -close_fd_mask=1 -print_final_stats=1 -dict="$(dict_of "$t")" \
     -artifact_prefix="$work/artifacts/$t-" "$corpus" >"$log" 2>&1 || rc=$?
-  done_line=$(grep -E "^#[0-9]+ +DONE" "$log" | tail -1 || true)
+  done_line=$(grep -E "^#[0-9]+[[:space:]]+DONE" "$log" | tail -1 || true)
   execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log" | tail -1)
   cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$done_line")
   ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$done_line")

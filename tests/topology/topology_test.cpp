@@ -530,6 +530,19 @@ TEST(TopologyBadInput, HwlocObjectWithACpusetButNoCompleteCpusetIsRefused) {
   }
 }
 
+TEST(TopologyBadInput, HwlocNumaNodesSharingAnOsIndexAreRefused) {
+  // libhwloc imports it; our dump then wrote two <cpu numaid=1> that our own
+  // reader refuses. Found by fuzz/fuzz_topo_hwloc.
+  const auto file =
+      std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "hwloc-two-numa-nodes-one-os-index.xml";
+  try {
+    (void)Topology::load(file);
+    ADD_FAILURE() << "loaded";
+  } catch (const sg::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("two NUMANode objects with os_index"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CostMatrix, CountsSwitchesForPixAndPxb) {
   // Two levels of switches under one CPU: devices under one lower switch are
   // PIX, under two lower switches of one upper switch PXB, under two root

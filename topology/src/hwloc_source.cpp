@@ -140,7 +140,14 @@ class Converter {
           break;
         }
       }
-      numa_pos_by_os_[n.os_index] = i;
+      // libhwloc imports an XML with two NUMANode objects of one os_index;
+      // the model (and its dump, NCCL's <cpu numaid>) names each once
+      // (found by fuzz/fuzz_topo_hwloc).
+      if (!numa_pos_by_os_.emplace(n.os_index, i).second)
+        throw InvalidArgument(
+            fmt::format("two NUMANode objects with os_index {}; each NUMA node appears once "
+                        "in an hwloc export: re-export it with lstopo --of xml",
+                        n.os_index));
       b_.numa().push_back(std::move(n));
     }
   }
