@@ -77,7 +77,7 @@ case $mode in
   add_subdirectory)
     run 180 "$work/configure.log" "$cmake" "${consumer_args[@]}" -DSG_CONSUMER_STEPGRAPH_SOURCE="$src" "$@"
     if [[ ${STEPGRAPH_PACKAGE_SUBDIRECTORY:-compile} == full ]]; then
-      # Builds the libraries afresh in this tree: 6-7 minutes on 2 cores.
+      # Builds the libraries afresh in this tree: 7:20 measured on 2 busy cores.
       run 1200 "$work/build.log" "$cmake" --build "$work/consumer" --target sg_consumer
       run 60 "$work/run.log" "$work/consumer/sg_consumer"
       cat "$work/run.log"
