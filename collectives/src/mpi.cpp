@@ -188,6 +188,34 @@ MPI_Op native_op(ReduceOp op) {
 
 // --- the progress thread ----------------------------------------------------
 
+// Note [Polling MPI]
+// MPI progresses only inside MPI calls, so the progress thread polls. How
+// hard depends on how fast the wire is:
+//  - for 200 us after the start or the last completed request it polls
+//    without pause (a small collective's latency; shared memory moves a
+//    segment in tens of microseconds, and a sleep between tests stalls it:
+//    measured 2-3x raw MPI_Allreduce at >= 1 MiB with 20 us sleeps);
+//  - then it yields the core between polls;
+//  - after 2 ms without any completion (a slow network: a 256 KiB segment
+//    takes 2.2 ms at 1 Gbit/s) it sleeps 50 us between polls, so that
+//    compute overlapped with the collective keeps the cores: the kernel's
+//    socket buffers hold far more than 50 us of such a link.
+class PollPacer {
+ public:
+  PollPacer() : last_(std::chrono::steady_clock::now()) {}
+  void progressed(std::chrono::steady_clock::time_point now) { last_ = now; }
+  void pause(std::chrono::steady_clock::time_point now) const {
+    const auto idle = now - last_;
+    if (idle >= std::chrono::milliseconds(2))
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    else if (idle >= std::chrono::microseconds(200))
+      std::this_thread::yield();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_;
+};
+
 enum class Failure { kNone, kMismatch, kTimeout, kAborted, kMpi };
 
 struct Posted {
@@ -280,8 +308,8 @@ struct MpiState {
   /// Polls `request` until it completes (true), or until a failure, an
   /// abort or the deadline (false; the request stays in flight).
   bool wait(MPI_Request& request, const char* phase, std::uint64_t seq, const CollectiveSignature& s) {
-    const auto start = std::chrono::steady_clock::now();
-    const auto deadline = start + options.timeout;
+    const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+    const PollPacer pacer;
     for (;;) {
       int flag = 0;
       const int rc = MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
@@ -307,12 +335,7 @@ struct MpiState {
                          rank, options.timeout.count(), phase, seq, describe(s), id));
         return false;
       }
-      // MPI progresses inside MPI_Test only: poll without sleeping (a sleep
-      // between tests stalls a large transfer at every poll: measured 2-3x
-      // raw MPI_Allreduce at >= 1 MiB with 20 us sleeps), yielding the core
-      // to runnable threads; for the first 200 us without yielding (the
-      // latency of a small collective).
-      if (now - start >= std::chrono::microseconds(200)) std::this_thread::yield();
+      pacer.pause(now);  // Note [Polling MPI]
     }
   }
 
@@ -533,8 +556,8 @@ struct MpiState {
 
     for (std::size_t k = 0; k < segments; ++k)
       if (!post_send(0, k) || !advance(k)) return false;
-    const auto start = std::chrono::steady_clock::now();
-    const auto deadline = start + options.timeout;
+    const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+    PollPacer pacer;
     std::vector<int> done;
     while (outstanding > 0) {
       done.resize(reqs.size());
@@ -561,6 +584,7 @@ struct MpiState {
         }
       }
       if (count > 0) {
+        pacer.progressed(std::chrono::steady_clock::now());
         // Drop completed requests (MPI set them to MPI_REQUEST_NULL).
         std::size_t w = 0;
         for (std::size_t r = 0; r < reqs.size(); ++r)
@@ -585,7 +609,7 @@ struct MpiState {
                          rank, options.timeout.count(), seq, describe(s), id));
         return false;
       }
-      if (now - start >= std::chrono::microseconds(200)) std::this_thread::yield();
+      pacer.pause(now);  // Note [Polling MPI]
     }
     return true;
   }
