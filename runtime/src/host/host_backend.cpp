@@ -1004,10 +1004,12 @@ class Reaper {
     });
   }
   void died() {
-    {
-      std::lock_guard lock(mutex_);
-      --live_;
-    }
+    // Notified under the lock: ~Reaper may return (and the static be
+    // destroyed) as soon as it sees live_ == 0, so a notify after unlocking
+    // could touch a destroyed condition variable (ThreadSanitizer, when a
+    // deferred-release thread drops the last backend at exit).
+    std::lock_guard lock(mutex_);
+    --live_;
     cv_.notify_all();
   }
   ~Reaper() {
