@@ -2,10 +2,13 @@
 #include "torch_demo.h"
 
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include <stepgraph/collectives/in_process.h>
 #include <stepgraph/core/error.h>
+
+#include <fmt/format.h>
 #include <stepgraph/runtime/backend.h>
 
 namespace stepgraph::torch_demo {
@@ -174,6 +177,63 @@ RunResult train_executor(const Workload& w, int steps, int devices) {
   for (int d = 1; d < devices; ++d)
     r.replica_diff = std::max(r.replica_diff, max_param_diff(*modules[0], *modules[static_cast<std::size_t>(d)]));
   r.module = modules[0];
+  return r;
+}
+
+RunResult train_executor_ranks(const Workload& w, int steps, std::shared_ptr<collectives::Communicator> comm,
+                               std::shared_ptr<collectives::Communicator> verify) {
+  const int n = comm->world_size(), rank = comm->rank();
+  STEPGRAPH_CHECK(w.batch % n == 0, InvalidArgument,
+                  "torch-demo --ranks: the batch ({}) must split evenly over {} ranks", w.batch, n);
+  const int rows = w.batch / n;
+  RunResult r;
+  r.module = w.make_module();
+  ts::TorchExecutorOptions o;
+  o.inputs = w.input_specs(rows);
+  o.communicator = comm;
+  {
+    ts::TorchStepExecutor ex(r.module, make_optimizer(*r.module), step_fn(w, r.module), o);
+    for (int i = 0; i < steps; ++i) {
+      const auto in = w.batch_of(i, rank * rows, rows);
+      const auto t0 = std::chrono::steady_clock::now();
+      rt::ReplayHandle h = ex.replay(in);
+      const rt::ReplayStatus st = h.wait();
+      r.step_us.push_back(us_since(t0));
+      if (st != rt::ReplayStatus::kDone) {
+        const std::string why = h.error() ? h.error()->message : std::string(rt::to_string(st));
+        h.release();
+        throw InvalidState(fmt::format("torch-demo --ranks: rank {} step {} failed: {}", rank, i, why));
+      }
+      r.losses.push_back(ex.output(h, "loss").item<float>());
+      h.release();
+    }
+  }
+  // The ranks' parameters: elementwise max and min over ranks, eagerly.
+  std::vector<float> flat;
+  for (const auto& p : r.module->parameters()) {
+    const ::torch::Tensor c = p.detach().contiguous().view(-1);
+    flat.insert(flat.end(), c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  }
+  auto& backend = verify->backend();
+  const std::size_t bytes = flat.size() * sizeof(float);
+  rt::Buffer stage = backend.allocate_pinned(bytes), hi = backend.allocate(verify->device(), bytes),
+             lo = backend.allocate(verify->device(), bytes);
+  std::memcpy(stage.host_data(), flat.data(), bytes);
+  rt::StreamRef s = verify->stream();
+  s.copy(hi.slice(), stage.slice());
+  s.copy(lo.slice(), stage.slice());
+  verify->all_reduce(s, hi, 0, flat.size(), rt::DType::kFloat32, rt::ReduceOp::kMax, "params max");
+  verify->all_reduce(s, lo, 0, flat.size(), rt::DType::kFloat32, rt::ReduceOp::kMin, "params min");
+  std::vector<float> vhi(flat.size()), vlo(flat.size());
+  s.copy(stage.slice(), hi.slice());
+  s.synchronize();
+  std::memcpy(vhi.data(), stage.host_data(), bytes);
+  s.copy(stage.slice(), lo.slice());
+  s.synchronize();
+  std::memcpy(vlo.data(), stage.host_data(), bytes);
+  verify->check();
+  for (std::size_t i = 0; i < flat.size(); ++i)
+    r.replica_diff = std::max(r.replica_diff, static_cast<double>(vhi[i]) - static_cast<double>(vlo[i]));
   return r;
 }
 

@@ -47,6 +47,15 @@ struct RunResult {
 /// N steps of SGD (lr 0.01, momentum 0.9) through TorchStepExecutor on
 /// `devices` in-process ranks of the host backend (1: no communicator).
 [[nodiscard]] RunResult train_executor(const Workload& w, int steps, int devices);
+/// The same training across processes: this process is rank
+/// comm->rank() of comm->world_size() (an MPI communicator; one host
+/// device), training on its shard of the global batch. `verify`, a second
+/// communicator of the same ranks, compares the ranks' parameters after
+/// training (eagerly): replica_diff is max over elements of (max − min)
+/// over ranks.
+[[nodiscard]] RunResult train_executor_ranks(const Workload& w, int steps,
+                                             std::shared_ptr<collectives::Communicator> comm,
+                                             std::shared_ptr<collectives::Communicator> verify);
 /// The same N steps by a plain libtorch loop on the whole batch.
 [[nodiscard]] RunResult train_plain(const Workload& w, int steps);
 /// max |difference| over every parameter of two modules of one workload.
