@@ -33,8 +33,9 @@ set(STEPGRAPH_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/stepgraph
 
 # The modules, in dependency order; a module this build lacks is skipped.
 # torch: the libtorch adapter (target stepgraph_torch, headers under
-# torch/include), exported when it is built.
-set(_sg_modules core topology graphs runtime collectives torch)
+# torch/include), exported when it is built. c: the C ABI (target stepgraph_c,
+# a shared library; its header is under capi/include, installed below).
+set(_sg_modules core topology graphs runtime collectives torch c)
 set(_sg_exported "")
 foreach(module IN LISTS _sg_modules)
   if(NOT TARGET stepgraph_${module})
@@ -47,6 +48,10 @@ foreach(module IN LISTS _sg_modules)
             DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
   endif()
 endforeach()
+
+if(TARGET stepgraph_c)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/capi/include/stepgraph DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+endif()
 
 install(TARGETS ${_sg_exported} EXPORT stepgraphTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}

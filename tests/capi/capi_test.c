@@ -1,0 +1,521 @@
+/* tests/capi/capi_test.c — the C ABI from C11 (stepgraph/c/stepgraph.h).
+ *
+ * 1. Trains the demo MLP through the ABI (the demo's host kernels registered
+ *    as C kernels, launched in the demo's order with its access lists) and
+ *    compares parameters and losses bit for bit with the C++ demo
+ *    (stepgraph::demo::train_mlp through mlp_shim.cpp).
+ * 2. Drives every error path with bad input: each call must return the
+ *    expected status and leave a message in sg_last_error() that names it.
+ * Exit status 0 iff everything held. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <stepgraph/c/stepgraph.h>
+
+#include "mlp_shim.h"
+
+static int g_failures = 0;
+
+/* The message must start with the called function's name ("sg_x: ..."). */
+static void check_status(sg_status got, sg_status want, const char* call, const char* file, int line) {
+  if (got != want) {
+    fprintf(stderr, "%s:%d: %s returned %s, want %s (last error: %s)\n", file, line, call, sg_status_string(got),
+            sg_status_string(want), sg_last_error());
+    ++g_failures;
+    return;
+  }
+  if (want == SG_OK) return;
+  const char* msg = sg_last_error();
+  const size_t fn_len = strcspn(call, "(");
+  if (msg == NULL || strlen(msg) <= fn_len + 2 || strncmp(msg, call, fn_len) != 0) {
+    fprintf(stderr, "%s:%d: %s: message does not name the call: '%s'\n", file, line, call, msg ? msg : "(null)");
+    ++g_failures;
+  }
+}
+#define EXPECT_STATUS(call, want) check_status((call), (want), #call, __FILE__, __LINE__)
+#define OK(call) EXPECT_STATUS(call, SG_OK)
+#define EXPECT(cond)                                                      \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                       \
+    }                                                                     \
+  } while (0)
+
+/* ------------------------------------------------------------ the MLP step */
+
+static sg_access acc(const char* buffer, size_t offset, size_t bytes, sg_access_mode mode) {
+  sg_access a;
+  a.buffer = buffer;
+  a.offset = offset;
+  a.bytes = bytes;
+  a.mode = mode;
+  return a;
+}
+
+static void register_mlp_kernels(const sgt_mlp_dims* d) {
+  void* u = (void*)d;
+  OK(sg_kernel_register("mlp.forward_hidden", sgt_forward_hidden, NULL, u));
+  OK(sg_kernel_register("mlp.forward_output", sgt_forward_output, NULL, u));
+  OK(sg_kernel_register("mlp.mse_loss", sgt_mse_loss, NULL, u));
+  OK(sg_kernel_register("mlp.grad_output", sgt_grad_output, NULL, u));
+  OK(sg_kernel_register("mlp.backward_hidden", sgt_backward_hidden, NULL, u));
+  OK(sg_kernel_register("mlp.grad_hidden", sgt_grad_hidden, NULL, u));
+  OK(sg_kernel_register("mlp.sgd_update", sgt_sgd_update, NULL, u));
+}
+
+/* [C example: the MLP step] — the step of stepgraph::demo::enqueue_mlp_step,
+ * described as data: buffers by role, then seven launches with their
+ * declared accesses (the kernels' arguments, in order). */
+static sg_step_desc* mlp_step_desc(const sgt_mlp_dims* d) {
+  const size_t f = sizeof(float), batch = (size_t)d->batch, hidden = (size_t)d->hidden;
+  const size_t np = sgt_mlp_param_count(d), bh = batch * hidden;
+  const size_t b1 = sgt_mlp_b1_offset(d), w2 = sgt_mlp_w2_offset(d);
+  sg_step_desc* desc = NULL;
+  OK(sg_step_desc_create(&desc));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_INPUT, "x", batch * (size_t)d->inputs * f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_INPUT, "y", batch * f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_OUTPUT, "loss", f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_STATE, "params", np * f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "grads", np * f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "act", bh * f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "dact", bh * f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "out", batch * f));
+  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "dout", batch * f));
+
+  const sg_access fh[] = {acc("x", 0, 0, SG_ACCESS_READ), acc("params", 0, b1 * f + hidden * f, SG_ACCESS_READ),
+                          acc("act", 0, 0, SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(desc, "mlp.forward_hidden", NULL, fh, 3, bh));
+  const sg_access fo[] = {acc("act", 0, 0, SG_ACCESS_READ), acc("params", w2 * f, (hidden + 1) * f, SG_ACCESS_READ),
+                          acc("y", 0, 0, SG_ACCESS_READ), acc("out", 0, 0, SG_ACCESS_WRITE),
+                          acc("dout", 0, 0, SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(desc, "mlp.forward_output", NULL, fo, 5, batch));
+  const sg_access ml[] = {acc("out", 0, 0, SG_ACCESS_READ), acc("y", 0, 0, SG_ACCESS_READ),
+                          acc("loss", 0, 0, SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(desc, "mlp.mse_loss", NULL, ml, 3, 1));
+  const sg_access go[] = {acc("act", 0, 0, SG_ACCESS_READ), acc("dout", 0, 0, SG_ACCESS_READ),
+                          acc("grads", w2 * f, (hidden + 1) * f, SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(desc, "mlp.grad_output", NULL, go, 3, hidden + 1));
+  const sg_access bw[] = {acc("act", 0, 0, SG_ACCESS_READ), acc("dout", 0, 0, SG_ACCESS_READ),
+                          acc("params", w2 * f, hidden * f, SG_ACCESS_READ), acc("dact", 0, 0, SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(desc, "mlp.backward_hidden", NULL, bw, 4, bh));
+  const sg_access gh[] = {acc("x", 0, 0, SG_ACCESS_READ), acc("dact", 0, 0, SG_ACCESS_READ),
+                          acc("grads", 0, w2 * f, SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(desc, "mlp.grad_hidden", NULL, gh, 3, w2));
+  /* The learning rate is read from the executor's scalars at replay time. */
+  const sg_access up[] = {acc("params", 0, np * f, SG_ACCESS_READ_WRITE), acc("grads", 0, np * f, SG_ACCESS_READ),
+                          acc(SG_SCALARS_BUFFER, 8, sizeof(float), SG_ACCESS_READ)};
+  OK(sg_step_desc_add_launch(desc, "mlp.sgd_update", NULL, up, 3, np));
+  return desc;
+}
+
+/* [C example: training] — acquire a slot, fill its pinned inputs in place,
+ * replay, wait, read the pinned output, release. */
+static int train_through_c(const sgt_mlp_dims* d, int steps, int warmup, uint64_t seed, float lr, float* params,
+                           float* losses) {
+  sg_backend* backend = NULL;
+  sg_executor* exec = NULL;
+  OK(sg_backend_create("host", 1, &backend));
+  sg_step_desc* desc = mlp_step_desc(d);
+  sg_executor_options opts;
+  OK(sg_executor_options_init(&opts));
+  opts.warmup = warmup;
+  OK(sg_executor_create(backend, desc, &opts, &exec));
+  OK(sg_step_desc_release(desc));  /* the executor copied it */
+  OK(sg_backend_release(backend)); /* the executor keeps the backend alive */
+  if (exec == NULL) return -1;
+
+  const size_t np = sgt_mlp_param_count(d);
+  OK(sgt_mlp_init_params(d, seed, params) == 0 ? SG_OK : SG_INTERNAL);
+  OK(sg_executor_write_state(exec, "params", params, np * sizeof(float)));
+  for (int step = 0; step < steps; ++step) {
+    OK(sg_executor_set_learning_rate(exec, sgt_mlp_learning_rate(lr, step, steps)));
+    sg_inputs* in = NULL;
+    if (sg_executor_acquire_inputs(exec, &in) != SG_OK) {
+      fprintf(stderr, "acquire failed at step %d: %s\n", step, sg_last_error());
+      ++g_failures;
+      break;
+    }
+    void *x = NULL, *y = NULL;
+    OK(sg_inputs_ptr(in, "x", &x, NULL));
+    OK(sg_inputs_ptr(in, "y", &y, NULL));
+    OK(sgt_mlp_make_batch(d, seed, step, (float*)x, (float*)y) == 0 ? SG_OK : SG_INTERNAL);
+    sg_replay* r = NULL;
+    OK(sg_executor_replay(exec, in, &r)); /* consumes `in` */
+    OK(sg_replay_wait(r, -1, NULL));
+    const void* loss = NULL;
+    OK(sg_replay_output(r, "loss", &loss, NULL));
+    if (loss != NULL) memcpy(&losses[step], loss, sizeof(float));
+    OK(sg_replay_release(r));
+  }
+  OK(sg_executor_synchronize(exec));
+  OK(sg_executor_read_state(exec, "params", params, np * sizeof(float)));
+  OK(sg_executor_release(exec));
+  return 0;
+}
+
+static void test_mlp_matches_cpp_demo(void) {
+  const sgt_mlp_dims d = {64, 16, 32};
+  const int steps = 40, warmup = 3;
+  const uint64_t seed = 1;
+  const float lr = 0.05f;
+  const size_t np = sgt_mlp_param_count(&d);
+  float* c_params = calloc(np, sizeof(float));
+  float* cpp_params = calloc(np, sizeof(float));
+  float* c_losses = calloc((size_t)steps, sizeof(float));
+  float* cpp_losses = calloc((size_t)steps, sizeof(float));
+  register_mlp_kernels(&d);
+  EXPECT(train_through_c(&d, steps, warmup, seed, lr, c_params, c_losses) == 0);
+  EXPECT(sgt_mlp_reference(&d, steps, warmup, seed, lr, cpp_params, cpp_losses) == 0);
+  EXPECT(memcmp(c_params, cpp_params, np * sizeof(float)) == 0);
+  EXPECT(memcmp(c_losses, cpp_losses, (size_t)steps * sizeof(float)) == 0);
+  EXPECT(c_losses[steps - 1] < c_losses[0]); /* it trained */
+  printf("mlp: %zu params, loss %g -> %g, C ABI vs C++ demo %s\n", np, (double)c_losses[0], (double)c_losses[steps - 1],
+         memcmp(c_params, cpp_params, np * sizeof(float)) == 0 ? "bit-identical" : "DIFFERENT");
+  free(c_params);
+  free(cpp_params);
+  free(c_losses);
+  free(cpp_losses);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static void test_null_and_released_handles(void) {
+  sg_backend* b = NULL;
+  sg_buffer* buf = NULL;
+  size_t n = 0;
+  int i = 0;
+  sg_replay* r = NULL;
+  sg_inputs* in = NULL;
+  sg_executor* e = NULL;
+  EXPECT_STATUS(sg_backend_create(NULL, 1, &b), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_backend_create("no-such-backend", 1, &b), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_backend_create("host", 0, &b), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_backend_create("host", 1, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_backend_release(NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_backend_device_count(NULL, &i), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_buffer_size(NULL, &n), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_buffer_release(NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_stream_synchronize(NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_step_desc_add_buffer(NULL, SG_ROLE_INPUT, "x", 4), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_create(NULL, NULL, NULL, &e), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_acquire_inputs(NULL, &in), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_replay(NULL, NULL, &r), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_set_learning_rate(NULL, 0.1f), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_release(NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_inputs_ptr(NULL, "x", NULL, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_inputs_release(NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_replay_wait(NULL, 0, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_replay_poll(NULL, &i), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_replay_release(NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_kernel_register(NULL, NULL, NULL, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_kernel_register("k.none", NULL, NULL, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_kernel_unregister("k.never-registered"), SG_INVALID_ARGUMENT);
+  /* A pointer the library never made, and one of the wrong type. */
+  EXPECT_STATUS(sg_buffer_size((const sg_buffer*)&n, &n), SG_INVALID_ARGUMENT);
+
+  OK(sg_backend_create("host", 2, &b));
+  OK(sg_backend_device_count(b, &i));
+  EXPECT(i == 2);
+  EXPECT_STATUS(sg_buffer_size((const sg_buffer*)b, &n), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_buffer_alloc_device(b, 0, 0, &buf), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_buffer_alloc_device(b, 7, 64, &buf), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_buffer_alloc_pinned(b, 0, &buf), SG_INVALID_ARGUMENT);
+  OK(sg_buffer_alloc_device(b, 1, 64, &buf));
+  void* p = NULL;
+  EXPECT_STATUS(sg_buffer_host_ptr(buf, &p), SG_INVALID_STATE); /* device memory has no host address */
+  OK(sg_buffer_release(buf));
+  /* Use after release, and a second release: a status, not a crash. */
+  EXPECT_STATUS(sg_buffer_size(buf, &n), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_buffer_release(buf), SG_INVALID_ARGUMENT);
+  OK(sg_backend_release(b));
+  EXPECT_STATUS(sg_backend_device_count(b, &i), SG_INVALID_ARGUMENT);
+}
+
+static void test_streams_and_buffers(void) {
+  sg_backend* b = NULL;
+  sg_buffer *src = NULL, *dev = NULL, *dst = NULL;
+  sg_stream* s = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  OK(sg_buffer_alloc_pinned(b, 256, &src));
+  OK(sg_buffer_alloc_pinned(b, 256, &dst));
+  OK(sg_buffer_alloc_device(b, 0, 256, &dev));
+  EXPECT_STATUS(sg_stream_create(b, 3, &s), SG_INVALID_ARGUMENT);
+  OK(sg_stream_create(b, 0, &s));
+  size_t n = 0;
+  OK(sg_buffer_size(src, &n));
+  EXPECT(n == 256);
+  unsigned char* hs = NULL;
+  unsigned char* hd = NULL;
+  OK(sg_buffer_host_ptr(src, (void**)&hs));
+  OK(sg_buffer_host_ptr(dst, (void**)&hd));
+  for (int i = 0; i < 256; ++i) hs[i] = (unsigned char)i;
+  OK(sg_stream_copy(s, dev, 0, src, 0, 256));
+  OK(sg_stream_memset(s, dev, 16, 16, 0xab));
+  OK(sg_stream_copy(s, dst, 0, dev, 0, 256));
+  OK(sg_stream_synchronize(s));
+  int same = 1;
+  for (int i = 0; i < 256; ++i) same &= hd[i] == (i >= 16 && i < 32 ? 0xab : i);
+  EXPECT(same);
+  EXPECT_STATUS(sg_stream_memset(s, dev, 250, 16, 0), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_stream_copy(s, dst, 0, dev, 128, 256), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_stream_copy(s, dst, 0, NULL, 0, 4), SG_INVALID_ARGUMENT);
+  OK(sg_stream_release(s));
+  OK(sg_buffer_release(src));
+  OK(sg_buffer_release(dst));
+  OK(sg_buffer_release(dev));
+  OK(sg_backend_release(b));
+}
+
+/* A kernel that copies in[0] to out[0], and faults (returns 7) when it is 13
+ * — after 100 ms, so that the fault surfaces asynchronously, after
+ * sg_executor_replay has returned (see sg_error_callback in the header). */
+static int copy_or_fault(void* const* args, size_t nargs, void* user_data) {
+  (void)user_data;
+  if (nargs != 2) return 1;
+  const int v = *(const int*)args[0];
+  if (v == 13) {
+    const struct timespec t = {0, 100 * 1000 * 1000};
+    nanosleep(&t, NULL);
+    return 7;
+  }
+  *(int*)args[1] = v;
+  return 0;
+}
+
+static int sleep_kernel(void* const* args, size_t nargs, void* user_data) {
+  (void)args;
+  (void)nargs;
+  const struct timespec t = {0, 300 * 1000 * 1000};
+  nanosleep(&t, NULL);
+  *(int*)user_data = 1;
+  return 0;
+}
+
+static sg_step_desc* tiny_desc(const char* kernel, const char* node) {
+  sg_step_desc* d = NULL;
+  OK(sg_step_desc_create(&d));
+  OK(sg_step_desc_add_buffer(d, SG_ROLE_INPUT, "in", sizeof(int)));
+  OK(sg_step_desc_add_buffer(d, SG_ROLE_OUTPUT, "out", sizeof(int)));
+  OK(sg_step_desc_add_buffer(d, SG_ROLE_STATE, "w", 16));
+  const sg_access a[] = {acc("in", 0, 0, SG_ACCESS_READ), acc("out", 0, 0, SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(d, kernel, node, a, 2, 1));
+  return d;
+}
+
+static void test_step_description_errors(void) {
+  sg_backend* b = NULL;
+  sg_executor* e = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  OK(sg_kernel_register("t.copy", copy_or_fault, NULL, NULL));
+  EXPECT_STATUS(sg_kernel_register("t.copy", copy_or_fault, NULL, NULL), SG_INVALID_ARGUMENT);
+
+  sg_step_desc* d = tiny_desc("t.copy", "copy");
+  EXPECT_STATUS(sg_step_desc_add_buffer(d, SG_ROLE_SCRATCH, "in", 4), SG_INVALID_ARGUMENT); /* duplicate */
+  EXPECT_STATUS(sg_step_desc_add_buffer(d, SG_ROLE_SCRATCH, "z", 0), SG_INVALID_ARGUMENT);  /* zero bytes */
+  EXPECT_STATUS(sg_step_desc_add_buffer(d, SG_ROLE_SCRATCH, SG_SCALARS_BUFFER, 4), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_step_desc_add_buffer(d, (sg_buffer_role)9, "q", 4), SG_INVALID_ARGUMENT); /* bad role */
+  EXPECT_STATUS(sg_step_desc_add_launch(d, "t.copy", NULL, NULL, 2, 1), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_create(b, d, NULL, NULL), SG_INVALID_ARGUMENT);
+  OK(sg_step_desc_release(d));
+
+  d = tiny_desc("t.no-such-kernel", NULL); /* an unknown kernel name */
+  EXPECT_STATUS(sg_executor_create(b, d, NULL, &e), SG_INVALID_ARGUMENT);
+  OK(sg_step_desc_release(d));
+  d = tiny_desc("t.copy", NULL);
+  const sg_access unknown[] = {acc("nope", 0, 0, SG_ACCESS_READ)}; /* an unknown buffer name */
+  OK(sg_step_desc_add_launch(d, "t.copy", "bad", unknown, 1, 1));
+  EXPECT_STATUS(sg_executor_create(b, d, NULL, &e), SG_INVALID_ARGUMENT);
+  OK(sg_step_desc_release(d));
+  d = tiny_desc("t.copy", NULL);
+  const sg_access past_end[] = {acc("w", 8, 16, SG_ACCESS_READ)}; /* a range past the buffer's end */
+  OK(sg_step_desc_add_launch(d, "t.copy", "bad", past_end, 1, 1));
+  EXPECT_STATUS(sg_executor_create(b, d, NULL, &e), SG_INVALID_ARGUMENT);
+  OK(sg_step_desc_release(d));
+  EXPECT(e == NULL);
+
+  /* Wrong sizes and unknown names on a working executor. */
+  d = tiny_desc("t.copy", NULL);
+  sg_executor_options o;
+  OK(sg_executor_options_init(&o));
+  o.warmup = 0;
+  o.max_in_flight = 1;
+  o.on_busy = SG_ON_BUSY_FAIL;
+  OK(sg_executor_create(b, d, &o, &e));
+  OK(sg_step_desc_release(d));
+  char w[16] = {0};
+  EXPECT_STATUS(sg_executor_write_state(e, "w", w, 8), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_read_state(e, "w", w, 32), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_write_state(e, "nope", w, 16), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_write_state(e, "w", NULL, 16), SG_INVALID_ARGUMENT);
+  OK(sg_executor_write_state(e, "w", w, 16));
+  sg_inputs* in = NULL;
+  sg_inputs* in2 = NULL;
+  void* p = NULL;
+  OK(sg_executor_acquire_inputs(e, &in));
+  EXPECT_STATUS(sg_executor_acquire_inputs(e, &in2), SG_INVALID_STATE); /* one slot, fail when busy */
+  EXPECT_STATUS(sg_inputs_ptr(in, "nope", &p, NULL), SG_INVALID_ARGUMENT);
+  OK(sg_inputs_ptr(in, "in", &p, NULL));
+  *(int*)p = 42;
+  sg_replay* r = NULL;
+  OK(sg_executor_replay(e, in, &r));
+  EXPECT_STATUS(sg_inputs_release(in), SG_INVALID_ARGUMENT); /* consumed by the replay */
+  OK(sg_replay_wait(r, 10000, NULL));
+  const void* out = NULL;
+  EXPECT_STATUS(sg_replay_output(r, "nope", &out, NULL), SG_INVALID_ARGUMENT);
+  OK(sg_replay_output(r, "out", &out, NULL));
+  EXPECT(out != NULL && *(const int*)out == 42);
+  OK(sg_replay_release(r));
+  EXPECT_STATUS(sg_replay_release(r), SG_INVALID_ARGUMENT);
+  OK(sg_executor_close(e));
+  EXPECT_STATUS(sg_executor_acquire_inputs(e, &in), SG_INVALID_STATE);
+  OK(sg_executor_release(e));
+  OK(sg_kernel_unregister("t.copy"));
+  OK(sg_backend_release(b));
+}
+
+static void test_wait_timeout(void) {
+  static int ran = 0;
+  sg_backend* b = NULL;
+  sg_executor* e = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  OK(sg_kernel_register("t.sleep", sleep_kernel, NULL, &ran));
+  sg_step_desc* d = tiny_desc("t.sleep", NULL);
+  sg_executor_options o;
+  OK(sg_executor_options_init(&o));
+  o.mode = SG_MODE_EAGER;
+  OK(sg_executor_create(b, d, &o, &e));
+  OK(sg_step_desc_release(d));
+  sg_inputs* in = NULL;
+  sg_replay* r = NULL;
+  OK(sg_executor_acquire_inputs(e, &in));
+  OK(sg_executor_replay(e, in, &r));
+  sg_replay_status st = SG_REPLAY_DONE;
+  int done = 1;
+  EXPECT_STATUS(sg_replay_wait(r, 1, &st), SG_TIMEOUT);
+  EXPECT(st == SG_REPLAY_QUEUED || st == SG_REPLAY_RUNNING);
+  OK(sg_replay_poll(r, &done));
+  EXPECT(done == 0);
+  OK(sg_replay_wait(r, -1, &st));
+  EXPECT(st == SG_REPLAY_DONE && ran == 1);
+  OK(sg_replay_release(r));
+  OK(sg_executor_release(e));
+  OK(sg_kernel_unregister("t.sleep"));
+  OK(sg_backend_release(b));
+}
+
+struct fault_log {
+  int calls;
+  int64_t step;
+  char node[64];
+  int kind;
+  int on_main_thread;
+  pthread_t main_thread;
+};
+
+/* [C example: the error callback] — runs on the executor's thread. */
+static void on_error(const sg_step_error* err, void* user_data) {
+  struct fault_log* log = user_data;
+  ++log->calls;
+  log->step = err->step;
+  log->kind = (int)err->kind;
+  snprintf(log->node, sizeof log->node, "%s", err->node ? err->node : "(null)");
+  log->on_main_thread = pthread_equal(pthread_self(), log->main_thread) != 0;
+}
+
+static sg_status run_step(sg_executor* e, int value, sg_replay_status* st) {
+  sg_inputs* in = NULL;
+  sg_replay* r = NULL;
+  void* p = NULL;
+  sg_status s = sg_executor_acquire_inputs(e, &in);
+  if (s != SG_OK) return s;
+  OK(sg_inputs_ptr(in, "in", &p, NULL));
+  *(int*)p = value;
+  s = sg_executor_replay(e, in, &r);
+  if (s != SG_OK) return s;
+  s = sg_replay_wait(r, 10000, st);
+  const sg_status saved = s;
+  if (s == SG_DEVICE_FAULT) {
+    int has = 0;
+    sg_step_error err;
+    OK(sg_replay_error(r, &has, &err));
+    EXPECT(has == 1 && err.step == 2 && err.node != NULL && strcmp(err.node, "fault_node") == 0);
+    EXPECT(err.kind == SG_ERROR_DEVICE_FAULT && err.message != NULL && err.message[0] != '\0');
+  }
+  OK(sg_replay_release(r));
+  return saved;
+}
+
+static void test_faulting_kernel(void) {
+  struct fault_log log;
+  memset(&log, 0, sizeof log);
+  log.main_thread = pthread_self();
+  sg_backend* b = NULL;
+  sg_executor* e = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  OK(sg_kernel_register("t.fault", copy_or_fault, NULL, NULL));
+  sg_step_desc* d = tiny_desc("t.fault", "fault_node");
+  sg_executor_options o;
+  OK(sg_executor_options_init(&o));
+  o.warmup = 1;
+  o.on_error = on_error;
+  o.on_error_user_data = &log;
+  OK(sg_executor_create(b, d, &o, &e));
+  OK(sg_step_desc_release(d));
+  sg_replay_status st = SG_REPLAY_QUEUED;
+  OK(run_step(e, 1, &st)); /* step 0: warm-up */
+  OK(run_step(e, 2, &st)); /* step 1: capture and replay */
+  /* step 2: the replayed kernel faults; sg_replay_wait says so */
+  EXPECT(run_step(e, 13, &st) == SG_DEVICE_FAULT);
+  EXPECT(strncmp(sg_last_error(), "sg_replay_wait: ", 16) == 0 && strstr(sg_last_error(), "fault_node") != NULL);
+  EXPECT(st == SG_REPLAY_FAILED);
+  /* The replay's handle finishes before the executor marks itself failed
+   * (runtime/src/executor.cpp finishes the replay, then fails the
+   * executor): wait up to 5 s for the state to follow. */
+  sg_executor_state state = SG_EXECUTOR_READY;
+  for (int i = 0; i < 500; ++i) {
+    OK(sg_executor_get_state(e, &state));
+    if (state == SG_EXECUTOR_FAILED) break;
+    const struct timespec t = {0, 10 * 1000 * 1000};
+    nanosleep(&t, NULL);
+  }
+  EXPECT(state == SG_EXECUTOR_FAILED);
+  /* Sticky: every later call is SG_INVALID_STATE naming the step. */
+  sg_inputs* in = NULL;
+  EXPECT_STATUS(sg_executor_acquire_inputs(e, &in), SG_INVALID_STATE);
+  EXPECT(strstr(sg_last_error(), "step 2") != NULL);
+  if (in != NULL) OK(sg_inputs_release(in));
+  EXPECT_STATUS(sg_executor_replay(e, NULL, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_executor_prepare(e), SG_INVALID_STATE);
+  int failed = 0;
+  sg_step_error err;
+  OK(sg_executor_failure(e, &failed, &err));
+  EXPECT(failed == 1 && err.step == 2 && err.node != NULL && strcmp(err.node, "fault_node") == 0);
+  OK(sg_executor_release(e)); /* joins the executor's thread: the callback has run by now */
+  EXPECT(log.calls == 1);
+  EXPECT(log.step == 2 && strcmp(log.node, "fault_node") == 0 && log.kind == SG_ERROR_DEVICE_FAULT);
+  EXPECT(log.on_main_thread == 0);
+  OK(sg_kernel_unregister("t.fault"));
+  OK(sg_backend_release(b));
+}
+
+int main(void) {
+  test_mlp_matches_cpp_demo();
+  test_null_and_released_handles();
+  test_streams_and_buffers();
+  test_step_description_errors();
+  test_wait_timeout();
+  test_faulting_kernel();
+  EXPECT(strcmp(sg_status_string(SG_TIMEOUT), "SG_TIMEOUT") == 0);
+  if (g_failures != 0) {
+    fprintf(stderr, "capi_test: %d failure(s)\n", g_failures);
+    return 1;
+  }
+  printf("capi_test: all checks passed\n");
+  return 0;
+}
