@@ -504,6 +504,183 @@ static void test_faulting_kernel(void) {
   OK(sg_backend_release(b));
 }
 
+/* Every entry point that takes a handle, with NULL for it, and with NULL
+ * for its out-parameter on a live handle: a status and a message, no crash. */
+static void test_every_entry_point_rejects_null(void) {
+  void* p = NULL;
+  const void* cp = NULL;
+  size_t n = 0;
+  int i = 0;
+  int64_t step = 0;
+  const char* name = NULL;
+  sg_buffer* buf = NULL;
+  sg_stream* st = NULL;
+  sg_step_desc* d = NULL;
+  sg_executor* e = NULL;
+  sg_inputs* in = NULL;
+  sg_replay* r = NULL;
+  sg_executor_state es;
+  sg_replay_status rs;
+  sg_step_error err;
+  const sg_status want = SG_INVALID_ARGUMENT;
+  EXPECT_STATUS(sg_backend_name(NULL, &name), want);
+  EXPECT_STATUS(sg_buffer_alloc_device(NULL, 0, 4, &buf), want);
+  EXPECT_STATUS(sg_buffer_alloc_pinned(NULL, 4, &buf), want);
+  EXPECT_STATUS(sg_buffer_host_ptr(NULL, &p), want);
+  EXPECT_STATUS(sg_stream_create(NULL, 0, &st), want);
+  EXPECT_STATUS(sg_stream_memset(NULL, NULL, 0, 4, 0), want);
+  EXPECT_STATUS(sg_stream_copy(NULL, NULL, 0, NULL, 0, 4), want);
+  EXPECT_STATUS(sg_stream_release(NULL), want);
+  EXPECT_STATUS(sg_kernel_unregister(NULL), want);
+  EXPECT_STATUS(sg_step_desc_create(NULL), want);
+  EXPECT_STATUS(sg_step_desc_add_launch(NULL, "k", NULL, NULL, 0, 1), want);
+  EXPECT_STATUS(sg_step_desc_add_memset(NULL, "b", 0, 0, 0, NULL), want);
+  EXPECT_STATUS(sg_step_desc_release(NULL), want);
+  EXPECT_STATUS(sg_executor_options_init(NULL), want);
+  EXPECT_STATUS(sg_executor_prepare(NULL), want);
+  EXPECT_STATUS(sg_executor_synchronize(NULL), want);
+  EXPECT_STATUS(sg_executor_write_state(NULL, "w", &n, sizeof n), want);
+  EXPECT_STATUS(sg_executor_read_state(NULL, "w", &n, sizeof n), want);
+  EXPECT_STATUS(sg_executor_get_state(NULL, &es), want);
+  EXPECT_STATUS(sg_executor_failure(NULL, &i, &err), want);
+  EXPECT_STATUS(sg_executor_close(NULL), want);
+  EXPECT_STATUS(sg_replay_step(NULL, &step), want);
+  EXPECT_STATUS(sg_replay_status_get(NULL, &rs), want);
+  EXPECT_STATUS(sg_replay_error(NULL, &i, &err), want);
+  EXPECT_STATUS(sg_replay_output(NULL, "out", &cp, &n), want);
+
+  /* Live handles, NULL out-parameters or names. */
+  sg_backend* b = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  EXPECT_STATUS(sg_backend_name(b, NULL), want);
+  EXPECT_STATUS(sg_backend_device_count(b, NULL), want);
+  EXPECT_STATUS(sg_buffer_alloc_device(b, 0, 4, NULL), want);
+  EXPECT_STATUS(sg_buffer_alloc_pinned(b, 4, NULL), want);
+  EXPECT_STATUS(sg_stream_create(b, 0, NULL), want);
+  OK(sg_backend_name(b, &name));
+  EXPECT(name != NULL && strcmp(name, "host") == 0);
+  OK(sg_buffer_alloc_pinned(b, 16, &buf));
+  EXPECT_STATUS(sg_buffer_host_ptr(buf, NULL), want);
+  EXPECT_STATUS(sg_buffer_size(buf, NULL), want);
+  OK(sg_buffer_release(buf));
+  OK(sg_kernel_register("t.null", copy_or_fault, NULL, NULL));
+  d = tiny_desc("t.null", NULL);
+  EXPECT_STATUS(sg_step_desc_add_buffer(d, SG_ROLE_INPUT, NULL, 4), want);
+  EXPECT_STATUS(sg_step_desc_add_launch(d, NULL, NULL, NULL, 0, 1), want);
+  EXPECT_STATUS(sg_step_desc_add_memset(d, NULL, 0, 0, 0, NULL), want);
+  EXPECT_STATUS(sg_executor_create(b, NULL, NULL, &e), want);
+  sg_executor_options o;
+  OK(sg_executor_options_init(&o));
+  o.warmup = 0;
+  o.mode = (sg_execution_mode)7;
+  EXPECT_STATUS(sg_executor_create(b, d, &o, &e), want);
+  o.mode = SG_MODE_GRAPH;
+  o.max_in_flight = 0;
+  EXPECT_STATUS(sg_executor_create(b, d, &o, &e), want);
+  o.max_in_flight = 1;
+  OK(sg_executor_create(b, d, &o, &e));
+  OK(sg_step_desc_release(d));
+  EXPECT_STATUS(sg_executor_acquire_inputs(e, NULL), want);
+  EXPECT_STATUS(sg_executor_get_state(e, NULL), want);
+  EXPECT_STATUS(sg_executor_failure(e, NULL, &err), want);
+  EXPECT_STATUS(sg_executor_write_state(e, NULL, &n, sizeof n), want);
+  EXPECT_STATUS(sg_executor_read_state(e, "w", NULL, 16), want);
+  OK(sg_executor_get_state(e, &es));
+  EXPECT(es == SG_EXECUTOR_CREATED);
+  OK(sg_executor_failure(e, &i, &err));
+  EXPECT(i == 0);
+  OK(sg_executor_prepare(e));
+  OK(sg_executor_acquire_inputs(e, &in));
+  EXPECT_STATUS(sg_inputs_ptr(in, NULL, &p, &n), want);
+  EXPECT_STATUS(sg_inputs_ptr(in, "in", NULL, &n), want);
+  OK(sg_inputs_ptr(in, "in", &p, &n));
+  EXPECT(n == sizeof(int));
+  *(int*)p = 5;
+  EXPECT_STATUS(sg_executor_replay(e, in, NULL), want); /* consumes `in` even so */
+  EXPECT_STATUS(sg_inputs_release(in), want);
+  OK(sg_executor_acquire_inputs(e, &in)); /* the slot came back */
+  OK(sg_executor_replay(e, in, &r));
+  EXPECT_STATUS(sg_replay_step(r, NULL), want);
+  EXPECT_STATUS(sg_replay_status_get(r, NULL), want);
+  EXPECT_STATUS(sg_replay_poll(r, NULL), want);
+  EXPECT_STATUS(sg_replay_error(r, NULL, &err), want);
+  EXPECT_STATUS(sg_replay_output(r, NULL, &cp, &n), want);
+  EXPECT_STATUS(sg_replay_output(r, "out", NULL, &n), want);
+  OK(sg_replay_wait(r, -1, NULL));
+  OK(sg_replay_step(r, &step));
+  OK(sg_replay_error(r, &i, &err));
+  EXPECT(i == 0);
+  OK(sg_replay_release(r));
+  OK(sg_executor_release(e));
+  EXPECT_STATUS(sg_executor_release(e), want);
+  OK(sg_kernel_unregister("t.null"));
+  OK(sg_backend_release(b));
+}
+
+/* A memset op in the step: the output is set before the kernel writes it. */
+static int write_first_int(void* const* args, size_t nargs, void* user_data) {
+  (void)user_data;
+  if (nargs != 2) return 1;
+  *(int*)args[1] = *(const int*)args[0];
+  return 0;
+}
+
+static void test_memset_op(void) {
+  sg_backend* b = NULL;
+  sg_executor* e = NULL;
+  sg_step_desc* d = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  OK(sg_kernel_register("t.first", write_first_int, NULL, NULL));
+  OK(sg_step_desc_create(&d));
+  OK(sg_step_desc_add_buffer(d, SG_ROLE_INPUT, "in", sizeof(int)));
+  OK(sg_step_desc_add_buffer(d, SG_ROLE_OUTPUT, "out", 16));
+  OK(sg_step_desc_add_memset(d, "out", 0, 0, 0x5a, NULL));
+  const sg_access a[] = {acc("in", 0, 0, SG_ACCESS_READ), acc("out", 0, sizeof(int), SG_ACCESS_WRITE)};
+  OK(sg_step_desc_add_launch(d, "t.first", NULL, a, 2, 1));
+  sg_executor_options o;
+  OK(sg_executor_options_init(&o));
+  o.warmup = 1;
+  OK(sg_executor_create(b, d, &o, &e));
+  for (int step = 0; step < 3; ++step) { /* warm-up, capture, replay */
+    sg_inputs* in = NULL;
+    sg_replay* r = NULL;
+    void* p = NULL;
+    const void* out = NULL;
+    size_t n = 0;
+    OK(sg_executor_acquire_inputs(e, &in));
+    OK(sg_inputs_ptr(in, "in", &p, NULL));
+    *(int*)p = 100 + step;
+    OK(sg_executor_replay(e, in, &r));
+    OK(sg_replay_wait(r, 10000, NULL));
+    OK(sg_replay_output(r, "out", &out, &n));
+    const unsigned char* bytes = out;
+    int v = 0;
+    memcpy(&v, out, sizeof v);
+    EXPECT(n == 16 && v == 100 + step && bytes[4] == 0x5a && bytes[15] == 0x5a);
+    OK(sg_replay_release(r));
+  }
+  OK(sg_executor_release(e));
+  /* A memset of a buffer the step does not declare. */
+  OK(sg_step_desc_add_memset(d, "nope", 0, 0, 0, NULL));
+  EXPECT_STATUS(sg_executor_create(b, d, &o, &e), SG_INVALID_ARGUMENT);
+  OK(sg_step_desc_release(d));
+  OK(sg_kernel_unregister("t.first"));
+  OK(sg_backend_release(b));
+}
+
+/* "cuda" works where a device is present; elsewhere it is SG_INVALID_STATE
+ * with the reason. */
+static void test_cuda_backend_or_reason(void) {
+  sg_backend* b = NULL;
+  const sg_status s = sg_backend_create("cuda", 1, &b);
+  if (s == SG_OK) {
+    OK(sg_backend_release(b));
+    return;
+  }
+  EXPECT(s == SG_INVALID_STATE && strncmp(sg_last_error(), "sg_backend_create: ", 19) == 0);
+  printf("cuda backend: %s\n", sg_last_error());
+}
+
 int main(void) {
   test_mlp_matches_cpp_demo();
   test_null_and_released_handles();
@@ -511,6 +688,9 @@ int main(void) {
   test_step_description_errors();
   test_wait_timeout();
   test_faulting_kernel();
+  test_every_entry_point_rejects_null();
+  test_memset_op();
+  test_cuda_backend_or_reason();
   EXPECT(strcmp(sg_status_string(SG_TIMEOUT), "SG_TIMEOUT") == 0);
   if (g_failures != 0) {
     fprintf(stderr, "capi_test: %d failure(s)\n", g_failures);
