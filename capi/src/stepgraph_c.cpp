@@ -17,7 +17,6 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -122,45 +121,93 @@ const char* kind_name(HandleKind k) {
   return "handle";
 }
 
+// Note [Handle values]
+// A handle is not the address of its object: it is (generation << 32) |
+// (slot index + 1), cast to the handle's pointer type and never dereferenced.
+// Releasing a handle bumps its slot's generation, so a released handle stays
+// invalid after the slot is reused, and a pointer the library never made
+// (almost surely) decodes to a slot that does not match. The Go client
+// (issue 20) holds these values as uintptr.
+static_assert(sizeof(std::uintptr_t) >= 8, "handle values need 64-bit pointers");
+
+struct HandleSlot {
+  std::uint32_t generation = 1;
+  HandleKind kind = HandleKind::kBackend;
+  void* object = nullptr;  // null while the slot is free
+};
 struct HandleTable {
   std::shared_mutex mutex;
-  std::unordered_map<const void*, HandleKind> live;
+  std::vector<HandleSlot> slots;
+  std::vector<std::uint32_t> free;
 };
 HandleTable& handles() {
   static auto* table = new HandleTable;  // never destroyed: usable from atexit and late threads
   return *table;
 }
 
-/// Checks that `h` is a live handle of its type; throws InvalidArgument
-/// naming `what` (the parameter) otherwise.
-template <class T>
-T& live(T* h, const char* what) {
-  const HandleKind kind = std::remove_const_t<T>::kKind;
+/// The slot `h` names if it is a live handle of kind `kind`, else null.
+/// Call with the table's mutex held.
+HandleSlot* find_slot(const void* h, HandleKind kind) {
+  const auto value = reinterpret_cast<std::uintptr_t>(h);
+  const auto index = static_cast<std::uint64_t>(value & 0xffffffffu);
+  const auto generation = static_cast<std::uint32_t>(static_cast<std::uint64_t>(value) >> 32);
+  auto& slots = handles().slots;
+  if (index == 0 || index > slots.size()) return nullptr;
+  HandleSlot& slot = slots[index - 1];
+  if (slot.object == nullptr || slot.generation != generation || slot.kind != kind) return nullptr;
+  return &slot;
+}
+
+[[noreturn]] void not_live(const void* h, const char* what, HandleKind kind) {
   if (h == nullptr)
     throw InvalidArgument(fmt::format("{} is NULL; pass a {} made by this library", what, kind_name(kind)));
+  throw InvalidArgument(fmt::format("{} ({}) is not a live {}: released already, or never made by this library", what,
+                                    h, kind_name(kind)));
+}
+
+/// The object of the live handle `h`; InvalidArgument naming `what` (the
+/// parameter) if `h` is NULL, released, or not a handle of its type.
+template <class T>
+T& live(T* h, const char* what) {
+  using Object = std::remove_const_t<T>;
   std::shared_lock lock(handles().mutex);
-  const auto it = handles().live.find(h);
-  if (it == handles().live.end() || it->second != kind)
-    throw InvalidArgument(fmt::format("{} ({}) is not a live {}: released already, or never made by this library", what,
-                                      static_cast<const void*>(h), kind_name(kind)));
-  return *h;
+  HandleSlot* slot = find_slot(h, Object::kKind);
+  if (slot == nullptr) not_live(h, what, Object::kKind);
+  return *static_cast<Object*>(slot->object);
 }
 
+/// Enters `object` into the table; returns its handle value.
 template <class T>
-T* publish(std::unique_ptr<T> h) {
+T* publish(std::unique_ptr<T> object) {
   std::unique_lock lock(handles().mutex);
-  handles().live.emplace(h.get(), T::kKind);
-  return h.release();
+  auto& t = handles();
+  std::uint32_t index = 0;
+  if (t.free.empty()) {
+    t.slots.emplace_back();
+    index = static_cast<std::uint32_t>(t.slots.size() - 1);
+  } else {
+    index = t.free.back();
+    t.free.pop_back();
+  }
+  HandleSlot& slot = t.slots[index];
+  slot.kind = T::kKind;
+  slot.object = object.release();
+  const std::uint64_t value = (static_cast<std::uint64_t>(slot.generation) << 32) | (index + 1u);
+  return reinterpret_cast<T*>(static_cast<std::uintptr_t>(value));
 }
 
-/// Removes `h` from the table (after live() checked it) and destroys it.
+/// Removes the live handle `h` from the table and hands its object back.
 template <class T>
-void destroy(T* h) {
-  {
-    std::unique_lock lock(handles().mutex);
-    handles().live.erase(h);
-  }
-  delete h;
+std::unique_ptr<T> take(T* h, const char* what) {
+  std::unique_lock lock(handles().mutex);
+  HandleSlot* slot = find_slot(h, T::kKind);
+  if (slot == nullptr) not_live(h, what, T::kKind);
+  std::unique_ptr<T> object(static_cast<T*>(slot->object));
+  slot->object = nullptr;
+  ++slot->generation;
+  if (slot->generation == 0) slot->generation = 1;
+  handles().free.push_back(static_cast<std::uint32_t>(slot - handles().slots.data()));
+  return object;
 }
 
 template <class T>
@@ -497,7 +544,7 @@ sg_status sg_backend_create(const char* name, int host_devices, sg_backend** out
 }
 
 sg_status sg_backend_release(sg_backend* backend) {
-  return guarded("sg_backend_release", [&] { destroy(&live(backend, "backend")); });
+  return guarded("sg_backend_release", [&] { take(backend, "backend").reset(); });
 }
 
 sg_status sg_backend_name(const sg_backend* backend, const char** out) {
@@ -556,7 +603,7 @@ sg_status sg_buffer_size(const sg_buffer* buffer, size_t* out) {
 }
 
 sg_status sg_buffer_release(sg_buffer* buffer) {
-  return guarded("sg_buffer_release", [&] { destroy(&live(buffer, "buffer")); });
+  return guarded("sg_buffer_release", [&] { take(buffer, "buffer").reset(); });
 }
 
 // --- streams
@@ -604,7 +651,7 @@ sg_status sg_stream_synchronize(sg_stream* stream) {
 }
 
 sg_status sg_stream_release(sg_stream* stream) {
-  return guarded("sg_stream_release", [&] { destroy(&live(stream, "stream")); });
+  return guarded("sg_stream_release", [&] { take(stream, "stream").reset(); });
 }
 
 // --- kernels
@@ -684,7 +731,7 @@ sg_status sg_step_desc_add_memset(sg_step_desc* desc, const char* buffer, size_t
 }
 
 sg_status sg_step_desc_release(sg_step_desc* desc) {
-  return guarded("sg_step_desc_release", [&] { destroy(&live(desc, "desc")); });
+  return guarded("sg_step_desc_release", [&] { take(desc, "desc").reset(); });
 }
 
 // --- executor
@@ -775,14 +822,14 @@ sg_status sg_inputs_ptr(const sg_inputs* inputs, const char* name, void** ptr, s
 }
 
 sg_status sg_inputs_release(sg_inputs* inputs) {
-  return guarded("sg_inputs_release", [&] { destroy(&live(inputs, "inputs")); });
+  return guarded("sg_inputs_release", [&] { take(inputs, "inputs").reset(); });
 }
 
 sg_status sg_executor_replay(sg_executor* executor, sg_inputs* inputs, sg_replay** out) {
   return guarded("sg_executor_replay", [&] {
-    auto& s = live(inputs, "inputs");
-    rt::InputSlot slot = std::move(s.slot);
-    destroy(&s);  // consumed whatever happens next (the slot goes back if the replay does not start)
+    rt::InputSlot slot =
+        std::move(take(inputs, "inputs")
+                      ->slot);  // consumed whatever happens next (the slot goes back if the replay does not start)
     auto& e = running(executor, "executor");
     require_out(out, "out");
     auto h = std::make_unique<sg_replay>();
@@ -843,12 +890,7 @@ sg_status sg_executor_close(sg_executor* executor) {
 
 sg_status sg_executor_release(sg_executor* executor) {
   return guarded("sg_executor_release", [&] {
-    auto& h = live(executor, "executor");
-    {
-      std::unique_lock lock(handles().mutex);
-      handles().live.erase(&h);
-    }
-    std::unique_ptr<sg_executor> owned(&h);
+    auto owned = take(executor, "executor");
     owned->executor.reset();  // closes; may throw only what close() throws, after which the handle is gone
   });
 }
@@ -928,12 +970,7 @@ sg_status sg_replay_output(const sg_replay* replay, const char* name, const void
 
 sg_status sg_replay_release(sg_replay* replay) {
   return guarded("sg_replay_release", [&] {
-    auto& r = live(replay, "replay");
-    {
-      std::unique_lock lock(handles().mutex);
-      handles().live.erase(&r);
-    }
-    std::unique_ptr<sg_replay> owned(&r);
+    auto owned = take(replay, "replay");
     owned->handle.release();
   });
 }

@@ -233,6 +233,14 @@ static void test_null_and_released_handles(void) {
   /* Use after release, and a second release: a status, not a crash. */
   EXPECT_STATUS(sg_buffer_size(buf, &n), SG_INVALID_ARGUMENT);
   EXPECT_STATUS(sg_buffer_release(buf), SG_INVALID_ARGUMENT);
+  /* A released handle whose slot a new handle reuses: the generation differs. */
+  sg_buffer* again = NULL;
+  OK(sg_buffer_alloc_pinned(b, 32, &again));
+  EXPECT(again != buf);
+  EXPECT_STATUS(sg_buffer_size(buf, &n), SG_INVALID_ARGUMENT);
+  OK(sg_buffer_size(again, &n));
+  EXPECT(n == 32);
+  OK(sg_buffer_release(again));
   OK(sg_backend_release(b));
   EXPECT_STATUS(sg_backend_device_count(b, &i), SG_INVALID_ARGUMENT);
 }

@@ -15,11 +15,11 @@
  * Note [Handles]
  * Every handle (sg_backend, sg_buffer, sg_stream, sg_step_desc, sg_executor,
  * sg_inputs, sg_replay) is made by one *_create / *_alloc* / acquire /
- * replay call and released by its *_release call, exactly once. The library
- * keeps a table of live handles: NULL, a released handle or a pointer it
- * never made is SG_INVALID_ARGUMENT, not a crash — as long as the address has
- * not been handed out again by a later create (the table cannot tell an old
- * handle from a new one at the same address).
+ * replay call and released by its *_release call, exactly once. A handle is
+ * an opaque value, not an address (never dereference it): a slot index and a
+ * generation count in a table of live handles. NULL, a released handle (even
+ * after its slot has been reused), a handle of another type or a value the
+ * library never made is SG_INVALID_ARGUMENT, not a crash.
  * Handles may be released in any order: a buffer, stream or executor keeps
  * its backend alive; sg_inputs and sg_replay stay safe to use after their
  * executor is released (they then report SG_INVALID_STATE / closed).
