@@ -520,8 +520,9 @@ void ExecutorCore::thread_main() {
         try {
           launch(r);
         } catch (const std::exception& ex) {
-          finish(r, ReplayStatus::kFailed, StepError{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()});
-          fail(StepError{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()});
+          const StepError e{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()};
+          fail(e);  // first: a waiter woken by the handle sees the executor failed
+          finish(r, ReplayStatus::kFailed, e);
         }
       }
       lock.lock();
@@ -585,8 +586,8 @@ void ExecutorCore::thread_main() {
                               "the device, then leaves the executor's memory to be freed when the step ends "
                               "(leaked if it never does) rather than hang",
                               r->step, options.deadline.count())};
+      fail(e);  // first: a waiter woken by the handle sees the executor failed
       finish(r, ReplayStatus::kFailed, e);
-      fail(e);
       lock.lock();
       std::erase(launched, r);
       cv.notify_all();
@@ -600,8 +601,8 @@ void ExecutorCore::thread_main() {
       // Complete the handle before leaving `launched`, so that a caller of
       // synchronize() sees every handle final.
       if (error) {
+        fail(*error);  // first: a waiter woken by the handle sees the executor failed
         finish(r, ReplayStatus::kFailed, error);
-        fail(*error);
       } else {
         finish(r, ReplayStatus::kDone, std::nullopt);
       }
@@ -1079,8 +1080,8 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
       // asynchronous one, to the handle and the error callback.
       ll.unlock();
       const auto err = c.fault_error(r->step, e);
+      c.fail(err);  // first: a waiter woken by the handle sees the executor failed
       c.finish(r, ReplayStatus::kFailed, err);
-      c.fail(err);
       return ReplayHandle(r);
     } catch (...) {
       std::lock_guard lock(c.mutex);
