@@ -38,7 +38,7 @@ static_assert(offsetof(sg_step_scalars, rng_offset) == offsetof(rt::StepScalars,
 
 // --- the handle types; each names its kind for the table of live handles
 namespace {
-enum class HandleKind { kBackend, kBuffer, kStream, kStepDesc, kExecutor, kInputs, kReplay };
+enum class HandleKind { kBackend, kBuffer, kStream, kEvent, kStepDesc, kExecutor, kInputs, kReplay };
 }  // namespace
 
 struct sg_backend {
@@ -52,6 +52,10 @@ struct sg_buffer {
 struct sg_stream {
   static constexpr HandleKind kKind = HandleKind::kStream;
   rt::Stream stream;
+};
+struct sg_event {
+  static constexpr HandleKind kKind = HandleKind::kEvent;
+  rt::Event event;
 };
 struct sg_inputs {
   static constexpr HandleKind kKind = HandleKind::kInputs;
@@ -109,6 +113,8 @@ const char* kind_name(HandleKind k) {
       return "sg_buffer";
     case HandleKind::kStream:
       return "sg_stream";
+    case HandleKind::kEvent:
+      return "sg_event";
     case HandleKind::kStepDesc:
       return "sg_step_desc";
     case HandleKind::kExecutor:
@@ -652,6 +658,42 @@ sg_status sg_stream_synchronize(sg_stream* stream) {
 
 sg_status sg_stream_release(sg_stream* stream) {
   return guarded("sg_stream_release", [&] { take(stream, "stream").reset(); });
+}
+
+// --- events
+sg_status sg_event_create(sg_backend* backend, int device, sg_event** out) {
+  return guarded("sg_event_create", [&] {
+    auto& b = live(backend, "backend");
+    require_out(out, "out");
+    check_device(*b.backend, device);
+    auto h = std::make_unique<sg_event>();
+    h->event = b.backend->create_event(device);
+    *out = publish(std::move(h));
+  });
+}
+
+sg_status sg_stream_record(sg_stream* stream, sg_event* event) {
+  return guarded("sg_stream_record", [&] { live(stream, "stream").stream.record(live(event, "event").event); });
+}
+
+sg_status sg_stream_wait_event(sg_stream* stream, const sg_event* event) {
+  return guarded("sg_stream_wait_event", [&] { live(stream, "stream").stream.wait(live(event, "event").event); });
+}
+
+sg_status sg_event_query(const sg_event* event, int* done) {
+  return guarded("sg_event_query", [&] {
+    const auto& e = live(event, "event");
+    require_out(done, "done");
+    *done = e.event.query() ? 1 : 0;
+  });
+}
+
+sg_status sg_event_synchronize(const sg_event* event) {
+  return guarded("sg_event_synchronize", [&] { live(event, "event").event.synchronize(); });
+}
+
+sg_status sg_event_release(sg_event* event) {
+  return guarded("sg_event_release", [&] { take(event, "event").reset(); });
 }
 
 // --- kernels

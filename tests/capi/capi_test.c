@@ -270,6 +270,34 @@ static void test_streams_and_buffers(void) {
   int same = 1;
   for (int i = 0; i < 256; ++i) same &= hd[i] == (i >= 16 && i < 32 ? 0xab : i);
   EXPECT(same);
+  /* Events: a second stream waits for the first one's record. */
+  sg_event* ev = NULL;
+  sg_stream* s2 = NULL;
+  int done = 0;
+  EXPECT_STATUS(sg_event_create(b, 2, &ev), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_event_create(NULL, 0, &ev), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_event_create(b, 0, NULL), SG_INVALID_ARGUMENT);
+  OK(sg_event_create(b, 0, &ev));
+  OK(sg_event_query(ev, &done)); /* never recorded: complete */
+  EXPECT(done == 1);
+  OK(sg_stream_create(b, 0, &s2));
+  OK(sg_stream_memset(s, dev, 0, 8, 0x11));
+  OK(sg_stream_record(s, ev));
+  OK(sg_stream_wait_event(s2, ev));
+  OK(sg_stream_copy(s2, dst, 0, dev, 0, 8));
+  OK(sg_stream_synchronize(s2));
+  OK(sg_event_synchronize(ev));
+  OK(sg_event_query(ev, &done));
+  EXPECT(done == 1 && hd[0] == 0x11 && hd[7] == 0x11);
+  EXPECT_STATUS(sg_stream_record(s, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_stream_wait_event(NULL, ev), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_event_query(ev, NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_event_query(NULL, &done), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_event_synchronize(NULL), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_event_synchronize((const sg_event*)s2), SG_INVALID_ARGUMENT); /* a stream is no event */
+  OK(sg_event_release(ev));
+  EXPECT_STATUS(sg_event_release(ev), SG_INVALID_ARGUMENT);
+  OK(sg_stream_release(s2));
   EXPECT_STATUS(sg_stream_memset(s, dev, 250, 16, 0), SG_INVALID_ARGUMENT);
   EXPECT_STATUS(sg_stream_copy(s, dst, 0, dev, 128, 256), SG_INVALID_ARGUMENT);
   EXPECT_STATUS(sg_stream_copy(s, dst, 0, NULL, 0, 4), SG_INVALID_ARGUMENT);

@@ -13,7 +13,7 @@
  * (core/error.h) onto sg_status.
  *
  * Note [Handles]
- * Every handle (sg_backend, sg_buffer, sg_stream, sg_step_desc, sg_executor,
+ * Every handle (sg_backend, sg_buffer, sg_stream, sg_event, sg_step_desc, sg_executor,
  * sg_inputs, sg_replay) is made by one *_create / *_alloc* / acquire /
  * replay call and released by its *_release call, exactly once. A handle is
  * an opaque value, not an address (never dereference it): a slot index and a
@@ -80,6 +80,7 @@ SG_API const char* sg_last_error(void);
 typedef struct sg_backend sg_backend;
 typedef struct sg_buffer sg_buffer;
 typedef struct sg_stream sg_stream;
+typedef struct sg_event sg_event;
 typedef struct sg_step_desc sg_step_desc;
 typedef struct sg_executor sg_executor;
 typedef struct sg_inputs sg_inputs;
@@ -128,6 +129,23 @@ SG_API sg_status sg_stream_copy(sg_stream* stream, sg_buffer* dst, size_t dst_of
 SG_API sg_status sg_stream_synchronize(sg_stream* stream);
 /* Destroys the stream; enqueued work still runs to completion. */
 SG_API sg_status sg_stream_release(sg_stream* stream);
+
+/* ------------------------------------------------------------------ events
+ * Record on a stream, wait on it from any stream (also of another device),
+ * query, synchronize. A wait binds to the latest record made before it; an
+ * event never recorded counts as complete. */
+
+/* An event on `device`. Caller owns *out. */
+SG_API sg_status sg_event_create(sg_backend* backend, int device, sg_event** out);
+/* Enqueues a record of `event` on `stream`. */
+SG_API sg_status sg_stream_record(sg_stream* stream, sg_event* event);
+/* Makes later work on `stream` wait for the event's latest record. */
+SG_API sg_status sg_stream_wait_event(sg_stream* stream, const sg_event* event);
+/* *done = 1 if the latest record has completed. */
+SG_API sg_status sg_event_query(const sg_event* event, int* done);
+/* Waits for the latest record; SG_DEVICE_FAULT if the device faulted. */
+SG_API sg_status sg_event_synchronize(const sg_event* event);
+SG_API sg_status sg_event_release(sg_event* event);
 
 /* ----------------------------------------------------------------- kernels
  *
