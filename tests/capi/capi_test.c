@@ -108,8 +108,9 @@ static sg_step_desc* mlp_step_desc(const sgt_mlp_dims* d) {
                           acc("grads", 0, w2 * f, SG_ACCESS_WRITE)};
   OK(sg_step_desc_add_launch(desc, "mlp.grad_hidden", NULL, gh, 3, w2));
   /* The learning rate is read from the executor's scalars at replay time. */
-  const sg_access up[] = {acc("params", 0, np * f, SG_ACCESS_READ_WRITE), acc("grads", 0, np * f, SG_ACCESS_READ),
-                          acc(SG_SCALARS_BUFFER, 8, sizeof(float), SG_ACCESS_READ)};
+  const sg_access up[] = {
+      acc("params", 0, np * f, SG_ACCESS_READ_WRITE), acc("grads", 0, np * f, SG_ACCESS_READ),
+      acc(SG_SCALARS_BUFFER, offsetof(sg_step_scalars, learning_rate), sizeof(float), SG_ACCESS_READ)};
   OK(sg_step_desc_add_launch(desc, "mlp.sgd_update", NULL, up, 3, np));
   return desc;
 }
