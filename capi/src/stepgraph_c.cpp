@@ -331,6 +331,8 @@ rt::Access to_access(sg_access_mode m) {
       return rt::Access::kWrite;
     case SG_ACCESS_READ_WRITE:
       return rt::Access::kReadWrite;
+    default:  // the range enumerators, or any other int a C caller passed
+      break;
   }
   throw InvalidArgument(fmt::format("access mode {} is not an sg_access_mode", static_cast<int>(m)));
 }
@@ -490,6 +492,8 @@ rt::BufferSpec& add_spec(rt::StepSpec& spec, sg_buffer_role role) {
       return spec.state.emplace_back();
     case SG_ROLE_SCRATCH:
       return spec.scratch.emplace_back();
+    default:  // the range enumerators, or any other int a C caller passed
+      break;
   }
   throw InvalidArgument(fmt::format("role {} is not an sg_buffer_role", static_cast<int>(role)));
 }

@@ -177,13 +177,25 @@ SG_API sg_status sg_kernel_unregister(const char* name);
 /* --------------------------------------------------------- step description */
 
 typedef enum sg_buffer_role {
-  SG_ROLE_INPUT = 0,  /* pinned, one per slot, filled by the caller (sg_inputs_ptr), read in place */
-  SG_ROLE_OUTPUT = 1, /* pinned, one per slot, written by the step, read with sg_replay_output */
-  SG_ROLE_STATE = 2,  /* device memory shared by every step (parameters); sg_executor_read/write_state */
-  SG_ROLE_SCRATCH = 3 /* device memory per slot (activations, gradients) */
+  SG_ROLE_INPUT = 0,   /* pinned, one per slot, filled by the caller (sg_inputs_ptr), read in place */
+  SG_ROLE_OUTPUT = 1,  /* pinned, one per slot, written by the step, read with sg_replay_output */
+  SG_ROLE_STATE = 2,   /* device memory shared by every step (parameters); sg_executor_read/write_state */
+  SG_ROLE_SCRATCH = 3, /* device memory per slot (activations, gradients) */
+  /* Not values: they make every int a valid sg_buffer_role for C++ (whose
+     enums hold only their enumerators' bit range), so that a bad value
+     passed from C is SG_INVALID_ARGUMENT, not undefined behaviour. The same
+     pair ends every enum taken as an argument. */
+  SG_ROLE_RANGE_MIN_ = -2147483647 - 1,
+  SG_ROLE_RANGE_MAX_ = 2147483647
 } sg_buffer_role;
 
-typedef enum sg_access_mode { SG_ACCESS_READ = 0, SG_ACCESS_WRITE = 1, SG_ACCESS_READ_WRITE = 2 } sg_access_mode;
+typedef enum sg_access_mode {
+  SG_ACCESS_READ = 0,
+  SG_ACCESS_WRITE = 1,
+  SG_ACCESS_READ_WRITE = 2,
+  SG_ACCESS_RANGE_MIN_ = -2147483647 - 1, /* not values: see sg_buffer_role */
+  SG_ACCESS_RANGE_MAX_ = 2147483647
+} sg_access_mode;
 
 /* The executor's per-step scalars, readable by any launch that declares an
  * access to the buffer named SG_SCALARS_BUFFER (the layout of
@@ -252,8 +264,18 @@ typedef struct sg_step_error {
  * release). */
 typedef void (*sg_error_callback)(const sg_step_error* error, void* user_data);
 
-typedef enum sg_execution_mode { SG_MODE_GRAPH = 0, SG_MODE_EAGER = 1 } sg_execution_mode;
-typedef enum sg_on_busy { SG_ON_BUSY_BLOCK = 0, SG_ON_BUSY_FAIL = 1 } sg_on_busy;
+typedef enum sg_execution_mode {
+  SG_MODE_GRAPH = 0,
+  SG_MODE_EAGER = 1,
+  SG_MODE_RANGE_MIN_ = -2147483647 - 1, /* not values: see sg_buffer_role */
+  SG_MODE_RANGE_MAX_ = 2147483647
+} sg_execution_mode;
+typedef enum sg_on_busy {
+  SG_ON_BUSY_BLOCK = 0,
+  SG_ON_BUSY_FAIL = 1,
+  SG_ON_BUSY_RANGE_MIN_ = -2147483647 - 1, /* not values: see sg_buffer_role */
+  SG_ON_BUSY_RANGE_MAX_ = 2147483647
+} sg_on_busy;
 
 typedef struct sg_executor_options {
   int device;                 /* default 0 */
