@@ -530,6 +530,31 @@ TEST(TopologyBadInput, HwlocObjectWithACpusetButNoCompleteCpusetIsRefused) {
   }
 }
 
+TEST(TopologyBadInput, AnNcclPackageIndexBeyondAnyMachineIsRefused) {
+  // package=2147483000 made the reader allocate packages up to it (2.8 GB);
+  // found by fuzz/fuzz_topo_dump in a CI run.
+  const auto file = std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "nccl-huge-package-index.xml";
+  try {
+    (void)Topology::load(file);
+    ADD_FAILURE() << "loaded";
+  } catch (const sg::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("package=2147483000"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TopologyBadInput, AnHwlocBridgeTypeBeyondTheEnumIsNoUndefinedBehaviour) {
+  // bridge_type="2-1": hwloc stores upstream type 2, which its enum does not
+  // have; reading it as the enum was undefined behaviour (UBSan, found by
+  // fuzz/fuzz_topo_hwloc). Such a bridge is neither host nor PCI: it loads.
+  const auto file =
+      std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "hwloc-bridge-upstream-type-2.xml";
+  try {
+    const Topology t = Topology::load(file);
+    EXPECT_GT(t.pu_count(), 0);
+  } catch (const sg::InvalidArgument&) {  // refusing it is as good
+  }
+}
+
 TEST(TopologyBadInput, HwlocNumaNodesSharingAnOsIndexAreRefused) {
   // libhwloc imports it; our dump then wrote two <cpu numaid=1> that our own
   // reader refuses. Found by fuzz/fuzz_topo_hwloc.

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <type_traits>
 #include <unordered_map>
 
 #include <stepgraph/core/error.h>
@@ -23,6 +24,18 @@
 
 namespace stepgraph::topology {
 namespace {
+
+/// An enum field of an hwloc object as the integer it holds. hwloc fills
+/// these from XML without checking them against the enum (an XML file may
+/// say upstream_type 2 where only 0 and 1 exist), and loading such a value
+/// as the C++ enum type is undefined behaviour (found by fuzz_topo_hwloc);
+/// compared as integers, an unknown value simply matches nothing.
+template <class E>
+int raw_enum(const E& field) {
+  std::underlying_type_t<E> v{};
+  std::memcpy(&v, &field, sizeof v);
+  return static_cast<int>(v);
+}
 
 /// Owns an hwloc topology (move-only RAII, STYLE "Resources").
 class HwlocTopology {
@@ -70,7 +83,7 @@ std::string bus_id_of(hwloc_obj_t obj) {
 }
 
 bool is_pci_bridge(hwloc_obj_t obj) {
-  return obj->type == HWLOC_OBJ_BRIDGE && obj->attr->bridge.upstream_type == HWLOC_OBJ_BRIDGE_PCI;
+  return obj->type == HWLOC_OBJ_BRIDGE && raw_enum(obj->attr->bridge.upstream_type) == HWLOC_OBJ_BRIDGE_PCI;
 }
 
 enum class BridgeRole { kHost, kRootPort, kSwitchUp, kSwitchDown };
@@ -200,14 +213,14 @@ class Converter {
 
   static bool has_osdev(hwloc_obj_t obj, hwloc_obj_osdev_type_t type) {
     for (hwloc_obj_t c = obj->io_first_child; c != nullptr; c = c->next_sibling)
-      if (c->type == HWLOC_OBJ_OS_DEVICE && c->attr->osdev.type == type) return true;
+      if (c->type == HWLOC_OBJ_OS_DEVICE && raw_enum(c->attr->osdev.type) == type) return true;
     return false;
   }
 
   void walk(hwloc_obj_t obj, int parent_node) {
     int here = parent_node;
     if (obj->type == HWLOC_OBJ_BRIDGE) {
-      if (obj->attr->bridge.upstream_type == HWLOC_OBJ_BRIDGE_HOST) {
+      if (raw_enum(obj->attr->bridge.upstream_type) == HWLOC_OBJ_BRIDGE_HOST) {
         here = add(make_node(obj, -1, PciKind::kHostBridge));
         role_[obj] = BridgeRole::kHost;
       } else {
@@ -298,8 +311,8 @@ class Converter {
       std::string net_name;
       for (hwloc_obj_t c = obj->io_first_child; c != nullptr; c = c->next_sibling) {
         if (c->type != HWLOC_OBJ_OS_DEVICE || c->name == nullptr) continue;
-        if (c->attr->osdev.type == HWLOC_OBJ_OSDEV_OPENFABRICS && nic.name.empty()) nic.name = c->name;
-        if (c->attr->osdev.type == HWLOC_OBJ_OSDEV_NETWORK && net_name.empty()) net_name = c->name;
+        if (raw_enum(c->attr->osdev.type) == HWLOC_OBJ_OSDEV_OPENFABRICS && nic.name.empty()) nic.name = c->name;
+        if (raw_enum(c->attr->osdev.type) == HWLOC_OBJ_OSDEV_NETWORK && net_name.empty()) net_name = c->name;
       }
       if (nic.name.empty()) nic.name = net_name;
       b_.nics().push_back(std::move(nic));

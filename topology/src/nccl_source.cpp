@@ -118,6 +118,13 @@ class NcclReader {
     if (cpu.attribute("memory")) n.memory_bytes = cpu.attribute("memory").as_ullong(0);
     if (cpu.attribute("gpu_memory").as_int(0) == 1) n.kind = NumaKind::kGpuMemory;
     const int package = parse_int(cpu, "package", -1);
+    // Packages are numbered densely from 0; a number far beyond the <cpu>
+    // elements would make this loop allocate up to it (found by fuzzing:
+    // package=<2^31> asked for 2.8 GB).
+    constexpr int kMaxPackage = 4096;
+    if (package >= kMaxPackage)
+      throw InvalidArgument(fmt::format("{}: <cpu numaid={}> package={} is beyond any machine (at most {} packages)",
+                                        origin_, n.os_index, package, kMaxPackage));
     if (package >= 0) {
       while (static_cast<int>(b_.packages().size()) <= package) {
         Package p;
