@@ -196,6 +196,13 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   /// complete, unless it has callbacks (those run on the executor's thread).
   bool finish_from_waiter(const std::shared_ptr<ReplayState>& r);
   void fail(const StepError& e);
+  /// The first half of fail(): the state (kFailed, failure) alone; true the
+  /// first time. A failed replay's handle is completed between the two
+  /// halves, so that a waiter woken by the handle sees the executor failed,
+  /// and the error callback (second half) runs with the handle final — a
+  /// callback that waits on it must not find it running.
+  bool mark_failed(const StepError& e);
+  void after_failed(const StepError& e);
   void report(const StepError& e);
   void check_usable(std::string_view what) const;  // mutex held
   std::size_t index_of(const std::vector<BufferSpec>& specs, std::string_view name, std::string_view what) const;
@@ -472,13 +479,22 @@ bool ExecutorCore::finish_from_waiter(const std::shared_ptr<ReplayState>& r) {
   return true;
 }
 
+bool ExecutorCore::mark_failed(const StepError& e) {
+  std::lock_guard lock(mutex);
+  if (state == ExecutorState::kFailed || state == ExecutorState::kClosed) return false;
+  state = ExecutorState::kFailed;
+  failure = e;
+  return true;
+}
+
 void ExecutorCore::fail(const StepError& e) {
+  if (mark_failed(e)) after_failed(e);
+}
+
+void ExecutorCore::after_failed(const StepError& e) {
   std::deque<std::shared_ptr<ReplayState>> dropped;
   {
     std::lock_guard lock(mutex);
-    if (state == ExecutorState::kFailed || state == ExecutorState::kClosed) return;
-    state = ExecutorState::kFailed;
-    failure = e;
     dropped.swap(queued);
   }
   STEPGRAPH_WARN(kExecutor, "executor failed at step {}: {}", e.step, e.message);
@@ -521,8 +537,9 @@ void ExecutorCore::thread_main() {
           launch(r);
         } catch (const std::exception& ex) {
           const StepError e{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()};
-          fail(e);  // first: a waiter woken by the handle sees the executor failed
+          const bool first = mark_failed(e);  // a waiter woken by the handle sees the executor failed
           finish(r, ReplayStatus::kFailed, e);
+          if (first) after_failed(e);
         }
       }
       lock.lock();
@@ -586,23 +603,34 @@ void ExecutorCore::thread_main() {
                               "the device, then leaves the executor's memory to be freed when the step ends "
                               "(leaked if it never does) rather than hang",
                               r->step, options.deadline.count())};
-      fail(e);  // first: a waiter woken by the handle sees the executor failed
+      const bool first = mark_failed(e);  // a waiter woken by the handle sees the executor failed
       finish(r, ReplayStatus::kFailed, e);
+      if (first) after_failed(e);
       lock.lock();
       std::erase(launched, r);
       cv.notify_all();
       continue;
     }
     if (completed && !error) {
-      if (auto ce = collectives->async_error())
-        error = StepError{StepErrorKind::kCollective, r->step, std::nullopt, *ce};
+      // A handle a waiter already completed (Note [Waiting without a
+      // hand-off]) ran its collectives to the end: an error the
+      // communicator reports now belongs to a later step, which finds it.
+      bool final = false;
+      {
+        std::lock_guard rl(r->mutex);
+        final = r->status == ReplayStatus::kDone;
+      }
+      if (!final)
+        if (auto ce = collectives->async_error())
+          error = StepError{StepErrorKind::kCollective, r->step, std::nullopt, *ce};
     }
     if (completed) {
       // Complete the handle before leaving `launched`, so that a caller of
       // synchronize() sees every handle final.
       if (error) {
-        fail(*error);  // first: a waiter woken by the handle sees the executor failed
+        const bool first = mark_failed(*error);  // a waiter woken by the handle sees the executor failed
         finish(r, ReplayStatus::kFailed, error);
+        if (first) after_failed(*error);
       } else {
         finish(r, ReplayStatus::kDone, std::nullopt);
       }
@@ -1080,8 +1108,9 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
       // asynchronous one, to the handle and the error callback.
       ll.unlock();
       const auto err = c.fault_error(r->step, e);
-      c.fail(err);  // first: a waiter woken by the handle sees the executor failed
+      const bool first = c.mark_failed(err);  // a waiter woken by the handle sees the executor failed
       c.finish(r, ReplayStatus::kFailed, err);
+      if (first) c.after_failed(err);
       return ReplayHandle(r);
     } catch (...) {
       std::lock_guard lock(c.mutex);
