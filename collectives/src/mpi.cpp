@@ -313,30 +313,44 @@ struct MpiState {
     for (;;) {
       int flag = 0;
       const int rc = MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
-      if (rc != MPI_SUCCESS) {
-        request_left.store(true);
-        fail(Failure::kMpi,
-             fmt::format("MpiError: MPI_Test {} collective #{} ({}) on rank {} of MPI communicator {}: {}", phase, seq,
-                         describe(s), rank, id, mpi_error_string(rc)),
-             rc);
-        return false;
-      }
+      if (!tested(rc, "MPI_Test", phase, seq, s)) return false;
       if (flag) return true;
-      if (failed.load(std::memory_order_acquire)) {
-        request_left.store(true);
-        return false;
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) {
-        request_left.store(true);
-        fail(Failure::kTimeout,
-             fmt::format("CollectiveTimeout: rank {} waited {} ms {} collective #{} ({}) of MPI communicator {}; a "
-                         "peer is missing, stuck, or issued fewer collectives",
-                         rank, options.timeout.count(), phase, seq, describe(s), id));
-        return false;
-      }
-      pacer.pause(now);  // Note [Polling MPI]
+      if (!keep_polling(pacer, deadline, phase, seq, s)) return false;
     }
+  }
+
+  /// After an MPI_Test* call: false (the communicator failed, the request
+  /// left in flight) if it returned an error.
+  bool tested(int rc, const char* what, const char* phase, std::uint64_t seq, const CollectiveSignature& s) {
+    if (rc == MPI_SUCCESS) return true;
+    request_left.store(true);
+    fail(Failure::kMpi,
+         fmt::format("MpiError: {} {} collective #{} ({}) on rank {} of MPI communicator {}: {}", what, phase, seq,
+                     describe(s), rank, id, mpi_error_string(rc)),
+         rc);
+    return false;
+  }
+
+  /// Between two polls of a wait that completed nothing: false (the request
+  /// left in flight) once the communicator failed or the deadline passed
+  /// (CollectiveTimeout); otherwise paces the next poll (Note [Polling MPI]).
+  bool keep_polling(const PollPacer& pacer, std::chrono::steady_clock::time_point deadline, const char* phase,
+                    std::uint64_t seq, const CollectiveSignature& s) {
+    if (failed.load(std::memory_order_acquire)) {
+      request_left.store(true);
+      return false;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      request_left.store(true);
+      fail(Failure::kTimeout,
+           fmt::format("CollectiveTimeout: rank {} waited {} ms {} collective #{} ({}) of MPI communicator {}; a "
+                       "peer is missing, stuck, or issued fewer collectives",
+                       rank, options.timeout.count(), phase, seq, describe(s), id));
+      return false;
+    }
+    pacer.pause(now);
+    return true;
   }
 
   /// Starts an MPI call that fills `request`; false (the communicator
@@ -472,6 +486,8 @@ struct MpiState {
     return (2 * static_cast<std::size_t>(world) - 2) * segments < 32767;  // MPI_TAG_UB is at least 32767
   }
 
+  static constexpr const char* kRingPhase = "for its neighbours in the ring of";
+
   bool ring_all_reduce(std::uint64_t seq, const CollectiveSignature& s, std::byte* data) {
     const std::size_t p = static_cast<std::size_t>(world), esz = runtime::dtype_size(s.dtype);
     const std::size_t me = static_cast<std::size_t>(rank);
@@ -563,15 +579,7 @@ struct MpiState {
       done.resize(reqs.size());
       int count = 0;
       const int rc = MPI_Testsome(static_cast<int>(reqs.size()), reqs.data(), &count, done.data(), MPI_STATUSES_IGNORE);
-      if (rc != MPI_SUCCESS) {
-        request_left.store(true);
-        fail(Failure::kMpi,
-             fmt::format("MpiError: MPI_Testsome in the ring of collective #{} ({}) on rank {} of MPI communicator "
-                         "{}: {}",
-                         seq, describe(s), rank, id, mpi_error_string(rc)),
-             rc);
-        return false;
-      }
+      if (!tested(rc, "MPI_Testsome", kRingPhase, seq, s)) return false;
       if (count == MPI_UNDEFINED) count = 0;
       for (int i = 0; i < count; ++i) {
         const Pending m = meta[static_cast<std::size_t>(done[static_cast<std::size_t>(i)])];
@@ -596,20 +604,7 @@ struct MpiState {
         meta.resize(w);
         continue;
       }
-      if (failed.load(std::memory_order_acquire)) {
-        request_left.store(true);
-        return false;
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) {
-        request_left.store(true);
-        fail(Failure::kTimeout,
-             fmt::format("CollectiveTimeout: rank {} waited {} ms for its neighbours in the ring of collective #{} "
-                         "({}) of MPI communicator {}; a peer is missing, stuck, or issued fewer collectives",
-                         rank, options.timeout.count(), seq, describe(s), id));
-        return false;
-      }
-      pacer.pause(now);  // Note [Polling MPI]
+      if (!keep_polling(pacer, deadline, kRingPhase, seq, s)) return false;
     }
     return true;
   }
