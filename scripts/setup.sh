@@ -11,7 +11,8 @@ packages=(
   libopenmpi-dev openmpi-bin iproute2
   libtorch-dev
   nlohmann-json3-dev libcli11-dev libpugixml-dev libfmt-dev libspdlog-dev
-  python3 python3-matplotlib
+  python3 python3-matplotlib python3-dev python3-numpy python3-pytest pybind11-dev
+  libcpp-httplib-dev prometheus golang-go
   clang libclang-rt-14-dev
 )
 missing=()
