@@ -1110,7 +1110,8 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
       const auto err = c.fault_error(r->step, e);
       const bool first = c.mark_failed(err);  // a waiter woken by the handle sees the executor failed
       c.finish(r, ReplayStatus::kFailed, err);
-      if (first) c.after_failed(err);
+      // The error callback runs on the executor's thread, never the caller's.
+      if (first) c.post([core = &c, err] { core->after_failed(err); });
       return ReplayHandle(r);
     } catch (...) {
       std::lock_guard lock(c.mutex);

@@ -315,7 +315,11 @@ TYPED_TEST(Executor, AFaultFailsTheExecutorWithTheStepAndSaysSoOnEveryCall) {
   auto o = this->options();
   o.warmup = 1;
   std::promise<rt::StepError> reported;
-  o.on_error = [&](const rt::StepError& e) { reported.set_value(e); };
+  std::thread::id reporting_thread;
+  o.on_error = [&](const rt::StepError& e) {
+    reporting_thread = std::this_thread::get_id();
+    reported.set_value(e);
+  };
   bool faulty = false;
   rt::StepExecutor ex(
       this->spec(),
@@ -338,6 +342,9 @@ TYPED_TEST(Executor, AFaultFailsTheExecutorWithTheStepAndSaysSoOnEveryCall) {
   const auto e = f.get();
   EXPECT_EQ(e.kind, rt::StepErrorKind::kDeviceFault);
   EXPECT_EQ(e.step, 1);
+  // Wherever the fault surfaced (the executor's poll, or the next launch on
+  // this thread), the callback runs on the executor's thread.
+  EXPECT_NE(reporting_thread, std::this_thread::get_id());
   if (TypeParam::kKind == rt::BackendKind::kHost) {
     ASSERT_TRUE(e.node.has_value());
     EXPECT_EQ(*e.node, "bad-kernel");
