@@ -38,7 +38,18 @@ static_assert(offsetof(sg_step_scalars, rng_offset) == offsetof(rt::StepScalars,
 
 // --- the handle types; each names its kind for the table of live handles
 namespace {
-enum class HandleKind { kBackend, kBuffer, kStream, kEvent, kStepDesc, kExecutor, kInputs, kReplay };
+enum class HandleKind {
+  kBackend,
+  kBuffer,
+  kStream,
+  kEvent,
+  kGraph,
+  kGraphExec,
+  kStepDesc,
+  kExecutor,
+  kInputs,
+  kReplay
+};
 }  // namespace
 
 struct sg_backend {
@@ -56,6 +67,14 @@ struct sg_stream {
 struct sg_event {
   static constexpr HandleKind kKind = HandleKind::kEvent;
   rt::Event event;
+};
+struct sg_graph {
+  static constexpr HandleKind kKind = HandleKind::kGraph;
+  rt::Graph graph;
+};
+struct sg_graph_exec {
+  static constexpr HandleKind kKind = HandleKind::kGraphExec;
+  rt::GraphExec exec;
 };
 struct sg_inputs {
   static constexpr HandleKind kKind = HandleKind::kInputs;
@@ -115,6 +134,10 @@ const char* kind_name(HandleKind k) {
       return "sg_stream";
     case HandleKind::kEvent:
       return "sg_event";
+    case HandleKind::kGraph:
+      return "sg_graph";
+    case HandleKind::kGraphExec:
+      return "sg_graph_exec";
     case HandleKind::kStepDesc:
       return "sg_step_desc";
     case HandleKind::kExecutor:
@@ -238,10 +261,35 @@ class WaitTimeout : public stepgraph::Error {
   using Error::Error;
 };
 
+// Note [Calls from kernels and callbacks]
+// A C kernel runs on a backend worker (or wherever the backend runs it) and
+// the error callback on the executor's thread; neither may call the ABI
+// (the header's capture rules): a replay from a kernel would wait on itself,
+// an sg_executor_release from the callback would join its own thread. Each
+// runs inside a CallScope, and every entry point refuses to run in one.
+enum class CallContext { kApplication, kKernel, kErrorCallback };
+thread_local CallContext t_context = CallContext::kApplication;
+
+class CallScope {
+ public:
+  explicit CallScope(CallContext c) noexcept : previous_(t_context) { t_context = c; }
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+  ~CallScope() { t_context = previous_; }
+
+ private:
+  CallContext previous_;
+};
+
 /// Note [No exception crosses the ABI]
 template <class F>
 sg_status guarded(const char* fn, F&& body) noexcept {
   try {
+    if (t_context != CallContext::kApplication)
+      throw InvalidState(
+          fmt::format("called from {}, where no function of stepgraph/c/stepgraph.h but "
+                      "sg_last_error and sg_status_string may be called; nothing was done",
+                      t_context == CallContext::kKernel ? "inside a C kernel" : "the error callback"));
     body();
     return SG_OK;
   } catch (const WaitTimeout& e) {
@@ -373,16 +421,52 @@ const rt::Buffer& resolve(const rt::StepContext& ctx, const ResolvedAccess& a) {
   throw InvalidState("stepgraph_c: unknown buffer role (internal)");
 }
 
-rt::BufferAccess declared(const rt::Buffer& b, const ResolvedAccess& a) {
-  switch (a.mode) {
+rt::BufferAccess declared(const rt::Buffer& b, std::size_t offset, std::size_t bytes, rt::Access mode) {
+  switch (mode) {
     case rt::Access::kRead:
-      return rt::read(b, a.offset, a.bytes);
+      return rt::read(b, offset, bytes);
     case rt::Access::kWrite:
-      return rt::write(b, a.offset, a.bytes);
+      return rt::write(b, offset, bytes);
     case rt::Access::kReadWrite:
-      return rt::read_write(b, a.offset, a.bytes);
+      return rt::read_write(b, offset, bytes);
   }
-  return rt::read(b, a.offset, a.bytes);
+  return rt::read(b, offset, bytes);
+}
+
+/// Launches a registered C kernel on `stream` (a step's op, or
+/// sg_stream_launch): `bases` are its arguments, the base addresses of the
+/// buffers of `accesses`, in order (Note [C kernels] in the header).
+void launch_c_kernel(rt::StreamRef stream, const std::string& node, const KernelEntry& kernel, std::size_t threads,
+                     std::vector<rt::BufferAccess> accesses, std::vector<void*> bases) {
+  rt::KernelParams p;
+  p.name = node;
+  p.dims = rt::LaunchDims::linear(threads, 128);
+  p.accesses = std::move(accesses);
+  auto storage = std::make_shared<std::vector<void*>>(std::move(bases));
+  for (void*& arg : *storage) p.args.push_back(static_cast<void*>(&arg));
+  if (kernel.host != nullptr) {
+    p.host = [storage, fn = kernel.host, user = kernel.user_data, node] {
+      int rc = 0;
+      {
+        const CallScope scope(CallContext::kKernel);  // Note [Calls from kernels and callbacks]
+        rc = fn(storage->data(), storage->size(), user);
+      }
+      if (rc != 0) throw DeviceFault(fmt::format("C kernel of node '{}' returned {}", node, rc), node);
+    };
+  }
+  p.device_fn = kernel.device;
+  p.arg_storage = storage;
+  stream.launch_kernel(std::move(p));
+}
+
+/// The registered kernel `name`; InvalidArgument saying what to do if none.
+KernelEntry find_kernel(const std::string& name, const std::string& where) {
+  std::lock_guard lock(kernels().mutex);
+  const auto it = kernels().kernels.find(name);
+  if (it == kernels().kernels.end())
+    throw InvalidArgument(
+        fmt::format("{} names kernel '{}', which is not registered; call sg_kernel_register first", where, name));
+  return it->second;
 }
 
 /// Enqueues one op of the step (Note [C kernels] in the header: args are the
@@ -393,26 +477,16 @@ void enqueue(const rt::StepContext& ctx, const ResolvedOp& op) {
     ctx.stream().memset(resolve(ctx, a).slice(a.offset, a.bytes), op.value, op.node);
     return;
   }
-  rt::KernelParams p;
-  p.name = op.node;
-  p.dims = rt::LaunchDims::linear(op.threads, 128);
-  auto storage = std::make_shared<std::vector<void*>>();
-  storage->reserve(op.accesses.size());
+  std::vector<rt::BufferAccess> accesses;
+  std::vector<void*> bases;
+  accesses.reserve(op.accesses.size());
+  bases.reserve(op.accesses.size());
   for (const ResolvedAccess& a : op.accesses) {
     const rt::Buffer& b = resolve(ctx, a);
-    p.accesses.push_back(declared(b, a));
-    storage->push_back(b.data());
+    accesses.push_back(declared(b, a.offset, a.bytes, a.mode));
+    bases.push_back(b.data());
   }
-  for (void*& arg : *storage) p.args.push_back(static_cast<void*>(&arg));
-  if (op.kernel.host != nullptr) {
-    p.host = [storage, fn = op.kernel.host, user = op.kernel.user_data, node = op.node] {
-      const int rc = fn(storage->data(), storage->size(), user);
-      if (rc != 0) throw DeviceFault(fmt::format("C kernel of node '{}' returned {}", node, rc), node);
-    };
-  }
-  p.device_fn = op.kernel.device;
-  p.arg_storage = storage;
-  ctx.stream().launch_kernel(std::move(p));
+  launch_c_kernel(ctx.stream(), op.node, op.kernel, op.threads, std::move(accesses), std::move(bases));
 }
 
 /// Checks every op of `desc` against its buffers and the kernel registry,
@@ -437,16 +511,7 @@ std::vector<ResolvedOp> resolve_step(const sg_step_desc& desc) {
     op.node = d.node;
     op.threads = d.threads;
     op.value = d.value;
-    if (!d.memset) {
-      std::lock_guard lock(kernels().mutex);
-      const auto it = kernels().kernels.find(d.kernel);
-      if (it == kernels().kernels.end())
-        throw InvalidArgument(
-            fmt::format("launch {} ('{}') names kernel '{}', which is not registered; call "
-                        "sg_kernel_register first",
-                        i, d.node, d.kernel));
-      op.kernel = it->second;
-    }
+    if (!d.memset) op.kernel = find_kernel(d.kernel, fmt::format("launch {} ('{}')", i, d.node));
     for (const AccessDesc& a : d.accesses) {
       const auto it = buffers.find(a.buffer);
       if (it == buffers.end())
@@ -661,7 +726,11 @@ sg_status sg_stream_synchronize(sg_stream* stream) {
 }
 
 sg_status sg_stream_release(sg_stream* stream) {
-  return guarded("sg_stream_release", [&] { take(stream, "stream").reset(); });
+  return guarded("sg_stream_release", [&] {
+    if (live(stream, "stream").stream.capture_status() != rt::CaptureStatus::kNone)
+      throw InvalidState("the stream is capturing; end the capture (sg_stream_end_capture) before releasing it");
+    take(stream, "stream").reset();
+  });
 }
 
 // --- events
@@ -780,6 +849,117 @@ sg_status sg_step_desc_release(sg_step_desc* desc) {
   return guarded("sg_step_desc_release", [&] { take(desc, "desc").reset(); });
 }
 
+// --- stream launches, capture and graphs
+sg_status sg_stream_launch(sg_stream* stream, const char* kernel, const char* node, const sg_buffer_access* accesses,
+                           size_t count, size_t threads) {
+  return guarded("sg_stream_launch", [&] {
+    auto& s = live(stream, "stream");
+    const std::string k = require_name(kernel, "kernel");
+    const std::string n = node != nullptr && *node != '\0' ? std::string(node) : k;
+    if (count > 0 && accesses == nullptr)
+      throw InvalidArgument(fmt::format("launch '{}': accesses is NULL with count {}", n, count));
+    const KernelEntry entry = find_kernel(k, fmt::format("launch '{}'", n));
+    std::vector<rt::BufferAccess> declared_accesses;
+    std::vector<void*> bases;
+    declared_accesses.reserve(count);
+    bases.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      const sg_buffer_access& a = accesses[i];
+      const rt::Buffer& b = live(a.buffer, "accesses[i].buffer").buffer;
+      const std::size_t size = b.size();
+      const std::size_t bytes = a.bytes == 0 && a.offset < size ? size - a.offset : a.bytes;
+      if (a.offset >= size || bytes > size - a.offset)
+        throw InvalidArgument(fmt::format("launch '{}': access {} covers bytes [{}, {}) of a buffer of {} bytes", n, i,
+                                          a.offset, a.offset + bytes, size));
+      declared_accesses.push_back(declared(b, a.offset, bytes, to_access(a.mode)));
+      bases.push_back(b.data());
+    }
+    launch_c_kernel(s.stream, n, entry, threads == 0 ? 1 : threads, std::move(declared_accesses), std::move(bases));
+  });
+}
+
+namespace {
+rt::CaptureMode to_capture_mode(sg_capture_mode m) {
+  switch (m) {
+    case SG_CAPTURE_GLOBAL:
+      return rt::CaptureMode::kGlobal;
+    case SG_CAPTURE_THREAD_LOCAL:
+      return rt::CaptureMode::kThreadLocal;
+    case SG_CAPTURE_RELAXED:
+      return rt::CaptureMode::kRelaxed;
+    default:  // the range enumerators, or any other int a C caller passed
+      break;
+  }
+  throw InvalidArgument(fmt::format("mode {} is not an sg_capture_mode", static_cast<int>(m)));
+}
+static_assert(v(rt::CaptureStatus::kNone) == SG_CAPTURE_NONE && v(rt::CaptureStatus::kActive) == SG_CAPTURE_ACTIVE &&
+              v(rt::CaptureStatus::kInvalidated) == SG_CAPTURE_INVALIDATED);
+}  // namespace
+
+sg_status sg_stream_begin_capture(sg_stream* stream, sg_capture_mode mode) {
+  return guarded("sg_stream_begin_capture",
+                 [&] { live(stream, "stream").stream.begin_capture(to_capture_mode(mode)); });
+}
+
+sg_status sg_stream_end_capture(sg_stream* stream, sg_graph** out) {
+  return guarded("sg_stream_end_capture", [&] {
+    auto& s = live(stream, "stream");
+    require_out(out, "out");
+    auto h = std::make_unique<sg_graph>();
+    h->graph = s.stream.end_capture();
+    *out = publish(std::move(h));
+  });
+}
+
+sg_status sg_stream_capture_status(const sg_stream* stream, sg_capture_status* out) {
+  return guarded("sg_stream_capture_status", [&] {
+    const auto& s = live(stream, "stream");
+    require_out(out, "out");
+    *out = static_cast<sg_capture_status>(v(s.stream.capture_status()));
+  });
+}
+
+sg_status sg_graph_node_count(const sg_graph* graph, size_t* out) {
+  return guarded("sg_graph_node_count", [&] {
+    const auto& g = live(graph, "graph");
+    require_out(out, "out");
+    *out = g.graph.node_count();
+  });
+}
+
+sg_status sg_graph_instantiate(const sg_graph* graph, sg_graph_exec** out) {
+  return guarded("sg_graph_instantiate", [&] {
+    const auto& g = live(graph, "graph");
+    require_out(out, "out");
+    auto h = std::make_unique<sg_graph_exec>();
+    h->exec = g.graph.instantiate();
+    *out = publish(std::move(h));
+  });
+}
+
+sg_status sg_graph_release(sg_graph* graph) {
+  return guarded("sg_graph_release", [&] { take(graph, "graph").reset(); });
+}
+
+sg_status sg_graph_exec_launch(const sg_graph_exec* exec, sg_stream* stream) {
+  return guarded("sg_graph_exec_launch", [&] {
+    const auto& x = live(exec, "exec");
+    x.exec.launch(live(stream, "stream").stream);
+  });
+}
+
+sg_status sg_graph_exec_node_count(const sg_graph_exec* exec, size_t* out) {
+  return guarded("sg_graph_exec_node_count", [&] {
+    const auto& x = live(exec, "exec");
+    require_out(out, "out");
+    *out = x.exec.node_count();
+  });
+}
+
+sg_status sg_graph_exec_release(sg_graph_exec* exec) {
+  return guarded("sg_graph_exec_release", [&] { take(exec, "exec").reset(); });
+}
+
 // --- executor
 sg_status sg_executor_options_init(sg_executor_options* options) {
   return guarded("sg_executor_options_init", [&] {
@@ -830,6 +1010,7 @@ sg_status sg_executor_create(sg_backend* backend, const sg_step_desc* desc, cons
     if (o.on_error != nullptr) {
       eo.on_error = [cb = o.on_error, user = o.on_error_user_data](const rt::StepError& e) {
         const sg_step_error ce = to_c(e);
+        const CallScope scope(CallContext::kErrorCallback);  // Note [Calls from kernels and callbacks]
         cb(&ce, user);
       };
     }

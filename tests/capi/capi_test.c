@@ -49,71 +49,8 @@ static void check_status(sg_status got, sg_status want, const char* call, const 
 
 /* ------------------------------------------------------------ the MLP step */
 
-static sg_access acc(const char* buffer, size_t offset, size_t bytes, sg_access_mode mode) {
-  sg_access a;
-  a.buffer = buffer;
-  a.offset = offset;
-  a.bytes = bytes;
-  a.mode = mode;
-  return a;
-}
-
-static void register_mlp_kernels(const sgt_mlp_dims* d) {
-  void* u = (void*)d;
-  OK(sg_kernel_register("mlp.forward_hidden", sgt_forward_hidden, NULL, u));
-  OK(sg_kernel_register("mlp.forward_output", sgt_forward_output, NULL, u));
-  OK(sg_kernel_register("mlp.mse_loss", sgt_mse_loss, NULL, u));
-  OK(sg_kernel_register("mlp.grad_output", sgt_grad_output, NULL, u));
-  OK(sg_kernel_register("mlp.backward_hidden", sgt_backward_hidden, NULL, u));
-  OK(sg_kernel_register("mlp.grad_hidden", sgt_grad_hidden, NULL, u));
-  OK(sg_kernel_register("mlp.sgd_update", sgt_sgd_update, NULL, u));
-}
-
-/* [C example: the MLP step] — the step of stepgraph::demo::enqueue_mlp_step,
- * described as data: buffers by role, then seven launches with their
- * declared accesses (the kernels' arguments, in order). */
-static sg_step_desc* mlp_step_desc(const sgt_mlp_dims* d) {
-  const size_t f = sizeof(float), batch = (size_t)d->batch, hidden = (size_t)d->hidden;
-  const size_t np = sgt_mlp_param_count(d), bh = batch * hidden;
-  const size_t b1 = sgt_mlp_b1_offset(d), w2 = sgt_mlp_w2_offset(d);
-  sg_step_desc* desc = NULL;
-  OK(sg_step_desc_create(&desc));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_INPUT, "x", batch * (size_t)d->inputs * f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_INPUT, "y", batch * f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_OUTPUT, "loss", f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_STATE, "params", np * f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "grads", np * f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "act", bh * f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "dact", bh * f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "out", batch * f));
-  OK(sg_step_desc_add_buffer(desc, SG_ROLE_SCRATCH, "dout", batch * f));
-
-  const sg_access fh[] = {acc("x", 0, 0, SG_ACCESS_READ), acc("params", 0, b1 * f + hidden * f, SG_ACCESS_READ),
-                          acc("act", 0, 0, SG_ACCESS_WRITE)};
-  OK(sg_step_desc_add_launch(desc, "mlp.forward_hidden", NULL, fh, 3, bh));
-  const sg_access fo[] = {acc("act", 0, 0, SG_ACCESS_READ), acc("params", w2 * f, (hidden + 1) * f, SG_ACCESS_READ),
-                          acc("y", 0, 0, SG_ACCESS_READ), acc("out", 0, 0, SG_ACCESS_WRITE),
-                          acc("dout", 0, 0, SG_ACCESS_WRITE)};
-  OK(sg_step_desc_add_launch(desc, "mlp.forward_output", NULL, fo, 5, batch));
-  const sg_access ml[] = {acc("out", 0, 0, SG_ACCESS_READ), acc("y", 0, 0, SG_ACCESS_READ),
-                          acc("loss", 0, 0, SG_ACCESS_WRITE)};
-  OK(sg_step_desc_add_launch(desc, "mlp.mse_loss", NULL, ml, 3, 1));
-  const sg_access go[] = {acc("act", 0, 0, SG_ACCESS_READ), acc("dout", 0, 0, SG_ACCESS_READ),
-                          acc("grads", w2 * f, (hidden + 1) * f, SG_ACCESS_WRITE)};
-  OK(sg_step_desc_add_launch(desc, "mlp.grad_output", NULL, go, 3, hidden + 1));
-  const sg_access bw[] = {acc("act", 0, 0, SG_ACCESS_READ), acc("dout", 0, 0, SG_ACCESS_READ),
-                          acc("params", w2 * f, hidden * f, SG_ACCESS_READ), acc("dact", 0, 0, SG_ACCESS_WRITE)};
-  OK(sg_step_desc_add_launch(desc, "mlp.backward_hidden", NULL, bw, 4, bh));
-  const sg_access gh[] = {acc("x", 0, 0, SG_ACCESS_READ), acc("dact", 0, 0, SG_ACCESS_READ),
-                          acc("grads", 0, w2 * f, SG_ACCESS_WRITE)};
-  OK(sg_step_desc_add_launch(desc, "mlp.grad_hidden", NULL, gh, 3, w2));
-  /* The learning rate is read from the executor's scalars at replay time. */
-  const sg_access up[] = {
-      acc("params", 0, np * f, SG_ACCESS_READ_WRITE), acc("grads", 0, np * f, SG_ACCESS_READ),
-      acc(SG_SCALARS_BUFFER, offsetof(sg_step_scalars, learning_rate), sizeof(float), SG_ACCESS_READ)};
-  OK(sg_step_desc_add_launch(desc, "mlp.sgd_update", NULL, up, 3, np));
-  return desc;
-}
+/* acc(): one declared access (sgt_acc, mlp_step.c). */
+#define acc sgt_acc
 
 /* [C example: training] — acquire a slot, fill its pinned inputs in place,
  * replay, wait, read the pinned output, release. */
@@ -122,7 +59,8 @@ static int train_through_c(const sgt_mlp_dims* d, int steps, int warmup, uint64_
   sg_backend* backend = NULL;
   sg_executor* exec = NULL;
   OK(sg_backend_create("host", 1, &backend));
-  sg_step_desc* desc = mlp_step_desc(d);
+  sg_step_desc* desc = NULL;
+  OK(sgt_mlp_step_desc(d, &desc)); /* mlp_step.c */
   sg_executor_options opts;
   OK(sg_executor_options_init(&opts));
   opts.warmup = warmup;
@@ -170,7 +108,7 @@ static void test_mlp_matches_cpp_demo(void) {
   float* cpp_params = calloc(np, sizeof(float));
   float* c_losses = calloc((size_t)steps, sizeof(float));
   float* cpp_losses = calloc((size_t)steps, sizeof(float));
-  register_mlp_kernels(&d);
+  OK(sgt_mlp_register_kernels(&d));
   EXPECT(train_through_c(&d, steps, warmup, seed, lr, c_params, c_losses) == 0);
   EXPECT(sgt_mlp_reference(&d, steps, warmup, seed, lr, cpp_params, cpp_losses) == 0);
   EXPECT(memcmp(c_params, cpp_params, np * sizeof(float)) == 0);
@@ -345,6 +283,227 @@ static sg_step_desc* tiny_desc(const char* kernel, const char* node) {
   return d;
 }
 
+/* ------------------------------------ stream launches, capture and graphs */
+
+/* args[0]: ints (read-write); adds 1 to each of the *(int*)user_data ints. */
+static int add_one(void* const* args, size_t nargs, void* user_data) {
+  if (nargs != 1) return 1;
+  int* v = args[0];
+  for (int i = 0; i < *(const int*)user_data; ++i) v[i] += 1;
+  return 0;
+}
+/* args[0] -> args[1]: doubles each of the *(int*)user_data ints. */
+static int doubled(void* const* args, size_t nargs, void* user_data) {
+  if (nargs != 2) return 1;
+  const int* in = args[0];
+  int* out = args[1];
+  for (int i = 0; i < *(const int*)user_data; ++i) out[i] = 2 * in[i];
+  return 0;
+}
+static int always_faults(void* const* args, size_t nargs, void* user_data) {
+  (void)args;
+  (void)nargs;
+  (void)user_data;
+  return 3;
+}
+/* Calls the ABI from inside a kernel: refused; the status is kept. */
+struct reentry {
+  sg_backend* backend;
+  sg_status status;
+  int named_kernel;
+};
+static int calls_the_abi(void* const* args, size_t nargs, void* user_data) {
+  (void)args;
+  (void)nargs;
+  struct reentry* r = user_data;
+  int n = 0;
+  r->status = sg_backend_device_count(r->backend, &n);
+  r->named_kernel = strstr(sg_last_error(), "inside a C kernel") != NULL;
+  return 0;
+}
+
+static sg_buffer_access bacc(sg_buffer* b, size_t offset, size_t bytes, sg_access_mode mode) {
+  sg_buffer_access a;
+  a.buffer = b;
+  a.offset = offset;
+  a.bytes = bytes;
+  a.mode = mode;
+  return a;
+}
+
+/* [C example: capture] — two streams forked and joined by events inside a
+ * capture, the graph instantiated and launched three times; compared with the
+ * same arithmetic done here serially. */
+static void test_capture_and_graphs(void) {
+  enum { kN = 8 };
+  static int count = kN;
+  sg_backend* b = NULL;
+  sg_stream *s1 = NULL, *s2 = NULL;
+  sg_event *fork = NULL, *join = NULL;
+  sg_buffer *a = NULL, *twice = NULL;
+  int *ha = NULL, *ht = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  OK(sg_kernel_register("t.add_one", add_one, NULL, &count));
+  OK(sg_kernel_register("t.doubled", doubled, NULL, &count));
+  OK(sg_stream_create(b, 0, &s1));
+  OK(sg_stream_create(b, 0, &s2));
+  OK(sg_event_create(b, 0, &fork));
+  OK(sg_event_create(b, 0, &join));
+  OK(sg_buffer_alloc_pinned(b, kN * sizeof(int), &a));
+  OK(sg_buffer_alloc_pinned(b, kN * sizeof(int), &twice));
+  OK(sg_buffer_host_ptr(a, (void**)&ha));
+  OK(sg_buffer_host_ptr(twice, (void**)&ht));
+  if (ha == NULL || ht == NULL) return;
+  int expect_a[kN], expect_t[kN];
+  for (int i = 0; i < kN; ++i) ha[i] = expect_a[i] = 10 * i;
+  memset(ht, 0, kN * sizeof(int));
+
+  /* Eagerly: the launch runs. */
+  const sg_buffer_access rw_a[] = {bacc(a, 0, 0, SG_ACCESS_READ_WRITE)};
+  OK(sg_stream_launch(s1, "t.add_one", "eager add", rw_a, 1, kN));
+  OK(sg_stream_synchronize(s1));
+  for (int i = 0; i < kN; ++i) expect_a[i] += 1;
+  EXPECT(memcmp(ha, expect_a, sizeof expect_a) == 0);
+
+  /* Captured: s1 adds one, s2 (forked by `fork`) doubles into `twice`, s1
+   * joins s2 back through `join`. Nothing runs while capturing. */
+  sg_capture_status cs = SG_CAPTURE_INVALIDATED;
+  OK(sg_stream_begin_capture(s1, SG_CAPTURE_THREAD_LOCAL));
+  OK(sg_stream_capture_status(s1, &cs));
+  EXPECT(cs == SG_CAPTURE_ACTIVE);
+  EXPECT_STATUS(sg_stream_begin_capture(s1, SG_CAPTURE_THREAD_LOCAL), SG_INVALID_STATE); /* already capturing */
+  EXPECT_STATUS(sg_stream_release(s1), SG_INVALID_STATE);                                /* end it first */
+  OK(sg_stream_launch(s1, "t.add_one", "add", rw_a, 1, kN));
+  OK(sg_stream_record(s1, fork));
+  OK(sg_stream_wait_event(s2, fork));
+  const sg_buffer_access dbl[] = {bacc(a, 0, 0, SG_ACCESS_READ), bacc(twice, 0, 0, SG_ACCESS_WRITE)};
+  OK(sg_stream_launch(s2, "t.doubled", NULL, dbl, 2, kN));
+  OK(sg_stream_record(s2, join));
+  OK(sg_stream_wait_event(s1, join));
+  sg_graph* g = NULL;
+  OK(sg_stream_end_capture(s1, &g));
+  OK(sg_stream_capture_status(s1, &cs));
+  EXPECT(cs == SG_CAPTURE_NONE);
+  EXPECT(memcmp(ha, expect_a, sizeof expect_a) == 0 && ht[kN - 1] == 0); /* nothing ran */
+  size_t nodes = 0;
+  OK(sg_graph_node_count(g, &nodes));
+  EXPECT(nodes == 2); /* the two launches; records and waits are edges */
+  sg_graph_exec* x = NULL;
+  OK(sg_graph_instantiate(g, &x));
+  OK(sg_graph_release(g)); /* the executable does not need its graph */
+  OK(sg_graph_exec_node_count(x, &nodes));
+  EXPECT(nodes == 2);
+  for (int r = 0; r < 3; ++r) OK(sg_graph_exec_launch(x, r == 1 ? s2 : s1)); /* runs never overlap */
+  OK(sg_stream_synchronize(s1));
+  OK(sg_stream_synchronize(s2));
+  for (int r = 0; r < 3; ++r)
+    for (int i = 0; i < kN; ++i) {
+      expect_a[i] += 1;
+      expect_t[i] = 2 * expect_a[i];
+    }
+  EXPECT(memcmp(ha, expect_a, sizeof expect_a) == 0);
+  EXPECT(memcmp(ht, expect_t, sizeof expect_t) == 0);
+  /* The graph keeps its buffers alive: release the handles, launch again. */
+  OK(sg_buffer_release(twice));
+  OK(sg_graph_exec_launch(x, s1));
+  OK(sg_stream_synchronize(s1));
+  EXPECT(ha[0] == expect_a[0] + 1);
+
+  /* A refused call invalidates the capture; ending it fails and leaves the
+   * stream usable. */
+  OK(sg_stream_begin_capture(s1, SG_CAPTURE_GLOBAL));
+  EXPECT_STATUS(sg_stream_synchronize(s1), SG_INVALID_STATE);
+  OK(sg_stream_capture_status(s1, &cs));
+  EXPECT(cs == SG_CAPTURE_INVALIDATED);
+  g = NULL;
+  EXPECT_STATUS(sg_stream_end_capture(s1, &g), SG_INVALID_STATE);
+  EXPECT(g == NULL);
+  OK(sg_stream_capture_status(s1, &cs));
+  EXPECT(cs == SG_CAPTURE_NONE);
+  /* A fork not joined back: ending fails. */
+  OK(sg_stream_begin_capture(s1, SG_CAPTURE_RELAXED));
+  OK(sg_stream_record(s1, fork));
+  OK(sg_stream_wait_event(s2, fork));
+  OK(sg_stream_launch(s2, "t.add_one", NULL, rw_a, 1, kN));
+  EXPECT_STATUS(sg_stream_end_capture(s1, &g), SG_INVALID_STATE);
+  EXPECT(g == NULL);
+  OK(sg_stream_launch(s1, "t.add_one", NULL, rw_a, 1, kN)); /* usable again, eagerly */
+  OK(sg_stream_synchronize(s1));
+  OK(sg_stream_synchronize(s2));
+  EXPECT(ha[0] == expect_a[0] + 2);
+
+  /* Bad input to the new calls. */
+  EXPECT_STATUS(sg_stream_begin_capture(s1, (sg_capture_mode)9), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_stream_end_capture(s1, &g), SG_INVALID_STATE); /* not capturing */
+  EXPECT_STATUS(sg_stream_launch(s1, "t.nope", NULL, rw_a, 1, kN), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_stream_launch(s1, "t.add_one", NULL, NULL, 1, kN), SG_INVALID_ARGUMENT);
+  const sg_buffer_access past_end[] = {bacc(a, 4, kN * sizeof(int), SG_ACCESS_READ_WRITE)};
+  EXPECT_STATUS(sg_stream_launch(s1, "t.add_one", NULL, past_end, 1, kN), SG_INVALID_ARGUMENT);
+  const sg_buffer_access dead[] = {bacc(twice, 0, 0, SG_ACCESS_WRITE)}; /* released above */
+  EXPECT_STATUS(sg_stream_launch(s1, "t.add_one", NULL, dead, 1, kN), SG_INVALID_ARGUMENT);
+  const sg_buffer_access bad_mode[] = {bacc(a, 0, 0, (sg_access_mode)5)};
+  EXPECT_STATUS(sg_stream_launch(s1, "t.add_one", NULL, bad_mode, 1, kN), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_graph_exec_launch((const sg_graph_exec*)s1, s1), SG_INVALID_ARGUMENT); /* a stream is no exec */
+  OK(sg_graph_exec_release(x));
+  EXPECT_STATUS(sg_graph_exec_launch(x, s1), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_graph_exec_release(x), SG_INVALID_ARGUMENT);
+  EXPECT_STATUS(sg_graph_release(g), SG_INVALID_ARGUMENT);
+  OK(sg_stream_synchronize(s1));
+  EXPECT(ha[0] == expect_a[0] + 2); /* the refused launches enqueued nothing */
+
+  /* Device memory of another device: refused. */
+  sg_backend* b2 = NULL;
+  sg_stream* on0 = NULL;
+  sg_buffer* dev1 = NULL;
+  OK(sg_backend_create("host", 2, &b2));
+  OK(sg_stream_create(b2, 0, &on0));
+  OK(sg_buffer_alloc_device(b2, 1, 64, &dev1));
+  const sg_buffer_access other_device[] = {bacc(dev1, 0, 0, SG_ACCESS_READ_WRITE)};
+  EXPECT_STATUS(sg_stream_launch(on0, "t.add_one", NULL, other_device, 1, 1), SG_INVALID_ARGUMENT);
+  OK(sg_buffer_release(dev1));
+  OK(sg_stream_release(on0));
+  OK(sg_backend_release(b2));
+
+  OK(sg_event_release(fork));
+  OK(sg_event_release(join));
+  OK(sg_buffer_release(a));
+  OK(sg_stream_release(s1));
+  OK(sg_stream_release(s2));
+  OK(sg_kernel_unregister("t.add_one"));
+  OK(sg_kernel_unregister("t.doubled"));
+  OK(sg_backend_release(b));
+}
+
+/* A direct launch whose kernel faults: sticky for the device, reported by
+ * the synchronize with the node's name; a kernel calling the ABI is refused. */
+static void test_direct_launch_fault_and_reentry(void) {
+  sg_backend* b = NULL;
+  sg_stream* s = NULL;
+  sg_buffer* buf = NULL;
+  OK(sg_backend_create("host", 1, &b));
+  OK(sg_stream_create(b, 0, &s));
+  OK(sg_buffer_alloc_pinned(b, 16, &buf));
+  struct reentry re;
+  re.backend = b;
+  re.status = SG_OK;
+  re.named_kernel = 0;
+  OK(sg_kernel_register("t.reenters", calls_the_abi, NULL, &re));
+  OK(sg_kernel_register("t.faults", always_faults, NULL, NULL));
+  const sg_buffer_access w[] = {bacc(buf, 0, 0, SG_ACCESS_WRITE)};
+  OK(sg_stream_launch(s, "t.reenters", NULL, w, 1, 1));
+  OK(sg_stream_synchronize(s));
+  EXPECT(re.status == SG_INVALID_STATE && re.named_kernel);
+  OK(sg_stream_launch(s, "t.faults", "faulty node", w, 1, 1));
+  EXPECT_STATUS(sg_stream_synchronize(s), SG_DEVICE_FAULT);
+  EXPECT(strstr(sg_last_error(), "faulty node") != NULL);
+  EXPECT_STATUS(sg_stream_launch(s, "t.reenters", NULL, w, 1, 1), SG_DEVICE_FAULT); /* sticky */
+  OK(sg_kernel_unregister("t.reenters"));
+  OK(sg_kernel_unregister("t.faults"));
+  OK(sg_buffer_release(buf));
+  OK(sg_stream_release(s));
+  OK(sg_backend_release(b));
+}
+
 static void test_step_description_errors(void) {
   sg_backend* b = NULL;
   sg_executor* e = NULL;
@@ -453,6 +612,8 @@ struct fault_log {
   int kind;
   int on_main_thread;
   pthread_t main_thread;
+  sg_executor* executor;
+  sg_status reentry; /* what calling the executor from the callback returned */
 };
 
 /* [C example: the error callback] — runs on the executor's thread. */
@@ -463,6 +624,7 @@ static void on_error(const sg_step_error* err, void* user_data) {
   log->kind = (int)err->kind;
   snprintf(log->node, sizeof log->node, "%s", err->node ? err->node : "(null)");
   log->on_main_thread = pthread_equal(pthread_self(), log->main_thread) != 0;
+  log->reentry = sg_executor_synchronize(log->executor); /* refused: SG_INVALID_STATE */
 }
 
 static sg_status run_step(sg_executor* e, int value, sg_replay_status* st) {
@@ -503,6 +665,7 @@ static void test_faulting_kernel(void) {
   o.on_error = on_error;
   o.on_error_user_data = &log;
   OK(sg_executor_create(b, d, &o, &e));
+  log.executor = e;
   OK(sg_step_desc_release(d));
   sg_replay_status st = SG_REPLAY_QUEUED;
   OK(run_step(e, 1, &st)); /* step 0: warm-up */
@@ -530,6 +693,7 @@ static void test_faulting_kernel(void) {
   EXPECT(log.calls == 1);
   EXPECT(log.step == 2 && strcmp(log.node, "fault_node") == 0 && log.kind == SG_ERROR_DEVICE_FAULT);
   EXPECT(log.on_main_thread == 0);
+  EXPECT(log.reentry == SG_INVALID_STATE);
   OK(sg_kernel_unregister("t.fault"));
   OK(sg_backend_release(b));
 }
@@ -552,6 +716,9 @@ static void test_every_entry_point_rejects_null(void) {
   sg_executor_state es;
   sg_replay_status rs;
   sg_step_error err;
+  sg_graph* g = NULL;
+  sg_graph_exec* x = NULL;
+  sg_capture_status cs;
   const sg_status want = SG_INVALID_ARGUMENT;
   EXPECT_STATUS(sg_backend_name(NULL, &name), want);
   EXPECT_STATUS(sg_buffer_alloc_device(NULL, 0, 4, &buf), want);
@@ -561,6 +728,16 @@ static void test_every_entry_point_rejects_null(void) {
   EXPECT_STATUS(sg_stream_memset(NULL, NULL, 0, 4, 0), want);
   EXPECT_STATUS(sg_stream_copy(NULL, NULL, 0, NULL, 0, 4), want);
   EXPECT_STATUS(sg_stream_release(NULL), want);
+  EXPECT_STATUS(sg_stream_launch(NULL, "k", NULL, NULL, 0, 1), want);
+  EXPECT_STATUS(sg_stream_begin_capture(NULL, SG_CAPTURE_THREAD_LOCAL), want);
+  EXPECT_STATUS(sg_stream_end_capture(NULL, &g), want);
+  EXPECT_STATUS(sg_stream_capture_status(NULL, &cs), want);
+  EXPECT_STATUS(sg_graph_node_count(NULL, &n), want);
+  EXPECT_STATUS(sg_graph_instantiate(NULL, &x), want);
+  EXPECT_STATUS(sg_graph_release(NULL), want);
+  EXPECT_STATUS(sg_graph_exec_launch(NULL, NULL), want);
+  EXPECT_STATUS(sg_graph_exec_node_count(NULL, &n), want);
+  EXPECT_STATUS(sg_graph_exec_release(NULL), want);
   EXPECT_STATUS(sg_kernel_unregister(NULL), want);
   EXPECT_STATUS(sg_step_desc_create(NULL), want);
   EXPECT_STATUS(sg_step_desc_add_launch(NULL, "k", NULL, NULL, 0, 1), want);
@@ -587,6 +764,22 @@ static void test_every_entry_point_rejects_null(void) {
   EXPECT_STATUS(sg_buffer_alloc_device(b, 0, 4, NULL), want);
   EXPECT_STATUS(sg_buffer_alloc_pinned(b, 4, NULL), want);
   EXPECT_STATUS(sg_stream_create(b, 0, NULL), want);
+  OK(sg_stream_create(b, 0, &st));
+  EXPECT_STATUS(sg_stream_launch(st, NULL, NULL, NULL, 0, 1), want);
+  EXPECT_STATUS(sg_stream_capture_status(st, NULL), want);
+  OK(sg_stream_begin_capture(st, SG_CAPTURE_THREAD_LOCAL));
+  EXPECT_STATUS(sg_stream_end_capture(st, NULL), want); /* the capture goes on */
+  OK(sg_stream_end_capture(st, &g));
+  EXPECT_STATUS(sg_graph_node_count(g, NULL), want);
+  EXPECT_STATUS(sg_graph_instantiate(g, NULL), want);
+  OK(sg_graph_instantiate(g, &x));
+  EXPECT_STATUS(sg_graph_exec_node_count(x, NULL), want);
+  EXPECT_STATUS(sg_graph_exec_launch(x, NULL), want);
+  OK(sg_graph_exec_launch(x, st)); /* an empty graph */
+  OK(sg_stream_synchronize(st));
+  OK(sg_graph_exec_release(x));
+  OK(sg_graph_release(g));
+  OK(sg_stream_release(st));
   OK(sg_backend_name(b, &name));
   EXPECT(name != NULL && strcmp(name, "host") == 0);
   OK(sg_buffer_alloc_pinned(b, 16, &buf));
@@ -715,6 +908,8 @@ int main(void) {
   test_mlp_matches_cpp_demo();
   test_null_and_released_handles();
   test_streams_and_buffers();
+  test_capture_and_graphs();
+  test_direct_launch_fault_and_reentry();
   test_step_description_errors();
   test_wait_timeout();
   test_faulting_kernel();

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stepgraph/c/stepgraph.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -40,6 +42,17 @@ int sgt_backward_hidden(void* const* args, size_t nargs, void* user_data);
 int sgt_grad_hidden(void* const* args, size_t nargs, void* user_data);
 /* args: params (read-write), grads, the executor's scalars (learning rate). */
 int sgt_sgd_update(void* const* args, size_t nargs, void* user_data);
+
+/* mlp_step.c (C11, through the C ABI). Registers the kernels above under
+ * "mlp.<name>" with user_data `d` (which must outlive the executors); a
+ * second registration is SG_INVALID_ARGUMENT. */
+sg_status sgt_mlp_register_kernels(const sgt_mlp_dims* d);
+/* One declared access (an sg_access by value). */
+sg_access sgt_acc(const char* buffer, size_t offset, size_t bytes, sg_access_mode mode);
+sg_status sgt_mlp_unregister_kernels(void);
+/* The demo's step (buffers x, y, loss, params, grads, act, dact, out, dout;
+ * seven launches). The caller owns *out. */
+sg_status sgt_mlp_step_desc(const sgt_mlp_dims* d, sg_step_desc** out);
 
 #ifdef __cplusplus
 }

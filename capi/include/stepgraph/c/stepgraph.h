@@ -13,15 +13,17 @@
  * (core/error.h) onto sg_status.
  *
  * Note [Handles]
- * Every handle (sg_backend, sg_buffer, sg_stream, sg_event, sg_step_desc, sg_executor,
- * sg_inputs, sg_replay) is made by one *_create / *_alloc* / acquire /
- * replay call and released by its *_release call, exactly once. A handle is
+ * Every handle (sg_backend, sg_buffer, sg_stream, sg_event, sg_graph,
+ * sg_graph_exec, sg_step_desc, sg_executor, sg_inputs, sg_replay) is made by
+ * one *_create / *_alloc* / end_capture / instantiate / acquire / replay call
+ * and released by its *_release call, exactly once. A handle is
  * an opaque value, not an address (never dereference it): a slot index and a
  * generation count in a table of live handles. NULL, a released handle (even
  * after its slot has been reused), a handle of another type or a value the
  * library never made is SG_INVALID_ARGUMENT, not a crash.
- * Handles may be released in any order: a buffer, stream or executor keeps
- * its backend alive; sg_inputs and sg_replay stay safe to use after their
+ * Handles may be released in any order: a buffer, stream, event, graph,
+ * executable or executor keeps its backend alive; a graph and an executable
+ * keep every buffer their nodes declared alive; sg_inputs and sg_replay stay safe to use after their
  * executor is released (they then report SG_INVALID_STATE / closed).
  *
  * Thread-safety (whole header, unless a function says otherwise): calls on
@@ -32,6 +34,16 @@
  * Capture: no function of this header may be called from a kernel or from
  * the error callback except where it says so: kernels run on the backend's
  * worker threads (at warm-up, and at every replay of the captured graph).
+ * Such a call is refused: SG_INVALID_STATE naming the call and where it was
+ * made from (a kernel, the error callback); it changes nothing.
+ * While a stream captures (sg_stream_begin_capture), the functions marked
+ * "Capturable" below may be called on it (they are recorded into the graph,
+ * not run); synchronizing or querying that stream, or an event recorded in
+ * the capture, is SG_INVALID_STATE and invalidates the capture (as CUDA's
+ * cudaErrorStreamCaptureUnsupported does): sg_stream_end_capture then fails
+ * and leaves the stream usable. Allocation during a capture follows the
+ * capture's mode (refused in GLOBAL and THREAD_LOCAL mode, from the
+ * capturing thread).
  *
  * Note [Host code runs at warm-up and capture only] (executor.h) holds here
  * too: a step is described once; replays run the captured kernels with the
@@ -81,6 +93,8 @@ typedef struct sg_backend sg_backend;
 typedef struct sg_buffer sg_buffer;
 typedef struct sg_stream sg_stream;
 typedef struct sg_event sg_event;
+typedef struct sg_graph sg_graph;
+typedef struct sg_graph_exec sg_graph_exec;
 typedef struct sg_step_desc sg_step_desc;
 typedef struct sg_executor sg_executor;
 typedef struct sg_inputs sg_inputs;
@@ -119,15 +133,19 @@ SG_API sg_status sg_buffer_release(sg_buffer* buffer);
 
 /* An owned, non-blocking stream on `device`. Caller owns *out. */
 SG_API sg_status sg_stream_create(sg_backend* backend, int device, sg_stream** out);
-/* Enqueues: sets bytes [offset, offset + bytes) of `dst` to `value`. */
+/* Enqueues: sets bytes [offset, offset + bytes) of `dst` to `value`.
+ * Capturable. */
 SG_API sg_status sg_stream_memset(sg_stream* stream, sg_buffer* dst, size_t offset, size_t bytes, unsigned char value);
 /* Enqueues a copy of `bytes` bytes; the direction follows from where the
- * buffers live. Ranges past a buffer's end are SG_INVALID_ARGUMENT. */
+ * buffers live. Ranges past a buffer's end are SG_INVALID_ARGUMENT.
+ * Capturable. */
 SG_API sg_status sg_stream_copy(sg_stream* stream, sg_buffer* dst, size_t dst_offset, const sg_buffer* src,
                                 size_t src_offset, size_t bytes);
-/* Waits for everything enqueued so far; SG_DEVICE_FAULT if the device faulted. */
+/* Waits for everything enqueued so far; SG_DEVICE_FAULT if the device faulted.
+ * Not capturable (SG_INVALID_STATE; invalidates the stream's capture). */
 SG_API sg_status sg_stream_synchronize(sg_stream* stream);
-/* Destroys the stream; enqueued work still runs to completion. */
+/* Destroys the stream; enqueued work still runs to completion. Not while
+ * it captures (end the capture first: SG_INVALID_STATE). */
 SG_API sg_status sg_stream_release(sg_stream* stream);
 
 /* ------------------------------------------------------------------ events
@@ -137,13 +155,17 @@ SG_API sg_status sg_stream_release(sg_stream* stream);
 
 /* An event on `device`. Caller owns *out. */
 SG_API sg_status sg_event_create(sg_backend* backend, int device, sg_event** out);
-/* Enqueues a record of `event` on `stream`. */
+/* Enqueues a record of `event` on `stream`. Capturable (a record node;
+ * another stream waiting on it joins the capture, cudaStreamWaitEvent). */
 SG_API sg_status sg_stream_record(sg_stream* stream, sg_event* event);
-/* Makes later work on `stream` wait for the event's latest record. */
+/* Makes later work on `stream` wait for the event's latest record.
+ * Capturable. */
 SG_API sg_status sg_stream_wait_event(sg_stream* stream, const sg_event* event);
-/* *done = 1 if the latest record has completed. */
+/* *done = 1 if the latest record has completed. Not on an event recorded in
+ * a capture in progress (SG_INVALID_STATE; invalidates the capture). */
 SG_API sg_status sg_event_query(const sg_event* event, int* done);
-/* Waits for the latest record; SG_DEVICE_FAULT if the device faulted. */
+/* Waits for the latest record; SG_DEVICE_FAULT if the device faulted.
+ * Not capturable, as sg_event_query. */
 SG_API sg_status sg_event_synchronize(const sg_event* event);
 SG_API sg_status sg_event_release(sg_event* event);
 
@@ -162,6 +184,10 @@ SG_API sg_status sg_event_release(sg_event* event);
  * On the cuda backend, `device_fn` is the address of a
  * `__global__ void k(void* a0, void* a1, ...)` taking one pointer per access
  * in the same order, launched with ceil(threads / 128) blocks of 128.
+ * A kernel is launched by name in two ways, with the same arguments: as an
+ * op of a step (sg_step_desc_add_launch, accesses naming the step's
+ * buffers) and directly on a stream (sg_stream_launch, accesses naming
+ * sg_buffer handles), eagerly or into a stream capture.
  */
 typedef int (*sg_host_kernel_fn)(void* const* args, size_t nargs, void* user_data);
 
@@ -235,6 +261,87 @@ SG_API sg_status sg_step_desc_add_memset(sg_step_desc* desc, const char* buffer,
                                          unsigned char value, const char* node);
 SG_API sg_status sg_step_desc_release(sg_step_desc* desc);
 
+/* ------------------------------------ stream launches, capture and graphs
+ * The backend's own stream model (runtime/backend.h), for code that builds
+ * its graphs itself rather than through the executor: launch registered
+ * kernels on a stream, capture a stream into a graph, instantiate it into an
+ * executable, launch that on any stream of its device as often as wanted.
+ * Ordering across streams goes through events (sg_stream_record /
+ * sg_stream_wait_event), inside a capture too. */
+
+/* One declared access of a direct launch: bytes [offset, offset + bytes) of
+ * `buffer`; bytes 0 means "to the buffer's end". */
+typedef struct sg_buffer_access {
+  sg_buffer* buffer;
+  size_t offset;
+  size_t bytes;
+  sg_access_mode mode;
+} sg_buffer_access;
+
+/* Enqueues the registered kernel `kernel` on `stream` as node `node` (NULL:
+ * the kernel's name) with `threads` threads (cuda grid size; ignored on
+ * host) and `count` accesses, which are the kernel's arguments in order
+ * (Note [C kernels]: args[i] is accesses[i].buffer's base address). The
+ * kernel's name is resolved now; a later sg_kernel_unregister does not
+ * affect work already enqueued or captured. An unknown kernel, a dead
+ * buffer handle, a range past a buffer's end or a buffer of another device
+ * (device memory) is SG_INVALID_ARGUMENT and enqueues nothing. A non-zero
+ * return of the host kernel is a device fault of the node: sticky for the
+ * stream's device, reported by sg_stream_synchronize / sg_event_synchronize
+ * as SG_DEVICE_FAULT. Capturable (the launch becomes a kernel node; each
+ * replay calls the kernel again with the same buffers). The stream and the
+ * graph keep the buffers alive until the work has run. */
+SG_API sg_status sg_stream_launch(sg_stream* stream, const char* kernel, const char* node,
+                                  const sg_buffer_access* accesses, size_t count, size_t threads);
+
+typedef enum sg_capture_mode {
+  SG_CAPTURE_GLOBAL = 0,                   /* cudaStreamCaptureModeGlobal */
+  SG_CAPTURE_THREAD_LOCAL = 1,             /* cudaStreamCaptureModeThreadLocal (the C++ default) */
+  SG_CAPTURE_RELAXED = 2,                  /* cudaStreamCaptureModeRelaxed */
+  SG_CAPTURE_RANGE_MIN_ = -2147483647 - 1, /* not values: see sg_buffer_role */
+  SG_CAPTURE_RANGE_MAX_ = 2147483647
+} sg_capture_mode;
+
+typedef enum sg_capture_status {
+  SG_CAPTURE_NONE = 0,       /* not capturing */
+  SG_CAPTURE_ACTIVE = 1,     /* capturing */
+  SG_CAPTURE_INVALIDATED = 2 /* capturing, but a refused call invalidated it: end it */
+} sg_capture_status;
+
+/* Begins capturing `stream`: from now on the capturable calls on it are
+ * recorded into a graph instead of run. A stream already capturing is
+ * SG_INVALID_STATE; so is a device that faulted (sticky). */
+SG_API sg_status sg_stream_begin_capture(sg_stream* stream, sg_capture_mode mode);
+/* Ends the capture begun on `stream` and gives its graph; caller owns *out.
+ * An invalidated capture, or a stream forked into the capture (through an
+ * event) and not joined back, is SG_INVALID_STATE; the stream is then out
+ * of capture and usable, and *out is untouched. A GLOBAL or THREAD_LOCAL
+ * capture must be ended by the thread that began it (else SG_INVALID_STATE
+ * and the capture goes on; cudaErrorStreamCaptureWrongThread): a caller whose
+ * calls may move between threads (a goroutine) locks its thread for the
+ * capture or captures in SG_CAPTURE_RELAXED mode. */
+SG_API sg_status sg_stream_end_capture(sg_stream* stream, sg_graph** out);
+SG_API sg_status sg_stream_capture_status(const sg_stream* stream, sg_capture_status* out);
+
+/* The number of nodes of a captured graph. */
+SG_API sg_status sg_graph_node_count(const sg_graph* graph, size_t* out);
+/* Makes an executable graph (cudaGraphInstantiate); the graph stays usable
+ * and may be instantiated again. A node the backend cannot instantiate is
+ * SG_INVALID_STATE naming it. Not during a capture of the calling thread in
+ * GLOBAL or THREAD_LOCAL mode. Caller owns *out. */
+SG_API sg_status sg_graph_instantiate(const sg_graph* graph, sg_graph_exec** out);
+/* Releases the graph. Executables made from it do not need it. */
+SG_API sg_status sg_graph_release(sg_graph* graph);
+/* Enqueues one run of the executable on `stream` (a stream of the graph's
+ * device) and returns at once. Runs of one executable never overlap, on
+ * whatever streams they are launched. Capturable (into another stream's
+ * capture it becomes a child-graph node). A faulting kernel is a device
+ * fault, as for sg_stream_launch. Thread-safe. */
+SG_API sg_status sg_graph_exec_launch(const sg_graph_exec* exec, sg_stream* stream);
+SG_API sg_status sg_graph_exec_node_count(const sg_graph_exec* exec, size_t* out);
+/* Releases the executable; runs already enqueued still complete. */
+SG_API sg_status sg_graph_exec_release(sg_graph_exec* exec);
+
 /* ---------------------------------------------------------------- executor */
 
 typedef enum sg_error_kind {
@@ -255,13 +362,15 @@ typedef struct sg_step_error {
 } sg_step_error;
 
 /* Called once per failure of the executor, on the executor's own thread
- * (never a worker or a CUDA thread) — except when the fault has already
- * surfaced while sg_executor_replay enqueues a step (an earlier step faulted
- * and the device is sticky-faulted): the C++ executor then reports it on the
- * thread calling sg_executor_replay, before that call returns
- * (runtime/src/executor.cpp, StepExecutor::replay). It may read its argument
- * and call sg_last_error; it must not call the executor (no replay, no
- * release). */
+ * (never a worker, a CUDA thread, or the thread calling sg_executor_replay —
+ * also when the fault surfaces while that call enqueues a step: the executor
+ * posts it to its thread; runtime/src/executor.cpp, StepExecutor::replay).
+ * It may read its argument (valid during the call) and call sg_last_error
+ * and sg_status_string; any other function of this header called from it is
+ * refused with SG_INVALID_STATE ("Capture" at the top of this header): an
+ * sg_executor_release there would join the thread the callback runs on.
+ * It must return (a C function: no exception, no longjmp out of it); hand
+ * the error to another thread (a queue, a channel) to act on it. */
 typedef void (*sg_error_callback)(const sg_step_error* error, void* user_data);
 
 typedef enum sg_execution_mode {
