@@ -5,16 +5,14 @@
 //
 // Note [Zero copy from Python]
 // An input slot's pinned buffers and a replay's pinned outputs are handed to
-// Python as PinnedBuffer objects exporting the buffer protocol over the very
-// memory the graph reads and writes: numpy.asarray(slot.input("x")) is a
-// view, not a copy (PinnedBuffer.address is the C++ host_data() address; the
-// tests compare it with the array's). A PinnedBuffer holds a reference to
-// the memory itself (Note [Buffer lifetime], buffer.h) and to the Python
-// object it came from, so a view never dangles, even after close() or after
-// the executor is gone. What stays the program's job is *when* it touches
-// the memory: fill an input between acquire_inputs() and replay(), read an
-// output between the replay's end and release(); after that the executor
-// reuses the slot and the view shows whatever the next step writes.
+// Python as PinnedBuffer objects (pinned_buffer.h) exporting the buffer
+// protocol and DLPack over the very memory the graph reads and writes:
+// numpy.asarray(slot.input("x")) and numpy.from_dlpack(...) are views, not copies (PinnedBuffer.address is the C++
+// host_data() address; the tests compare it with the array's). A PinnedBuffer holds a reference to the memory itself
+// (Note [Buffer lifetime], buffer.h) and to the Python object it came from, so a view never dangles, even after close()
+// or after the executor is gone. What stays the program's job is *when* it touches the memory: fill an input between
+// acquire_inputs() and replay(), read an output between the replay's end and release(); after that the executor reuses
+// the slot and the view shows whatever the next step writes.
 //
 // Note [The GIL and the executor's thread]
 // Every call that may block (acquire_inputs, replay, wait, synchronize,
@@ -43,6 +41,7 @@
 
 #include "kernels.h"
 #include "module.h"
+#include "pinned_buffer.h"
 
 namespace stepgraph::python {
 
@@ -200,37 +199,20 @@ class StepDefinition {
 };
 
 // --- pinned memory seen from Python (Note [Zero copy from Python])
-struct PinnedBuffer {
-  std::shared_ptr<rt::detail::BufferImpl> memory;  // keeps the memory alive
-  py::object owner;                                // the slot, handle or executor it came from
-  void* ptr = nullptr;
-  const DeclaredBuffer* decl = nullptr;  // owned by the StepDefinition `keep`
-  std::shared_ptr<const StepDefinition> keep;
-  bool readonly = false;
-};
-
-PinnedBuffer pinned(const rt::Buffer& b, const std::shared_ptr<const StepDefinition>& def, const DeclaredBuffer& decl,
-                    py::object owner, bool readonly) {
+PinnedBuffer pinned(const rt::Buffer& b, const DeclaredBuffer& decl, py::object owner, bool readonly) {
+  STEPGRAPH_CHECK(b.size() >= decl.bytes, InvalidState,
+                  "buffer '{}' has {} bytes, fewer than the {} declared (internal)", decl.name, b.size(), decl.bytes);
   PinnedBuffer out;
   out.memory = b.impl();
   out.ptr = b.host_data();
-  STEPGRAPH_CHECK(b.size() >= decl.bytes, InvalidState,
-                  "buffer '{}' has {} bytes, fewer than the {} declared (internal)", decl.name, b.size(), decl.bytes);
   out.owner = std::move(owner);
-  out.decl = &decl;
-  out.keep = def;
+  out.name = decl.name;
+  out.shape = decl.shape;
+  out.dtype = decl.dtype->name;
+  out.format = decl.dtype->format;
+  out.itemsize = decl.dtype->size;
   out.readonly = readonly;
   return out;
-}
-
-std::vector<py::ssize_t> c_strides(const std::vector<py::ssize_t>& shape, std::size_t itemsize) {
-  std::vector<py::ssize_t> strides(shape.size());
-  auto s = static_cast<py::ssize_t>(itemsize);
-  for (std::size_t i = shape.size(); i-- > 0;) {
-    strides[i] = s;
-    s *= shape[i];
-  }
-  return strides;
 }
 
 // --- Python callables called from the executor's thread (Note [The GIL
@@ -425,26 +407,6 @@ takes a copy. Not thread-safe.)doc")
       "The kernels registered in C++ that Step.launch() can name: {name: {doc, buffers, attrs}}.");
 }
 
-void bind_buffers(py::module_& m) {
-  py::class_<PinnedBuffer>(m, "PinnedBuffer", py::buffer_protocol(), R"doc(
-A slot's pinned input or a replay's pinned output, exported through the
-buffer protocol: numpy.asarray(buf) is a zero-copy view of the memory the
-graph reads or writes (outputs are read-only). The buffer keeps the memory
-alive; see docs/embedding.md for when to touch it.)doc")
-      .def_buffer([](const PinnedBuffer& b) {
-        const DeclaredBuffer& d = *b.decl;
-        return py::buffer_info(b.ptr, static_cast<py::ssize_t>(d.dtype->size), d.dtype->format,
-                               static_cast<py::ssize_t>(d.shape.size()), d.shape, c_strides(d.shape, d.dtype->size),
-                               b.readonly);
-      })
-      .def_property_readonly("name", [](const PinnedBuffer& b) { return b.decl->name; })
-      .def_property_readonly("address", [](const PinnedBuffer& b) { return reinterpret_cast<std::uintptr_t>(b.ptr); })
-      .def_property_readonly("nbytes", [](const PinnedBuffer& b) { return b.decl->bytes; })
-      .def_property_readonly("shape", [](const PinnedBuffer& b) { return py::tuple(py::cast(b.decl->shape)); })
-      .def_property_readonly("dtype", [](const PinnedBuffer& b) { return std::string(b.decl->dtype->name); })
-      .def_property_readonly("readonly", [](const PinnedBuffer& b) { return b.readonly; });
-}
-
 void bind_slot_and_replay(py::module_& m) {
   py::class_<PySlot>(m, "InputSlot", R"doc(
 A free slot's pinned inputs (StepExecutor.acquire_inputs()), to fill and then
@@ -455,7 +417,7 @@ hand to StepExecutor.replay(). Dropping it unused gives the slot back.)doc")
           [](py::object self, const std::string& name) {
             PySlot& s = self.cast<PySlot&>();
             const DeclaredBuffer& d = s.def->get(name, Role::kInput);
-            return pinned(s.get().input(name), s.def, d, self, false);
+            return pinned(s.get().input(name), d, self, false);
           },
           "name"_a, "The pinned input `name` as a PinnedBuffer (numpy.asarray() it: a view, no copy).")
       .def(
@@ -503,7 +465,7 @@ Thread-safe.)doc")
           [](py::object self, const std::string& name) {
             const PyReplay& r = self.cast<const PyReplay&>();
             const DeclaredBuffer& d = r.def->get(name, Role::kOutput);
-            return pinned(r.handle.output(name), r.def, d, self, true);
+            return pinned(r.handle.output(name), d, self, true);
           },
           "name"_a, "The slot's pinned output `name` (read-only PinnedBuffer), valid until release().")
       .def(
@@ -680,7 +642,7 @@ executor's thread with the GIL (docs/embedding.md, Python).)doc")
 
 void bind_executor(py::module_& m) {
   bind_step(m);
-  bind_buffers(m);
+  bind_pinned_buffer(m);
   bind_slot_and_replay(m);
   bind_executor_class(m);
 }

@@ -110,6 +110,44 @@ def test_a_view_outlives_its_executor():
     assert float(x.sum()) == 2.5 * B * I  # the memory is still there (the view holds it)
 
 
+def test_dlpack_views_share_the_pinned_memory():
+    ex = mlp_executor(warmup=0)
+    slot = ex.acquire_inputs()
+    buf = slot.input("x")
+    assert buf.__dlpack_device__() == (1, 0)  # kDLCPU: host memory on both backends
+    view = np.from_dlpack(buf)
+    assert view.__array_interface__["data"][0] == slot.address("x")
+    assert view.shape == (B, I) and view.dtype == np.float32
+    np.asarray(buf)[:] = np.arange(B * I, dtype=np.float32).reshape(B, I)
+    np.testing.assert_array_equal(view, np.arange(B * I, dtype=np.float32).reshape(B, I))
+    unconsumed = buf.__dlpack__()  # a capsule nobody consumes frees its export itself
+    del unconsumed
+    gc.collect()
+    with pytest.raises(ValueError, match="stream"):
+        buf.__dlpack__(stream=1)
+    h = ex.replay(slot)
+    assert h.wait(TIMEOUT) == "done"
+    loss = np.from_dlpack(h.output("loss"))
+    assert loss.__array_interface__["data"][0] == h.output("loss").address
+    h.release()
+    ex.close()
+    del ex, slot, buf
+    gc.collect()
+    assert float(view[1, 0]) == I  # the export holds the memory
+
+
+def test_handles_outlive_their_executor():
+    ex = mlp_executor(warmup=0)
+    h = ex.replay()
+    assert h.wait(TIMEOUT) == "done"
+    ex.close()
+    del ex
+    gc.collect()
+    assert h.status == "done" and h.poll()
+    assert h.wait(0) == "done"
+    h.release()  # no crash: the handle shares state with the executor's remains
+
+
 def test_bad_shapes_and_names_raise_value_errors():
     step = sg.Step()
     step.input("x", (B, I + 1))  # the wrong size for the demo step
