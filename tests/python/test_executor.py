@@ -279,7 +279,7 @@ def test_a_callback_runs_while_the_main_thread_waits():
     blocked waiting for the second, which is still sleeping in its kernel.
     Were the GIL held by the waiter, the callback could only run after the
     wait returned, so after the second replay had finished."""
-    ex = sg.StepExecutor(probe_step(sleep_us=500_000), backend="host", warmup=0, max_in_flight=2)
+    ex = sg.StepExecutor(probe_step(sleep_us=1_000_000), backend="host", warmup=0, max_in_flight=2)
     seen = {}
     done = threading.Event()
     handles = {}
