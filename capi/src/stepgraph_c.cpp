@@ -151,13 +151,20 @@ const char* kind_name(HandleKind k) {
 }
 
 // Note [Handle values]
-// A handle is not the address of its object: it is (generation << 32) |
-// (slot index + 1), cast to the handle's pointer type and never dereferenced.
-// Releasing a handle bumps its slot's generation, so a released handle stays
-// invalid after the slot is reused, and a pointer the library never made
-// (almost surely) decodes to a slot that does not match. The Go client
-// (issue 20) holds these values as uintptr.
+// A handle is not the address of its object: it is kHandleTag |
+// (generation << 32) | (slot index + 1), cast to the handle's pointer type
+// and never dereferenced. Releasing a handle bumps its slot's generation (31
+// bits), so a released handle stays invalid after the slot is reused, and a
+// pointer the library never made (almost surely) decodes to a slot that does
+// not match. The tag (the top bit) keeps every handle out of the user half
+// of the address space: a garbage-collected runtime that meets one in a
+// pointer-typed variable (Go's, when a handle is passed to a C function as
+// sg_x*) never takes it for one of its own objects — without it, a slot's
+// 192nd generation would read 0xc0_0000_000i, inside Go's heap arena range.
+// The Go client (examples/go) holds these values as uintptr.
 static_assert(sizeof(std::uintptr_t) >= 8, "handle values need 64-bit pointers");
+constexpr std::uint64_t kHandleTag = std::uint64_t{1} << 63;
+constexpr std::uint32_t kGenerationMask = 0x7fffffffu;
 
 struct HandleSlot {
   std::uint32_t generation = 1;
@@ -179,7 +186,8 @@ HandleTable& handles() {
 HandleSlot* find_slot(const void* h, HandleKind kind) {
   const auto value = reinterpret_cast<std::uintptr_t>(h);
   const auto index = static_cast<std::uint64_t>(value & 0xffffffffu);
-  const auto generation = static_cast<std::uint32_t>(static_cast<std::uint64_t>(value) >> 32);
+  if ((static_cast<std::uint64_t>(value) & kHandleTag) == 0) return nullptr;
+  const auto generation = static_cast<std::uint32_t>(static_cast<std::uint64_t>(value) >> 32) & kGenerationMask;
   auto& slots = handles().slots;
   if (index == 0 || index > slots.size()) return nullptr;
   HandleSlot& slot = slots[index - 1];
@@ -221,7 +229,7 @@ T* publish(std::unique_ptr<T> object) {
   HandleSlot& slot = t.slots[index];
   slot.kind = T::kKind;
   slot.object = object.release();
-  const std::uint64_t value = (static_cast<std::uint64_t>(slot.generation) << 32) | (index + 1u);
+  const std::uint64_t value = kHandleTag | (static_cast<std::uint64_t>(slot.generation) << 32) | (index + 1u);
   return reinterpret_cast<T*>(static_cast<std::uintptr_t>(value));
 }
 
@@ -233,7 +241,7 @@ std::unique_ptr<T> take(T* h, const char* what) {
   if (slot == nullptr) not_live(h, what, T::kKind);
   std::unique_ptr<T> object(static_cast<T*>(slot->object));
   slot->object = nullptr;
-  ++slot->generation;
+  slot->generation = (slot->generation + 1) & kGenerationMask;
   if (slot->generation == 0) slot->generation = 1;
   handles().free.push_back(static_cast<std::uint32_t>(slot - handles().slots.data()));
   return object;

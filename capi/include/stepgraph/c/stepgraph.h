@@ -18,9 +18,11 @@
  * one *_create / *_alloc* / end_capture / instantiate / acquire / replay call
  * and released by its *_release call, exactly once. A handle is
  * an opaque value, not an address (never dereference it): a slot index and a
- * generation count in a table of live handles. NULL, a released handle (even
- * after its slot has been reused), a handle of another type or a value the
- * library never made is SG_INVALID_ARGUMENT, not a crash.
+ * generation count in a table of live handles, with the top bit set (never a
+ * user-space address, so a garbage collector that sees one ignores it; a
+ * language with its own integers may hold it as uintptr_t). NULL, a released
+ * handle (even after its slot has been reused), a handle of another type or a
+ * value the library never made is SG_INVALID_ARGUMENT, not a crash.
  * Handles may be released in any order: a buffer, stream, event, graph,
  * executable or executor keeps its backend alive; a graph and an executable
  * keep every buffer their nodes declared alive; sg_inputs and sg_replay stay safe to use after their

@@ -1,0 +1,3 @@
+module stepgraph.example/sg
+
+go 1.19
