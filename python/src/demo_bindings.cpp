@@ -8,6 +8,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <stepgraph/core/error.h>
 #include <stepgraph/demo/mlp.h>
 
 #include "module.h"
@@ -61,9 +62,11 @@ void bind_demo(py::module_& m) {
   d.def(
       "train_mlp",
       [](int batch, int inputs, int hidden, int steps, int warmup, std::uint64_t seed, float learning_rate,
-         int max_in_flight, const std::string& mode) {
+         int max_in_flight, const std::string& mode, const std::string& backend) {
+        STEPGRAPH_CHECK(mode == "graph" || mode == "eager", InvalidArgument, "mode is '{}'; give 'graph' or 'eager'",
+                        mode);
         demo::DemoOptions o;
-        o.backend = "host";
+        o.backend = backend;
         o.shape = shape_of(batch, inputs, hidden);
         o.steps = steps;
         o.warmup = warmup;
@@ -78,7 +81,8 @@ void bind_demo(py::module_& m) {
         return py::make_tuple(to_numpy(run.params), to_numpy(run.losses));
       },
       "batch"_a, "inputs"_a, "hidden"_a, "steps"_a, "warmup"_a, "seed"_a, "learning_rate"_a, "max_in_flight"_a = 2,
-      "mode"_a = "graph", "The C++ demo's training run (stepgraph::demo::train_mlp, host backend): (params, losses).");
+      "mode"_a = "graph", "backend"_a = "host",
+      "The C++ demo's training run (stepgraph::demo::train_mlp; mode 'graph' or 'eager'): (params, losses).");
 }
 
 }  // namespace stepgraph::python
