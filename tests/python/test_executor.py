@@ -6,9 +6,9 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
-import stepgraph as sg
+
+from sgtest import np, sg
 
 B, I, H = 64, 16, 32
 SEED, LR = 1, 0.05

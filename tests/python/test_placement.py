@@ -6,7 +6,8 @@ import json
 import subprocess
 
 import pytest
-import stepgraph as sg
+
+from sgtest import np, sg
 
 
 def chain(n, cost_us=10.0, edge_bytes=1 << 20):

@@ -4,9 +4,9 @@
 import json
 import subprocess
 
-import numpy as np
 import pytest
-import stepgraph as sg
+
+from sgtest import np, sg
 
 
 def topo_json(cli, path):
