@@ -57,10 +57,14 @@ inline void expect_same_machine(const topology::Topology& a, const topology::Cos
 /// bandwidth and NUMA distance". Asserted here: the dump of any accepted
 /// input loads, with the same GPU, NIC and NUMA counts and NUMA distances;
 /// and a dump read back is a fixed point: dumping it again and reading that
-/// gives the same paths. The first round trip of an arbitrary input may
-/// still lose what NCCL XML cannot say (docs/reliability.md, "Outstanding":
-/// a device with no NUMA node, NVLink counts that differ by direction), so
-/// its paths are not compared. Returns the topology read back.
+/// gives the same paths. The first round trip's paths are not compared: an
+/// input may hold what NCCL XML cannot say — a PCI device whose CPUs have
+/// no NUMA node (a memoryless package, or libhwloc dropping a NUMA node with
+/// a garbled nodeset): the model puts it at SYS from every NUMA node, while
+/// NCCL XML places every device under a <cpu numaid>, so it reads back under
+/// one (docs/reliability.md, "Dump round trip: what holds";
+/// TopologyDump.ADeviceWithNoNumaNodeReadsBackAsAFixedPoint). Returns the
+/// topology read back.
 inline topology::Topology check_dump_round_trip(const topology::Topology& a, const topology::CostMatrix& ma) {
   const auto read = [](const std::string& xml) {
     try {

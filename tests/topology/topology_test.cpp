@@ -487,6 +487,29 @@ TEST(CostMatrix, JsonFollowsTheDocumentedSchema) {
   EXPECT_EQ(mat["paths"][0][0]["kind"], "X");
 }
 
+/// Dumps `a` as NCCL XML, loads the dump and expects the same machine:
+/// counts, every path's kind and bandwidth, NUMA distances.
+void expect_dump_round_trip(const Topology& a, const std::string& name) {
+  const std::filesystem::path out =
+      std::filesystem::temp_directory_path() / (std::string("sg_topo_dump_") + std::to_string(::getpid()) + name);
+  a.dump(out);
+  const Topology b = Topology::load(out);
+  std::filesystem::remove(out);
+  EXPECT_EQ(b.gpu_count(), a.gpu_count()) << name;
+  EXPECT_EQ(b.nic_count(), a.nic_count()) << name;
+  EXPECT_EQ(b.numa_count(), a.numa_count()) << name;
+  const CostMatrix ma = CostMatrix::build(a);
+  const CostMatrix mb = CostMatrix::build(b);
+  ASSERT_EQ(ma.size(), mb.size()) << name;
+  for (std::size_t i = 0; i < ma.size(); ++i)
+    for (std::size_t j = 0; j < ma.size(); ++j) {
+      EXPECT_EQ(ma.path(i, j).label(), mb.path(i, j).label()) << name << " " << i << "," << j;
+      EXPECT_NEAR(ma.path(i, j).bandwidth_gbps, mb.path(i, j).bandwidth_gbps, 1e-6) << name;
+    }
+  for (std::size_t x = 0; x < a.numa_count(); ++x)
+    for (std::size_t y = 0; y < a.numa_count(); ++y) EXPECT_DOUBLE_EQ(a.numa_distance(x, y), b.numa_distance(x, y));
+}
+
 TEST(TopologyDump, RoundTripsThroughNcclXml) {
   // nvidiagpunumanodes: GPUs under two host bridges of one NUMA node (NODE,
   // not PHB); 24em64t: a link of 3.046875029754639 GB/s (written exactly).
@@ -494,25 +517,65 @@ TEST(TopologyDump, RoundTripsThroughNcclXml) {
   for (const char* name :
        {"nvidiaDGX2.xml", "power8gpudistances.xml", "p4d-24xl-topo.xml", "ibmcloud-gx3d-160x1792x8h100-topo.xml",
         "dgx1-v100-layout.xml", "ncv4-topo.xml", "nvidiagpunumanodes.kept.xml", "24em64t-2n6c2t-pci.xml"}) {
-    const Topology a = load(name);
-    const std::filesystem::path out =
-        std::filesystem::temp_directory_path() / (std::string("sg_topo_dump_") + std::to_string(::getpid()) + name);
-    a.dump(out);
-    const Topology b = Topology::load(out);
-    std::filesystem::remove(out);
-    EXPECT_EQ(b.gpu_count(), a.gpu_count()) << name;
-    EXPECT_EQ(b.nic_count(), a.nic_count()) << name;
-    EXPECT_EQ(b.numa_count(), a.numa_count()) << name;
-    const CostMatrix ma = CostMatrix::build(a);
-    const CostMatrix mb = CostMatrix::build(b);
-    ASSERT_EQ(ma.size(), mb.size()) << name;
-    for (std::size_t i = 0; i < ma.size(); ++i)
-      for (std::size_t j = 0; j < ma.size(); ++j) {
-        EXPECT_EQ(ma.path(i, j).label(), mb.path(i, j).label()) << name << " " << i << "," << j;
-        EXPECT_NEAR(ma.path(i, j).bandwidth_gbps, mb.path(i, j).bandwidth_gbps, 1e-6) << name;
-      }
-    for (std::size_t x = 0; x < a.numa_count(); ++x)
-      for (std::size_t y = 0; y < a.numa_count(); ++y) EXPECT_DOUBLE_EQ(a.numa_distance(x, y), b.numa_distance(x, y));
+    expect_dump_round_trip(load(name), name);
+  }
+}
+
+// Inputs whose first dump round trip changed a path or a count (fuzz
+// findings, docs/reliability.md): each now round-trips in full.
+// A V100 whose PCI class reads 0x0304 (fuzz/fuzz_topo_hwloc in CI) was no
+// GPU of the model but read back as one (15 GPUs from 14): a GPU is now any
+// NVIDIA display-class device, NCCL's rule.
+TEST(TopologyDump, AGpuOfAnyDisplayClassRoundTripsInFull) {
+  const auto file =
+      std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "hwloc-round-trip-ci-finding.xml";
+  const Topology a = Topology::load(file);
+  EXPECT_EQ(a.gpu_count(), 15u) << "16 V100s, one of which lost its class and vendor";
+  expect_dump_round_trip(a, "hwloc-round-trip-ci-finding.xml");
+}
+
+// A NUMA node whose nodeset is garbled: libhwloc drops it, so package 1
+// and the GPUs under it have no NUMA node. The model says so (SYS to the
+// one NUMA node left); NCCL XML places every device under a <cpu numaid>,
+// so the dump cannot (it reads back under NUMA 0). What holds, and what
+// fuzz/topology_checks.h asserts: the dump loads with the same counts and
+// distances, and a dump read back is a fixed point.
+TEST(TopologyDump, ADeviceWithNoNumaNodeReadsBackAsAFixedPoint) {
+  const auto file =
+      std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "hwloc-device-without-numa.xml";
+  const Topology a = Topology::load(file);
+  ASSERT_EQ(a.numa_count(), 1u);
+  const CostMatrix ma = CostMatrix::build(a);
+  int without_numa = 0;
+  for (std::size_t g = 0; g < a.gpu_count(); ++g) {
+    if (a.gpus()[g].numa_node >= 0) continue;
+    ++without_numa;
+    EXPECT_EQ(ma.path(gpu_pos(ma, static_cast<int>(g)), numa_pos(ma, 0)).label(), "SYS") << "GPU" << g;
+  }
+  EXPECT_EQ(without_numa, 8) << "the GPUs of package 1";
+  const std::filesystem::path out =
+      std::filesystem::temp_directory_path() / ("sg_topo_dump_" + std::to_string(::getpid()) + "_nonuma.xml");
+  a.dump(out);
+  const Topology b = Topology::load(out);
+  std::filesystem::remove(out);
+  EXPECT_EQ(b.gpu_count(), a.gpu_count());
+  EXPECT_EQ(b.nic_count(), a.nic_count());
+  EXPECT_EQ(b.numa_count(), a.numa_count());
+  EXPECT_DOUBLE_EQ(b.numa_distance(0, 0), a.numa_distance(0, 0));
+  expect_dump_round_trip(b, "hwloc-device-without-numa.xml dumped");
+}
+
+// Two <pci> elements with one GPU bus id (8a:00.0): NVLinks name their peer
+// by bus id, so which GPU a link reached depended on the order of lookup,
+// and the dump read back NV1 as NV2. Refused with both GPUs and the bus id.
+TEST(TopologyBadInput, TwoGpusWithOneBusIdAreRefused) {
+  const auto file =
+      std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "nccl-two-gpus-one-bus-id.xml";
+  try {
+    (void)Topology::load(file);
+    ADD_FAILURE() << "loaded";
+  } catch (const sg::InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("same PCI bus id 0000:8a:00.0"), std::string::npos) << e.what();
   }
 }
 

@@ -269,7 +269,12 @@ class Converter {
     const std::uint32_t cls16 = n.class_id >> 8;
     const bool nvidia_or_unknown = n.vendor_id == 0x10de || n.vendor_id == 0;
     node_of_obj_[obj] = node_index;
-    if ((cls16 == 0x0302 || cls16 == 0x0300) && nvidia_or_unknown) {
+    // A GPU is any display-class device (0x03xx) of NVIDIA or no known
+    // vendor: NCCL's rule (kvDictPciClass maps the prefix "0x03" to GPU),
+    // which our NCCL reader follows, so that a dump reads back with the same
+    // GPUs (a V100 whose class read 0x0304 was lost in the model but read
+    // back as a GPU: fuzz/fuzz_topo_hwloc, docs/reliability.md).
+    if ((cls16 >> 8) == 0x03 && nvidia_or_unknown) {
       n.kind = PciKind::kGpu;
       Gpu g;
       g.index = static_cast<int>(b_.gpus().size());

@@ -245,6 +245,16 @@ CpuSet unite(const CpuSet& a, const CpuSet& b) {
 
 Topology TopologyBuilder::finish() {
   auto& pci = t_.pci_;
+  // Two GPUs with one PCI bus id: NVLinks name their peer by bus id (NCCL's
+  // <nvlink target>), so no reader can tell which of the two a link reaches,
+  // and the dump read back with other links (fuzz/fuzz_topo_nccl,
+  // docs/reliability.md).
+  for (std::size_t i = 0; i < t_.gpus_.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (!t_.gpus_[i].bus_id.empty() && t_.gpus_[i].bus_id == t_.gpus_[j].bus_id)
+        throw InvalidArgument(fmt::format("GPU{} and GPU{} have the same PCI bus id {}; each device appears once in "
+                                          "a topology: re-export the file (nvidia-smi, NCCL_TOPO_DUMP_FILE, lstopo)",
+                                          j, i, t_.gpus_[i].bus_id));
   // Locality: a node without its own inherits its parent's (parents come first).
   for (auto& n : pci) {
     if (n.parent >= 0) {
