@@ -81,6 +81,17 @@ std::string_view to_string(NodeKind k) noexcept {
       return "other";
     case NodeKind::kCollective:
       return "collective";
+    case NodeKind::kConditional:
+      return "conditional";
+  }
+  return "?";
+}
+std::string_view to_string(ConditionalKind k) noexcept {
+  switch (k) {
+    case ConditionalKind::kIf:
+      return "if";
+    case ConditionalKind::kWhile:
+      return "while";
   }
   return "?";
 }
@@ -377,8 +388,65 @@ UpdateInfo check_update_rules(const GraphInfo& cur, const GraphInfo& next) {
               fmt::format("memcpy node {} ('{}') changed direction or devices ({} {}->{} to {} {}->{})", i, b.name,
                           to_string(a.copy_kind), a.src_device, a.dst_device, to_string(b.copy_kind), b.src_device,
                           b.dst_device)};
+    if (a.kind == NodeKind::kConditional && a.conditional && b.conditional) {
+      // A conditional node's own parameters cannot change (its type); its
+      // body is updated under the same rules, recursively
+      // (cudaGraphExecUpdate, CUDA Runtime API "Graph Management").
+      if (a.conditional->kind != b.conditional->kind)
+        return {UpdateResult::kParametersChanged, i,
+                fmt::format("conditional node {} ('{}') changed from {} to {}", i, b.name,
+                            to_string(a.conditional->kind), to_string(b.conditional->kind))};
+      if (a.conditional->body && b.conditional->body) {
+        UpdateInfo inner = check_update_rules(*a.conditional->body, *b.conditional->body);
+        if (!inner.ok()) {
+          inner.message = fmt::format("in the body of conditional node {} ('{}'): {}", i, b.name, inner.message);
+          inner.node = i;
+          return inner;
+        }
+      }
+    }
   }
   return {};
+}
+
+void throw_conditional_body(std::string_view what, std::string_view op) {
+  throw ConditionalBodyError(
+      fmt::format("{} inside the body of a conditional node: CUDA allows only kernel, memcpy, memset, empty, child "
+                  "graph and conditional nodes there (CUDA Programming Guide, \"Conditional Graph Nodes\"); move it "
+                  "before or after the conditional node",
+                  what),
+      std::string(op));
+}
+
+void check_conditional_body(const GraphInfo& body, std::string_view node) {
+  for (const auto& n : body.nodes) {
+    switch (n.kind) {
+      case NodeKind::kHost:
+      case NodeKind::kEventRecord:
+      case NodeKind::kEventWait:
+      case NodeKind::kCollective:
+        throw_conditional_body(
+            fmt::format("conditional node '{}': its body holds the {} node '{}'", node, to_string(n.kind), n.name),
+            n.name);
+      case NodeKind::kConditional:
+        if (n.conditional && n.conditional->body) check_conditional_body(*n.conditional->body, n.name);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+SyncCounts SyncCounters::snapshot() const noexcept {
+  SyncCounts c;
+  c.stream_synchronize = stream_synchronize.load(std::memory_order_relaxed);
+  c.device_synchronize = device_synchronize.load(std::memory_order_relaxed);
+  c.event_synchronize = event_synchronize.load(std::memory_order_relaxed);
+  c.event_wait_for = event_wait_for.load(std::memory_order_relaxed);
+  c.stream_query = stream_query.load(std::memory_order_relaxed);
+  c.event_query = event_query.load(std::memory_order_relaxed);
+  c.events_waited_on = events_waited_on.load(std::memory_order_relaxed);
+  return c;
 }
 
 }  // namespace detail
@@ -442,6 +510,43 @@ Graph StreamRef::end_capture() const {
 }
 CaptureStatus StreamRef::capture_status() const {
   return s(impl_).capture_status();
+}
+ConditionHandle StreamRef::create_condition(unsigned default_value) const {
+  return s(impl_).create_condition(default_value);
+}
+void StreamRef::capture_if(ConditionHandle condition, const std::function<void(StreamRef)>& body,
+                           std::string name) const {
+  STEPGRAPH_CHECK(static_cast<bool>(body), InvalidArgument, "Stream::capture_if '{}': the body function is empty",
+                  name);
+  s(impl_).capture_conditional(ConditionalKind::kIf, condition, body, name.empty() ? "if" : std::move(name));
+}
+void StreamRef::capture_while(ConditionHandle condition, const std::function<void(StreamRef)>& body,
+                              std::string name) const {
+  STEPGRAPH_CHECK(static_cast<bool>(body), InvalidArgument, "Stream::capture_while '{}': the body function is empty",
+                  name);
+  s(impl_).capture_conditional(ConditionalKind::kWhile, condition, body, name.empty() ? "while" : std::move(name));
+}
+
+void run_as_graph(StreamRef stream, const std::function<void(StreamRef)>& fn) {
+  STEPGRAPH_CHECK(static_cast<bool>(fn), InvalidArgument, "run_as_graph: the function is empty");
+  if (stream.capture_status() == CaptureStatus::kActive) {
+    fn(stream);
+    return;
+  }
+  Graph graph;
+  {
+    CaptureSession session(stream, CaptureMode::kThreadLocal);
+    fn(stream);
+    graph = session.end();
+  }
+  // No upload: instantiating with upload waits for it on the host (cuda).
+  InstantiateOptions options;
+  options.upload = false;
+  const GraphExec exec = graph.instantiate(options);
+  // The launch keeps what it runs alive on both backends (host: the task
+  // holds the payload; cuda: a destroyed executable's resources are freed
+  // when its launches have finished, Note [Deferred release]).
+  exec.launch(stream);
 }
 
 Stream::Stream(std::unique_ptr<detail::StreamImpl> impl, std::shared_ptr<detail::BackendImpl> backend)
@@ -522,6 +627,10 @@ std::string Graph::to_dot() const {
   for (const auto& n : info.nodes) {
     out << "  n" << n.index << " [label=\"" << n.name << "\\n" << to_string(n.kind) << " @dev" << n.device;
     if (n.kind == NodeKind::kMemcpy) out << "\\n" << to_string(n.copy_kind) << " " << n.bytes << " B";
+    if (n.conditional)
+      out << "\\n"
+          << to_string(n.conditional->kind) << " #" << n.conditional->handle << ", body of "
+          << (n.conditional->body ? n.conditional->body->nodes.size() : 0) << " node(s)";
     for (const auto& a : n.accesses)
       out << "\\n" << to_string(a.access) << " #" << a.buffer_id << "[" << a.offset << "+" << a.bytes << "]";
     out << "\"];\n";
@@ -652,6 +761,10 @@ StreamRef Backend::legacy_default_stream(int device) {
   impl_->check_device(device, "Backend::legacy_default_stream");
   return StreamRef(impl_->legacy_default_stream(device));
 }
+SyncCounts Backend::sync_counts() const {
+  return impl_->sync_counters().snapshot();
+}
+
 void Backend::synchronize_device(int device) {
   impl_->check_device(device, "Backend::synchronize_device");
   impl_->synchronize_device(device);

@@ -39,6 +39,8 @@ g::NodeKind to_graph_kind(NodeKind kind) noexcept {
       return g::NodeKind::kEmpty;
     case NodeKind::kOther:
       return g::NodeKind::kKernel;
+    case NodeKind::kConditional:  // one opaque node: the IR has no control flow
+      return g::NodeKind::kKernel;
     case NodeKind::kCollective:
       return g::NodeKind::kCollective;
   }

@@ -84,6 +84,30 @@ class StreamImpl {
   virtual void begin_capture(CaptureMode mode) = 0;
   virtual std::unique_ptr<GraphImpl> end_capture() = 0;
   virtual CaptureStatus capture_status() const = 0;
+  // Note [Conditional nodes] (condition.h)
+  virtual ConditionHandle create_condition(unsigned default_value) = 0;
+  virtual void capture_conditional(ConditionalKind kind, ConditionHandle condition,
+                                   const std::function<void(StreamRef)>& body, std::string name) = 0;
+};
+
+/// The counters behind Backend::sync_counts (SyncCounts), bumped by each
+/// backend where it waits. Relaxed atomics: counts, not synchronisation.
+struct SyncCounters {
+  std::atomic<std::uint64_t> stream_synchronize{0};
+  std::atomic<std::uint64_t> device_synchronize{0};
+  std::atomic<std::uint64_t> event_synchronize{0};
+  std::atomic<std::uint64_t> event_wait_for{0};
+  std::atomic<std::uint64_t> stream_query{0};
+  std::atomic<std::uint64_t> event_query{0};
+  std::atomic<std::uint64_t> events_waited_on{0};
+
+  static void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts `event` (its `waited` flag) among the events waited on, once.
+  void waited_on(std::atomic<bool>& waited) noexcept {
+    if (!waited.load(std::memory_order_relaxed) && !waited.exchange(true, std::memory_order_relaxed))
+      bump(events_waited_on);
+  }
+  [[nodiscard]] SyncCounts snapshot() const noexcept;
 };
 
 class BackendImpl : public std::enable_shared_from_this<BackendImpl> {
@@ -121,6 +145,9 @@ class BackendImpl : public std::enable_shared_from_this<BackendImpl> {
   /// as stream work.
   static CopyKind stream_copy_kind(std::string_view what, const BufferImpl& dst, const BufferImpl& src);
 
+  SyncCounters& sync_counters() noexcept { return sync_counters_; }
+  const SyncCounters& sync_counters() const noexcept { return sync_counters_; }
+
   /// Registered host ranges, so that host_range() accesses resolve.
   void add_host_range(const std::shared_ptr<BufferImpl>& buffer);
   void remove_host_range(const void* host_ptr);
@@ -134,6 +161,7 @@ class BackendImpl : public std::enable_shared_from_this<BackendImpl> {
   std::map<std::uintptr_t, std::weak_ptr<BufferImpl>> host_ranges_;  // by host address
   std::vector<std::pair<int, int>> peers_;
   std::atomic<std::uint64_t> next_buffer_id_{0};
+  SyncCounters sync_counters_;
 };
 
 /// CUDA's exec-update rules over two introspected graphs: same node count
@@ -142,6 +170,15 @@ class BackendImpl : public std::enable_shared_from_this<BackendImpl> {
 /// devices (kParametersChanged). Used by the host backend, and by the cuda
 /// backend to name the offending node when cudaGraphExecUpdate refuses.
 UpdateInfo check_update_rules(const GraphInfo& current, const GraphInfo& next);
+
+/// CUDA's restrictions on a conditional node's body (ConditionalBodyError),
+/// checked over the body's introspection by both backends once the body is
+/// captured: no host, event record or wait, or collective node anywhere in
+/// it. `node` names the conditional node.
+void check_conditional_body(const GraphInfo& body, std::string_view node);
+/// The ConditionalBodyError for `what` (an operation refused on a body
+/// stream, named `op`) inside the body of a conditional node.
+[[noreturn]] void throw_conditional_body(std::string_view what, std::string_view op);
 
 /// Access infos for introspection.
 std::vector<AccessInfo> access_infos(const std::vector<BufferAccess>& accesses);

@@ -82,7 +82,7 @@ NodeKind node_kind(cudaGraphNodeType type) noexcept {
     case cudaGraphNodeTypeEventRecord:
       return NodeKind::kEventRecord;
     default:
-      return NodeKind::kOther;
+      return is_conditional_node(type) ? NodeKind::kConditional : NodeKind::kOther;
   }
 }
 
@@ -405,6 +405,7 @@ detail::StreamImpl* CudaBackend::legacy_default_stream(int device) {
 }
 
 void CudaBackend::synchronize_device(int device) {
+  detail::SyncCounters::bump(sync_counters().device_synchronize);
   throw_if_faulted(device, "Backend::synchronize_device");
   DeviceGuard guard(device);
   const cudaError_t e = cudaDeviceSynchronize();
@@ -548,6 +549,8 @@ void CudaEvent::refuse_if_captured(std::string_view call) const {
 }
 
 bool CudaEvent::query() {
+  detail::SyncCounters::bump(backend_->sync_counters().event_query);
+  backend_->sync_counters().waited_on(waited_);
   backend_->throw_if_faulted(device_, "Event::query");
   refuse_if_captured("Event::query");
   DeviceGuard guard(device_);
@@ -565,6 +568,8 @@ bool CudaEvent::query() {
 }
 
 void CudaEvent::synchronize() {
+  detail::SyncCounters::bump(backend_->sync_counters().event_synchronize);
+  backend_->sync_counters().waited_on(waited_);
   backend_->throw_if_faulted(device_, "Event::synchronize");
   refuse_if_captured("Event::synchronize");
   DeviceGuard guard(device_);
@@ -581,6 +586,8 @@ void CudaEvent::synchronize() {
 }
 
 bool CudaEvent::wait_for(std::chrono::nanoseconds timeout) {
+  detail::SyncCounters::bump(backend_->sync_counters().event_wait_for);
+  backend_->sync_counters().waited_on(waited_);
   // Polls cudaEventQuery with exponential backoff (a few yields, then sleeps
   // from 2 us doubling to 1 ms): cudaEventSynchronize has no timeout.
   const auto deadline = std::chrono::steady_clock::now() + timeout;

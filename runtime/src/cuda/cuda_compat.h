@@ -223,6 +223,64 @@ inline const char* func_name(const void* func) {
 #endif
 }
 
+// ---------------------------------------------------------------- conditional nodes (CUDA 12.4+)
+
+/// Whether this runtime builds conditional nodes from stream capture:
+/// cudaGraphConditionalHandleCreate and cudaStreamBeginCaptureToGraph exist
+/// from 12.3, cudaGraphAddNode of a conditional node from 12.4 (CUDA
+/// Programming Guide, "Conditional Graph Nodes").
+inline constexpr bool kHaveConditionalNodes = CUDART_VERSION >= 12040;
+
+/// A condition of `graph`, reset to `default_value` at every launch
+/// (cudaGraphCondAssignDefault); cudaErrorNotSupported before 12.4.
+inline cudaError_t conditional_handle_create(unsigned long long* handle, cudaGraph_t graph, unsigned default_value) {
+#if CUDART_VERSION >= 12040
+  cudaGraphConditionalHandle h = 0;
+  const cudaError_t e = cudaGraphConditionalHandleCreate(&h, graph, default_value, cudaGraphCondAssignDefault);
+  *handle = static_cast<unsigned long long>(h);
+  return e;
+#else
+  (void)handle, (void)graph, (void)default_value;
+  return cudaErrorNotSupported;
+#endif
+}
+
+/// Adds an IF (`loop` false) or WHILE node on `handle` to `graph` after
+/// `deps` and returns its body graph (owned by the node). CUDA 13 takes an
+/// edge data array (12.4-12.9: cudaGraphAddNode_v2 takes it, the plain form
+/// does not); null means default edges.
+inline cudaError_t add_conditional_node(cudaGraphNode_t* node, cudaGraph_t graph, const cudaGraphNode_t* deps,
+                                        std::size_t num_deps, unsigned long long handle, bool loop, cudaGraph_t* body) {
+#if CUDART_VERSION >= 12040
+  cudaGraphNodeParams p{};
+  p.type = cudaGraphNodeTypeConditional;
+  p.conditional.handle = static_cast<cudaGraphConditionalHandle>(handle);
+  p.conditional.type = loop ? cudaGraphCondTypeWhile : cudaGraphCondTypeIf;
+  p.conditional.size = 1;
+#if CUDART_VERSION >= 13000
+  const cudaError_t e = cudaGraphAddNode(node, graph, deps, nullptr, num_deps, &p);
+#else
+  const cudaError_t e = cudaGraphAddNode(node, graph, deps, num_deps, &p);
+#endif
+  if (e == cudaSuccess) *body = p.conditional.phGraph_out[0];
+  return e;
+#else
+  (void)node, (void)graph, (void)deps, (void)num_deps, (void)handle, (void)loop, (void)body;
+  return cudaErrorNotSupported;
+#endif
+}
+
+/// Begins a capture of `stream` into the existing `graph` with no initial
+/// dependencies (cudaStreamBeginCaptureToGraph, 12.3+).
+inline cudaError_t stream_begin_capture_to_graph(cudaStream_t stream, cudaGraph_t graph, cudaStreamCaptureMode mode) {
+#if CUDART_VERSION >= 12030
+  return cudaStreamBeginCaptureToGraph(stream, graph, nullptr, nullptr, 0, mode);
+#else
+  (void)stream, (void)graph, (void)mode;
+  return cudaErrorNotSupported;
+#endif
+}
+
 /// Whether `device`'s primary context is active (cuDevicePrimaryCtxGetState,
 /// CUDA Driver API "Primary Context Management"), reached through the
 /// runtime's driver entry point so that no driver library is linked

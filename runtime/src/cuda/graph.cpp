@@ -63,10 +63,24 @@ CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGra
                      const std::shared_ptr<CaptureRecord>& record)
     : backend_(std::move(backend)), device_(device), graph_(std::move(graph)) {
   DeviceGuard guard(device_);
+  info_ = describe(graph_.get(), device_, record.get(), &index_);
+  if (record != nullptr) {
+    std::lock_guard lock(record->mutex);
+    keep_ = record->keep;
+  } else {
+    keep_ = std::make_shared<KeepAlive>();
+  }
+}
+
+GraphInfo CudaGraph::describe(cudaGraph_t graph, int device, CaptureRecord* record,
+                              std::unordered_map<cudaGraphNode_t, std::size_t>* index_out) {
+  GraphInfo info;
+  std::unordered_map<cudaGraphNode_t, std::size_t> local_index;
+  auto& index = index_out != nullptr ? *index_out : local_index;
   std::size_t count = 0;
-  STEPGRAPH_CUDA_CHECK(cudaGraphGetNodes(graph_.get(), nullptr, &count));
+  STEPGRAPH_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &count));
   std::vector<cudaGraphNode_t> nodes(count);
-  if (count > 0) STEPGRAPH_CUDA_CHECK(cudaGraphGetNodes(graph_.get(), nodes.data(), &count));
+  if (count > 0) STEPGRAPH_CUDA_CHECK(cudaGraphGetNodes(graph, nodes.data(), &count));
   nodes.resize(count);
 
   // Order: capture order of the annotated nodes (their seq); a node
@@ -103,7 +117,7 @@ CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGra
   std::stable_sort(items.begin(), items.end(),
                    [](const Item& a, const Item& b) { return std::tie(a.seq, a.sub) < std::tie(b.seq, b.sub); });
 
-  info_.nodes.reserve(items.size());
+  info.nodes.reserve(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
     const Item& it = items[i];
     cudaGraphNodeType type{};
@@ -113,7 +127,7 @@ CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGra
     // The kind is CUDA's own node type, so that the update rules compare
     // what cudaGraphExecUpdate compares; the rest comes from the annotation.
     ni.kind = node_kind(type);
-    ni.device = device_;
+    ni.device = device;
     if (it.meta != nullptr) {
       ni.name = it.meta->name;
       ni.device = it.meta->device;
@@ -122,6 +136,7 @@ CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGra
         ni.kind = NodeKind::kCollective;
         ni.collective = it.meta->collective;
       }
+      ni.conditional = it.meta->conditional;
       ni.accesses = it.meta->accesses;
       ni.copy_kind = it.meta->copy_kind;
       ni.src_device = it.meta->src_device;
@@ -131,28 +146,25 @@ CudaGraph::CudaGraph(std::shared_ptr<CudaBackend> backend, int device, UniqueGra
     } else {
       ni.name = fmt::format("{}_{}", to_string(ni.kind), i);
     }
-    index_.emplace(it.node, i);
-    info_.nodes.push_back(std::move(ni));
+    index.emplace(it.node, i);
+    info.nodes.push_back(std::move(ni));
   }
-  if (record != nullptr)
-    keep_ = record->keep;
-  else
-    keep_ = std::make_shared<KeepAlive>();
   if (lock.owns_lock()) lock.unlock();
 
   std::size_t edges = 0;
-  STEPGRAPH_CUDA_CHECK(graph_get_edges(graph_.get(), nullptr, nullptr, &edges));
+  STEPGRAPH_CUDA_CHECK(graph_get_edges(graph, nullptr, nullptr, &edges));
   std::vector<cudaGraphNode_t> from(edges);
   std::vector<cudaGraphNode_t> to(edges);
-  if (edges > 0) STEPGRAPH_CUDA_CHECK(graph_get_edges(graph_.get(), from.data(), to.data(), &edges));
+  if (edges > 0) STEPGRAPH_CUDA_CHECK(graph_get_edges(graph, from.data(), to.data(), &edges));
   for (std::size_t e = 0; e < edges; ++e) {
-    auto a = index_.find(from[e]);
-    auto b = index_.find(to[e]);
-    if (a == index_.end() || b == index_.end()) continue;
-    info_.edges.emplace_back(a->second, b->second);
+    auto a = index.find(from[e]);
+    auto b = index.find(to[e]);
+    if (a == index.end() || b == index.end()) continue;
+    info.edges.emplace_back(a->second, b->second);
   }
-  std::sort(info_.edges.begin(), info_.edges.end());
-  info_.edges.erase(std::unique(info_.edges.begin(), info_.edges.end()), info_.edges.end());
+  std::sort(info.edges.begin(), info.edges.end());
+  info.edges.erase(std::unique(info.edges.begin(), info.edges.end()), info.edges.end());
+  return info;
 }
 
 std::optional<std::size_t> CudaGraph::index_of(cudaGraphNode_t node) const {
@@ -323,6 +335,17 @@ void CudaGraphExec::launch(detail::StreamImpl& stream_impl) {
                   "end it on its origin stream (it yields no graph) and capture again",
                   device);
   if (capture == cudaStreamCaptureStatusActive) {
+    for (const auto& n : info_.nodes) {
+      STEPGRAPH_CHECK(n.kind != NodeKind::kConditional, InvalidArgument,
+                      "GraphExec::launch into a capture on device {}: the graph holds the conditional node '{}', and "
+                      "a child graph node cannot hold conditional nodes (cudaGraphAddChildGraphNode); launch it "
+                      "outside the capture, or capture its work into this graph directly",
+                      device, n.name);
+      if (n.kind == NodeKind::kHost || n.kind == NodeKind::kCollective || n.kind == NodeKind::kEventRecord ||
+          n.kind == NodeKind::kEventWait)
+        stream.refuse_in_body(
+            fmt::format("GraphExec::launch of a graph holding the {} node '{}'", to_string(n.kind), n.name), n.name);
+    }
     add_child_node(stream);
     std::vector<cudaGraphNode_t> nodes;
     if (auto rec = stream.captured_nodes(nodes)) {

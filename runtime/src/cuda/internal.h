@@ -61,7 +61,8 @@ struct NodeMeta {
   int dst_device = -1;
   std::size_t bytes = 0;
   int priority = 0;
-  std::optional<CollectiveInfo> collective;  // a collective's nodes (StreamRef::collective)
+  std::optional<CollectiveInfo> collective;    // a collective's nodes (StreamRef::collective)
+  std::optional<ConditionalInfo> conditional;  // a conditional node (StreamRef::capture_if / capture_while)
 };
 
 /// One capture sequence in progress (keyed by the id cudaStreamGetCaptureInfo
@@ -76,6 +77,7 @@ struct CaptureRecord {
   std::unordered_map<cudaGraphNode_t, NodeMeta> nodes;
   std::uint64_t next_seq = 0;
   std::shared_ptr<KeepAlive> keep = std::make_shared<KeepAlive>();
+  std::unordered_map<unsigned long long, unsigned> conditions;  // made in this capture: handle -> default value
 };
 
 // ---------------------------------------------------------------- stream
@@ -104,6 +106,14 @@ class CudaStream final : public detail::StreamImpl {
   void begin_capture(CaptureMode mode) override;
   std::unique_ptr<detail::GraphImpl> end_capture() override;
   CaptureStatus capture_status() const override;
+  ConditionHandle create_condition(unsigned default_value) override;
+  void capture_conditional(ConditionalKind kind, ConditionHandle condition, const std::function<void(StreamRef)>& body,
+                           std::string name) override;
+
+  /// Throws ConditionalBodyError if this is a conditional node's body
+  /// stream, where `what` is not allowed.
+  void refuse_in_body(std::string_view what, std::string_view op) const;
+  [[nodiscard]] bool is_conditional_body() const noexcept { return !conditional_body_.empty(); }
 
   [[nodiscard]] cudaStream_t handle() const noexcept { return stream_; }
   [[nodiscard]] CudaBackend& backend() const noexcept { return *backend_; }
@@ -140,6 +150,7 @@ class CudaStream final : public detail::StreamImpl {
   bool legacy_ = false;
   std::mutex enqueue_mutex_;
   std::optional<unsigned long long> origin_capture_;  // the capture begun on this stream
+  std::string conditional_body_;                      // a conditional node's body stream: the node's name
 };
 
 // ---------------------------------------------------------------- event
@@ -173,6 +184,7 @@ class CudaEvent final : public detail::EventImpl {
   UniqueEvent event_;
   std::atomic<unsigned long long> last_capture_{0};
   std::atomic<bool> recorded_{false};
+  std::atomic<bool> waited_{false};  // SyncCounts::events_waited_on
 };
 
 // ---------------------------------------------------------------- graphs
@@ -189,6 +201,11 @@ class CudaGraph final : public detail::GraphImpl {
   [[nodiscard]] const std::shared_ptr<const KeepAlive>& keep() const noexcept { return keep_; }
   /// Our index of a CUDA node of this graph, if it is one.
   [[nodiscard]] std::optional<std::size_t> index_of(cudaGraphNode_t node) const;
+  /// The introspection of `graph` (a captured graph, or a conditional
+  /// node's body), named from `record` (may be null), nodes in capture
+  /// order; fills `index` (CUDA node -> our index) if given.
+  [[nodiscard]] static GraphInfo describe(cudaGraph_t graph, int device, CaptureRecord* record,
+                                          std::unordered_map<cudaGraphNode_t, std::size_t>* index);
 
  private:
   std::shared_ptr<CudaBackend> backend_;

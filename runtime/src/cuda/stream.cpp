@@ -311,6 +311,7 @@ void CudaStream::collective(CollectiveCall&& call) {
                   "collective '{}' on device {}: the call has no device implementation (device_enqueue); use a "
                   "communicator made for the cuda backend (NCCL)",
                   call.name, device_);
+  refuse_in_body(fmt::format("the collective '{}'", call.name), call.name);
   backend_->resolve_accesses(device_, call.name, call.accesses);
   DeviceGuard guard(device_);
   auto lock = lock_enqueue();
@@ -333,6 +334,7 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
   check_usable(fmt::format("Stream::host_fn '{}'", name));
   STEPGRAPH_CHECK(static_cast<bool>(fn), InvalidArgument, "Stream::host_fn '{}' on device {}: the function is empty",
                   name, device_);
+  refuse_in_body(fmt::format("the host function '{}'", name), name);
   backend_->resolve_accesses(device_, name, accesses);
 
   DeviceGuard guard(device_);
@@ -382,6 +384,7 @@ void CudaStream::host_fn(std::string name, std::function<void()> fn, std::vector
 void CudaStream::record(detail::EventImpl& event) {
   CudaEvent& ev = as_cuda_event(event, "Stream::record");
   check_usable("Stream::record");
+  refuse_in_body("Stream::record of an event", "event record");
   STEPGRAPH_CHECK(ev.device() == device_, InvalidArgument,
                   "Stream::record: an event of device {} cannot be recorded on a stream of device {} (CUDA "
                   "requires both on one device); create the event with Backend::create_event({})",
@@ -398,6 +401,7 @@ void CudaStream::record(detail::EventImpl& event) {
 void CudaStream::wait(const detail::EventImpl& event) {
   const CudaEvent& ev = as_cuda_event(event, "Stream::wait");
   check_usable("Stream::wait");
+  refuse_in_body("Stream::wait on an event", "event wait");
   DeviceGuard guard(device_);
   auto lock = lock_enqueue();
   // Waits on the event's latest record, also of another device. During
@@ -431,6 +435,7 @@ void CudaStream::wait(const detail::EventImpl& event) {
 }
 
 void CudaStream::synchronize() {
+  detail::SyncCounters::bump(backend_->sync_counters().stream_synchronize);
   check_usable("Stream::synchronize");
   DeviceGuard guard(device_);
   const cudaError_t e = cudaStreamSynchronize(stream_);
@@ -447,6 +452,7 @@ void CudaStream::synchronize() {
 }
 
 bool CudaStream::query() {
+  detail::SyncCounters::bump(backend_->sync_counters().stream_query);
   check_usable("Stream::query");
   DeviceGuard guard(device_);
   const cudaError_t e = cudaStreamQuery(stream_);
@@ -568,6 +574,165 @@ CaptureStatus CudaStream::capture_status() const {
       return CaptureStatus::kNone;
   }
   return CaptureStatus::kNone;
+}
+
+// ---------------------------------------------------------------- conditional nodes
+
+void CudaStream::refuse_in_body(std::string_view what, std::string_view op) const {
+  if (!conditional_body_.empty())
+    detail::throw_conditional_body(
+        fmt::format("{} on device {} (conditional node '{}')", what, device_, conditional_body_), op);
+}
+
+ConditionHandle CudaStream::create_condition(unsigned default_value) {
+  check_usable("Stream::create_condition");
+  STEPGRAPH_CHECK(kHaveConditionalNodes, InvalidState,
+                  "Stream::create_condition on device {}: this build's CUDA runtime ({}) has no conditional nodes "
+                  "built from stream capture; build with CUDA 12.4 or later",
+                  device_, CUDART_VERSION);
+  DeviceGuard guard(device_);
+  auto lock = lock_enqueue();
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  unsigned long long id = 0;
+  cudaGraph_t graph = nullptr;
+  STEPGRAPH_CUDA_CHECK(stream_get_capture_info(stream_, &status, &id, &graph, nullptr, nullptr));
+  STEPGRAPH_CHECK(status == cudaStreamCaptureStatusActive, InvalidState,
+                  "Stream::create_condition on device {}: the stream is not capturing; a condition belongs to a "
+                  "graph: make it during capture (or inside run_as_graph)",
+                  device_);
+  unsigned long long handle = 0;
+  STEPGRAPH_CUDA_CHECK(conditional_handle_create(&handle, graph, default_value));
+  if (auto rec = backend_->find_capture(id)) {
+    std::lock_guard rl(rec->mutex);
+    rec->conditions[handle] = default_value;
+  }
+  return ConditionHandle{handle};
+}
+
+// Note [Capturing a conditional body]
+// As in CUDA's samples (CUDA Programming Guide, "Conditional Graph Nodes"):
+// the conditional node is added by hand after the capturing stream's
+// current dependencies (cudaStreamGetCaptureInfo, cudaGraphAddNode), the
+// stream's dependencies become that node (cudaStreamUpdateCaptureDependencies),
+// and the body is captured on a stream of its own into the node's body
+// graph (cudaStreamBeginCaptureToGraph), with a capture record of its own
+// so that its nodes are named and its buffers kept alive with the parent
+// graph. A body CUDA would refuse is refused first (ConditionalBodyError):
+// the node is then removed and the stream's dependencies restored, so the
+// capture goes on as if capture_if had not been called.
+void CudaStream::capture_conditional(ConditionalKind kind, ConditionHandle condition,
+                                     const std::function<void(StreamRef)>& body, std::string name) {
+  check_usable(fmt::format("Stream::capture_{} '{}'", to_string(kind), name));
+  DeviceGuard guard(device_);
+  std::shared_ptr<CaptureRecord> parent;
+  std::vector<cudaGraphNode_t> before;
+  cudaGraphNode_t node = nullptr;
+  cudaGraph_t body_graph = nullptr;
+  unsigned default_value = 0;
+  {
+    auto lock = lock_enqueue();
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    cudaGraph_t graph = nullptr;
+    const cudaGraphNode_t* deps = nullptr;
+    std::size_t num_deps = 0;
+    bool plain_edges = true;
+    STEPGRAPH_CUDA_CHECK(stream_capture_frontier(stream_, &status, &graph, &deps, &num_deps, &plain_edges));
+    STEPGRAPH_CHECK(status == cudaStreamCaptureStatusActive, InvalidState,
+                    "Stream::capture_{} '{}' on device {}: the stream is not capturing; conditional nodes exist only "
+                    "in graphs: capture the work, or wrap it in run_as_graph",
+                    to_string(kind), name, device_);
+    STEPGRAPH_CHECK(plain_edges, InvalidState,
+                    "Stream::capture_{} '{}' on device {}: the stream's last captured work ends in a programmatic "
+                    "(port) edge, which a conditional node cannot take; add the node after an ordinary node",
+                    to_string(kind), name, device_);
+    before.assign(deps, deps + num_deps);
+    parent = backend_->find_capture(capture_state().id);
+    std::optional<unsigned> found;
+    if (parent != nullptr) {
+      std::lock_guard rl(parent->mutex);
+      if (auto it = parent->conditions.find(condition.value); it != parent->conditions.end()) found = it->second;
+    }
+    // CUDA: the handle must have been created in the graph that holds the node.
+    STEPGRAPH_CHECK(found.has_value(), InvalidArgument,
+                    "Stream::capture_{} '{}' on device {}: condition #{} was not made in the graph this stream "
+                    "captures into; make it with create_condition on this stream (in this capture, or in this body)",
+                    to_string(kind), name, device_, condition.value);
+    default_value = *found;
+    STEPGRAPH_CUDA_CHECK(add_conditional_node(&node, graph, before.data(), before.size(), condition.value,
+                                              kind == ConditionalKind::kWhile, &body_graph));
+    STEPGRAPH_CUDA_CHECK(stream_set_capture_dependencies(stream_, &node, 1));
+  }
+  const CaptureMode mode = parent != nullptr ? parent->mode : CaptureMode::kThreadLocal;
+  auto undo = [&] {
+    // The node goes, and the stream depends on what it depended on before.
+    auto lock = lock_enqueue();
+    STEPGRAPH_CUDA_CHECK_WARN(cudaGraphDestroyNode(node));
+    STEPGRAPH_CUDA_CHECK_WARN(stream_set_capture_dependencies(stream_, before.data(), before.size()));
+  };
+  std::unique_ptr<CudaStream> body_stream;
+  std::shared_ptr<CaptureRecord> body_record;
+  unsigned long long body_id = 0;
+  try {
+    {
+      // Creating a stream is not capture work: relaxed, so that no capture
+      // mode of this thread refuses it.
+      cudaStreamCaptureMode relaxed = cudaStreamCaptureModeRelaxed;
+      STEPGRAPH_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&relaxed));
+      try {
+        body_stream = std::make_unique<CudaStream>(*backend_, device_, 0);
+      } catch (...) {
+        STEPGRAPH_CUDA_CHECK_WARN(cudaThreadExchangeStreamCaptureMode(&relaxed));
+        throw;
+      }
+      STEPGRAPH_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&relaxed));
+    }
+    body_stream->conditional_body_ = name;
+    STEPGRAPH_CUDA_CHECK(stream_begin_capture_to_graph(body_stream->stream_, body_graph, to_cuda(mode)));
+    body_id = body_stream->capture_state().id;
+    body_stream->origin_capture_ = body_id;
+    body_record = backend_->open_capture(body_id, device_, body_stream->stream_, mode);
+    body(StreamRef(body_stream.get()));
+    cudaGraph_t ended = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(body_stream->stream_, &ended);
+    body_stream->origin_capture_.reset();
+    (void)backend_->close_capture(body_id);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw InvalidState(
+          fmt::format("Stream::capture_{} '{}' on device {}: the body's capture yields no graph: {} "
+                      "({}); fix the body (an illegal call, or a forked stream not joined back)",
+                      to_string(kind), name, device_, cudaGetErrorName(e), cudaGetErrorString(e)));
+    }
+    GraphInfo body_info = CudaGraph::describe(body_graph, device_, body_record.get(), nullptr);
+    detail::check_conditional_body(body_info, name);
+    STEPGRAPH_CHECK(kind != ConditionalKind::kWhile || !body_info.nodes.empty(), InvalidArgument,
+                    "Stream::capture_while '{}' on device {}: the body is empty, so the loop could only never run "
+                    "or never end; give it the work that sets the condition",
+                    name, device_);
+    NodeMeta meta;
+    meta.name = name;
+    meta.kind = NodeKind::kConditional;
+    meta.device = device_;
+    for (const auto& n : body_info.nodes)
+      meta.accesses.insert(meta.accesses.end(), n.accesses.begin(), n.accesses.end());
+    meta.conditional =
+        ConditionalInfo{kind, condition.value, default_value, std::make_shared<const GraphInfo>(std::move(body_info))};
+    KeepAlive keep;
+    {
+      std::lock_guard rl(body_record->mutex);
+      keep = *body_record->keep;  // the body's buffers and host state live as long as the parent graph
+    }
+    if (parent != nullptr) annotate(*parent, {node}, meta, std::move(keep));
+  } catch (...) {
+    if (body_stream != nullptr && body_stream->origin_capture_) {
+      cudaGraph_t ended = nullptr;
+      STEPGRAPH_CUDA_CHECK_WARN(cudaStreamEndCapture(body_stream->stream_, &ended));
+      body_stream->origin_capture_.reset();
+      (void)backend_->close_capture(body_id);
+    }
+    undo();
+    throw;
+  }
 }
 
 }  // namespace stepgraph::runtime::cuda

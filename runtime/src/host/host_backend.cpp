@@ -34,8 +34,46 @@ using host::Task;
 
 class HostBackend;
 class HostStream;
+class HostGraph;
 
 thread_local CaptureMode tls_capture_mode = CaptureMode::kGlobal;
+
+/// The values of the conditions of one executable graph (its body graphs'
+/// included): one per ConditionHandle made in the graph's capture, reset to
+/// their defaults at each launch (cudaGraphCondAssignDefault). Launches of
+/// one executable run one after another, so one table per executable is
+/// what CUDA keeps per executable graph.
+struct ConditionTable {
+  std::vector<std::uint64_t> ids;
+  std::vector<unsigned> defaults;
+  std::unique_ptr<std::atomic<unsigned>[]> values;
+
+  [[nodiscard]] std::atomic<unsigned>* find(std::uint64_t id) const {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] == id) return &values[i];
+    return nullptr;
+  }
+  void reset() const {
+    for (std::size_t i = 0; i < ids.size(); ++i) values[i].store(defaults[i], std::memory_order_relaxed);
+  }
+};
+
+/// The table of the graph whose node runs on this thread (set around each
+/// node of a graph that has conditions), for set_condition.
+thread_local const ConditionTable* tls_conditions = nullptr;
+
+class ConditionScope {
+ public:
+  explicit ConditionScope(const ConditionTable* table) : previous_(std::exchange(tls_conditions, table)) {}
+  ConditionScope(const ConditionScope&) = delete;
+  ConditionScope& operator=(const ConditionScope&) = delete;
+  ~ConditionScope() { tls_conditions = previous_; }
+
+ private:
+  const ConditionTable* previous_;
+};
+
+std::atomic<std::uint64_t> next_condition_id{0};
 
 /// A node recorded by a capture.
 struct CapturedNode {
@@ -52,6 +90,11 @@ struct CapturedNode {
   int src_device = -1;
   int dst_device = -1;
   std::size_t bytes = 0;
+  // kConditional only (Note [Conditional nodes], condition.h)
+  std::shared_ptr<const HostGraph> body;
+  ConditionalKind conditional = ConditionalKind::kIf;
+  std::uint64_t condition = 0;
+  unsigned condition_default = 0;
 };
 
 class HostGraph final : public GraphImpl {
@@ -60,9 +103,17 @@ class HostGraph final : public GraphImpl {
   GraphInfo info() const override;
   std::unique_ptr<GraphExecImpl> instantiate(const InstantiateOptions& options) const override;
 
+  /// Every condition made in this graph and in its bodies, (id, default).
+  void collect_conditions(std::vector<std::pair<std::uint64_t, unsigned>>& out) const {
+    out.insert(out.end(), conditions_.begin(), conditions_.end());
+    for (const auto& n : nodes_)
+      if (n.body) n.body->collect_conditions(out);
+  }
+
   HostBackend& backend_;
   std::vector<CapturedNode> nodes_;
   std::set<std::pair<std::size_t, std::size_t>> edges_;
+  std::vector<std::pair<std::uint64_t, unsigned>> conditions_;  // made by create_condition in this graph
 };
 
 struct CaptureState {
@@ -74,6 +125,9 @@ struct CaptureState {
   std::optional<std::string> invalidated;
   std::vector<HostStream*> streams;  // every stream in the capture, origin first
   bool ended = false;
+  /// The capture of a conditional node's body: host functions, collectives
+  /// and event records or waits are refused (ConditionalBodyError).
+  std::string conditional_body;  // the conditional node's name; empty: not a body
 };
 
 class HostEvent final : public EventImpl {
@@ -95,6 +149,7 @@ class HostEvent final : public EventImpl {
 
   HostBackend& backend_;
   int device_;
+  std::atomic<bool> waited_{false};  // SyncCounts::events_waited_on
   mutable std::mutex mutex_;
   std::shared_ptr<Task> last_;
   std::weak_ptr<CaptureState> capture_;
@@ -136,11 +191,20 @@ class HostStream final : public StreamImpl {
   void begin_capture(CaptureMode mode) override;
   std::unique_ptr<GraphImpl> end_capture() override;
   CaptureStatus capture_status() const override;
+  ConditionHandle create_condition(unsigned default_value) override;
+  void capture_conditional(ConditionalKind kind, ConditionHandle condition, const std::function<void(StreamRef)>& body,
+                           std::string name) override;
 
   /// Enqueues `node` eagerly, or records it in the capture.
   void submit(CapturedNode node);
-  void launch_exec(const std::shared_ptr<const ExecPayload>& payload, std::shared_ptr<Task>& exec_last,
+  void launch_exec(const std::shared_ptr<const ExecPayload>& payload,
+                   const std::shared_ptr<const ConditionTable>& conditions, std::shared_ptr<Task>& exec_last,
                    std::mutex& exec_mutex);
+  /// Throws ConditionalBodyError if this stream captures a conditional
+  /// node's body, where `what` is not allowed.
+  void refuse_in_body(std::string_view what, std::string_view op) const;
+  /// True while this stream captures (also as a forked stream).
+  [[nodiscard]] bool capturing() const { return capture() != nullptr; }
   std::string label() const {
     return legacy_ ? fmt::format("legacy default stream of host device {}", device_)
                    : fmt::format("stream of host device {}", device_);
@@ -166,9 +230,13 @@ class HostStream final : public StreamImpl {
 
 class HostGraphExec final : public GraphExecImpl {
  public:
-  HostGraphExec(HostBackend& backend, std::shared_ptr<const ExecPayload> payload, GraphInfo info,
-                InstantiateOptions options)
-      : backend_(backend), payload_(std::move(payload)), info_(std::move(info)), options_(options) {}
+  HostGraphExec(HostBackend& backend, std::shared_ptr<const ExecPayload> payload,
+                std::shared_ptr<const ConditionTable> conditions, GraphInfo info, InstantiateOptions options)
+      : backend_(backend),
+        payload_(std::move(payload)),
+        conditions_(std::move(conditions)),
+        info_(std::move(info)),
+        options_(options) {}
   void launch(StreamImpl& stream) override;
   UpdateInfo update(const GraphImpl& graph) override;
   std::size_t node_count() const override { return info_.nodes.size(); }
@@ -177,6 +245,7 @@ class HostGraphExec final : public GraphExecImpl {
   HostBackend& backend_;
   std::mutex mutex_;
   std::shared_ptr<const ExecPayload> payload_;
+  std::shared_ptr<const ConditionTable> conditions_;  // null: the graph has no conditional node
   GraphInfo info_;
   InstantiateOptions options_;
   std::shared_ptr<Task> last_launch_;
@@ -234,7 +303,12 @@ class HostBackend final : public BackendImpl {
   Scheduler& scheduler() { return *scheduler_; }
   std::shared_ptr<BufferImpl> make_buffer(MemoryKind kind, int device, std::size_t bytes, int numa,
                                           void* caller_memory);
+  /// The executable form of `graph`; conditional nodes get their bodies'
+  /// payloads and `conditions` (the table of the whole executable), which
+  /// build_exec makes. Null with `failing_node` and `why` set if a node
+  /// cannot run.
   std::unique_ptr<ExecPayload> build_payload(const HostGraph& graph, const InstantiateOptions& options,
+                                             const std::shared_ptr<const ConditionTable>& conditions,
                                              std::optional<std::size_t>* failing_node, std::string* why) const;
 
  private:
@@ -370,18 +444,85 @@ std::shared_ptr<BufferImpl> HostBackend::register_host(void* ptr, std::size_t by
 }
 
 void HostBackend::synchronize_device(int device) {
+  SyncCounters::bump(sync_counters().device_synchronize);
   check_unsafe_call(fmt::format("Backend::synchronize_device({})", device));
   scheduler_->wait_idle(device);
   check_fault(device, "synchronize_device");
 }
 
+namespace {
+
+/// Runs a conditional node (Note [Conditional nodes], condition.h): reads
+/// its condition now, and if it is non-zero runs the body as a graph run of
+/// its own on the node's device (a launch task), then — WHILE — reads it
+/// again, and so on; `done` completes the node. Asynchronous like a
+/// collective (Note [Asynchronous nodes]): the worker never waits for the
+/// body, whose nodes may need that worker.
+void run_conditional(Scheduler* sched, std::shared_ptr<const ExecPayload> body,
+                     std::shared_ptr<const ConditionTable> conditions, std::uint64_t id, ConditionalKind kind,
+                     int device, std::function<void()> done) {
+  const std::atomic<unsigned>* value = conditions->find(id);
+  if (value == nullptr || value->load(std::memory_order_relaxed) == 0 || body->nodes.empty() ||
+      sched->faulted(device)) {
+    done();
+    return;
+  }
+  auto launch = std::make_shared<Task>();
+  launch->name = "conditional body";
+  launch->device = device;
+  launch->run = [body, sched](const std::shared_ptr<Task>& self) {
+    auto run = std::make_shared<GraphRun>();
+    run->payload = body;
+    run->launch_task = self;
+    sched->start_run(run);
+    return false;  // completes when the body's last node has run
+  };
+  auto after = std::make_shared<Task>();
+  after->name = "conditional body end";
+  after->device = device;
+  after->run = [sched, body, conditions, id, kind, device, done = std::move(done)](const std::shared_ptr<Task>&) {
+    if (kind == ConditionalKind::kWhile)
+      run_conditional(sched, body, conditions, id, kind, device, done);  // evaluated again after each run
+    else
+      done();
+    return true;
+  };
+  Scheduler::add_dependency(after, launch);
+  sched->submit(launch);
+  sched->submit(after);
+}
+
+}  // namespace
+
 std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, const InstantiateOptions& options,
+                                                        const std::shared_ptr<const ConditionTable>& conditions,
                                                         std::optional<std::size_t>* failing_node,
                                                         std::string* why) const {
   auto payload = std::make_unique<ExecPayload>();
   payload->nodes.resize(graph.nodes_.size());
   for (std::size_t i = 0; i < graph.nodes_.size(); ++i) {
     const auto& n = graph.nodes_[i];
+    if (n.body) {
+      std::optional<std::size_t> inner;
+      std::string inner_why;
+      auto body = build_payload(*n.body, options, conditions, &inner, &inner_why);
+      if (!body) {
+        *failing_node = i;
+        *why = fmt::format("in the body of conditional node '{}': {}", n.name, inner_why);
+        return nullptr;
+      }
+      auto& e = payload->nodes[i];
+      e.name = n.name;
+      e.device = n.device;
+      e.priority = options.use_node_priority ? n.priority : 0;
+      Scheduler* sched = scheduler_.get();
+      e.async_start = [sched, body = std::shared_ptr<const ExecPayload>(std::move(body)), conditions, id = n.condition,
+                       kind = n.conditional, device = n.device](std::function<void()> done) {
+        run_conditional(sched, body, conditions, id, kind, device, std::move(done));
+      };
+      e.keep = std::make_shared<const std::vector<BufferAccess>>(n.accesses);
+      continue;
+    }
     if (!n.runnable) {
       *failing_node = i;
       *why = fmt::format(
@@ -395,6 +536,13 @@ std::unique_ptr<ExecPayload> HostBackend::build_payload(const HostGraph& graph, 
     e.device = n.device;
     e.priority = options.use_node_priority ? n.priority : 0;
     e.fn = n.fn;
+    if (conditions && e.fn) {
+      // A kernel of this graph may set one of its conditions (set_condition).
+      e.fn = [fn = std::move(e.fn), conditions] {
+        ConditionScope scope(conditions.get());
+        fn();
+      };
+    }
     e.async_start = n.async_start;
     // The executable keeps the node's declared buffers alive.
     e.keep = std::make_shared<const std::vector<BufferAccess>>(n.accesses);
@@ -428,33 +576,73 @@ GraphInfo HostGraph::info() const {
     ni.bytes = n.bytes;
     ni.priority = n.priority;
     ni.collective = n.collective;
+    if (n.body)
+      ni.conditional = ConditionalInfo{n.conditional, n.condition, n.condition_default,
+                                       std::make_shared<const GraphInfo>(n.body->info())};
     info.nodes.push_back(std::move(ni));
   }
   info.edges.assign(edges_.begin(), edges_.end());
   return info;
 }
 
+namespace {
+/// The condition table of an executable made from `graph`; null without conditions.
+std::shared_ptr<const ConditionTable> make_condition_table(const HostGraph& graph) {
+  std::vector<std::pair<std::uint64_t, unsigned>> all;
+  graph.collect_conditions(all);
+  if (all.empty()) return nullptr;
+  auto t = std::make_shared<ConditionTable>();
+  t->values = std::make_unique<std::atomic<unsigned>[]>(all.size());
+  for (const auto& [id, def] : all) {
+    t->ids.push_back(id);
+    t->defaults.push_back(def);
+  }
+  t->reset();
+  return t;
+}
+}  // namespace
+
 std::unique_ptr<GraphExecImpl> HostGraph::instantiate(const InstantiateOptions& options) const {
   std::optional<std::size_t> failing;
   std::string why;
-  auto payload = backend_.build_payload(*this, options, &failing, &why);
+  auto conditions = make_condition_table(*this);
+  auto payload = backend_.build_payload(*this, options, conditions, &failing, &why);
   if (!payload) {
     throw GraphInstantiateError(
         fmt::format("instantiate failed at node {} ('{}'): {}", *failing, nodes_[*failing].name, why),
         nodes_[*failing].name);
   }
-  return std::make_unique<HostGraphExec>(backend_, std::shared_ptr<const ExecPayload>(std::move(payload)), info(),
-                                         options);
+  return std::make_unique<HostGraphExec>(backend_, std::shared_ptr<const ExecPayload>(std::move(payload)),
+                                         std::move(conditions), info(), options);
 }
 
 void HostGraphExec::launch(StreamImpl& stream) {
   auto& s = dynamic_cast<HostStream&>(stream);
   std::shared_ptr<const ExecPayload> payload;
+  std::shared_ptr<const ConditionTable> conditions;
+  GraphInfo info;
   {
     std::lock_guard lock(mutex_);
     payload = payload_;  // parameters as of this call (cudaGraphExecUpdate semantics)
+    conditions = conditions_;
+    if (s.capturing()) info = info_;
   }
-  s.launch_exec(payload, last_launch_, mutex_);
+  if (s.capturing()) {
+    // A child graph node: CUDA refuses one holding conditional nodes
+    // (cudaGraphAddChildGraphNode), and a conditional body refuses what a
+    // body may not hold, also inside a child graph.
+    for (const auto& n : info.nodes)
+      STEPGRAPH_CHECK(n.kind != NodeKind::kConditional, InvalidArgument,
+                      "GraphExec::launch into a capture on host device {}: the graph holds the conditional node '{}', "
+                      "and a child graph node cannot hold conditional nodes (cudaGraphAddChildGraphNode); launch it "
+                      "outside the capture, or capture its work into this graph directly",
+                      s.device(), n.name);
+    for (const auto& n : info.nodes)
+      if (n.kind == NodeKind::kHost || n.kind == NodeKind::kCollective)
+        s.refuse_in_body(
+            fmt::format("GraphExec::launch of a graph holding the {} node '{}'", to_string(n.kind), n.name), n.name);
+  }
+  s.launch_exec(payload, conditions, last_launch_, mutex_);
 }
 
 UpdateInfo HostGraphExec::update(const GraphImpl& graph) {
@@ -465,10 +653,12 @@ UpdateInfo HostGraphExec::update(const GraphImpl& graph) {
   if (!result.ok()) return result;
   std::optional<std::size_t> failing;
   std::string why;
-  auto payload = backend_.build_payload(*g, options_, &failing, &why);
+  auto conditions = make_condition_table(*g);
+  auto payload = backend_.build_payload(*g, options_, conditions, &failing, &why);
   if (!payload) return {UpdateResult::kFunctionChanged, failing, why};
   std::lock_guard lock(mutex_);
   payload_ = std::move(payload);
+  conditions_ = std::move(conditions);
   info_ = next;
   return result;
 }
@@ -512,6 +702,8 @@ void HostEvent::throw_if_faulted(const std::shared_ptr<Task>& task) const {
 }
 
 bool HostEvent::query() {
+  SyncCounters::bump(backend_.sync_counters().event_query);
+  backend_.sync_counters().waited_on(waited_);
   check_not_captured("query");
   auto t = last_record();
   if (!t) return true;
@@ -521,6 +713,8 @@ bool HostEvent::query() {
 }
 
 void HostEvent::synchronize() {
+  SyncCounters::bump(backend_.sync_counters().event_synchronize);
+  backend_.sync_counters().waited_on(waited_);
   check_not_captured("synchronize");
   auto t = last_record();
   if (!t) return;
@@ -529,6 +723,8 @@ void HostEvent::synchronize() {
 }
 
 bool HostEvent::wait_for(std::chrono::nanoseconds timeout) {
+  SyncCounters::bump(backend_.sync_counters().event_wait_for);
+  backend_.sync_counters().waited_on(waited_);
   check_not_captured("wait_for");
   auto t = last_record();
   if (!t) return true;
@@ -633,6 +829,7 @@ void HostStream::collective(CollectiveCall&& call) {
                   "collective '{}' on host device {}: the call has no host implementation (host_start); use a "
                   "communicator made for the host backend",
                   call.name, device_);
+  refuse_in_body(fmt::format("the collective '{}'", call.name), call.name);
   backend_.resolve_accesses(device_, call.name, call.accesses);
   CapturedNode n;
   n.name = std::move(call.name);
@@ -704,6 +901,7 @@ void HostStream::memset(const BufferSlice& dst, unsigned char value, std::string
 
 void HostStream::host_fn(std::string name, std::function<void()> fn, std::vector<BufferAccess> accesses) {
   STEPGRAPH_CHECK(static_cast<bool>(fn), InvalidArgument, "Stream::host_fn '{}': the function is empty", name);
+  refuse_in_body(fmt::format("the host function '{}'", name), name);
   backend_.resolve_accesses(device_, name, accesses);
   CapturedNode n;
   n.kind = NodeKind::kHost;
@@ -716,6 +914,7 @@ void HostStream::host_fn(std::string name, std::function<void()> fn, std::vector
 
 void HostStream::record(EventImpl& event_impl) {
   auto& ev = dynamic_cast<HostEvent&>(event_impl);
+  refuse_in_body("Stream::record of an event", "event record");
   if (auto cap = capture()) {
     {
       std::lock_guard cl(cap->mutex);
@@ -745,6 +944,7 @@ void HostStream::record(EventImpl& event_impl) {
 
 void HostStream::wait(const EventImpl& event_impl) {
   const auto& ev = dynamic_cast<const HostEvent&>(event_impl);
+  refuse_in_body("Stream::wait on an event", "event wait");
   std::vector<std::uint32_t> nodes;
   auto ev_cap = ev.live_capture(&nodes);
   auto my_cap = capture();
@@ -795,6 +995,7 @@ void HostStream::wait(const EventImpl& event_impl) {
 }
 
 void HostStream::synchronize() {
+  SyncCounters::bump(backend_.sync_counters().stream_synchronize);
   if (auto cap = capture())
     invalidate_and_throw(cap, fmt::format("Stream::synchronize on the capturing {} is not permitted "
                                           "(cudaErrorStreamCaptureUnsupported); the capture is invalidated. End the "
@@ -811,6 +1012,7 @@ void HostStream::synchronize() {
 }
 
 bool HostStream::query() {
+  SyncCounters::bump(backend_.sync_counters().stream_query);
   if (auto cap = capture())
     invalidate_and_throw(cap, fmt::format("Stream::query on the capturing {} is not permitted "
                                           "(cudaErrorStreamCaptureUnsupported); the capture is invalidated",
@@ -925,7 +1127,101 @@ CaptureStatus HostStream::capture_status() const {
   return cap->invalidated ? CaptureStatus::kInvalidated : CaptureStatus::kActive;
 }
 
-void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload, std::shared_ptr<Task>& exec_last,
+void HostStream::refuse_in_body(std::string_view what, std::string_view op) const {
+  auto cap = capture();
+  if (!cap) return;
+  std::string node;
+  {
+    std::lock_guard cl(cap->mutex);
+    node = cap->conditional_body;
+  }
+  if (!node.empty())
+    throw_conditional_body(fmt::format("{} on host device {} (conditional node '{}')", what, device_, node), op);
+}
+
+ConditionHandle HostStream::create_condition(unsigned default_value) {
+  auto cap = capture();
+  STEPGRAPH_CHECK(cap != nullptr, InvalidState,
+                  "Stream::create_condition on the {}: the stream is not capturing; a condition belongs to a graph: "
+                  "make it during capture (or inside run_as_graph)",
+                  label());
+  std::lock_guard cl(cap->mutex);
+  if (cap->invalidated)
+    throw InvalidState(fmt::format("Stream::create_condition on an invalidated capture ({})", *cap->invalidated));
+  const std::uint64_t id = next_condition_id.fetch_add(1, std::memory_order_relaxed) + 1;
+  cap->graph->conditions_.emplace_back(id, default_value);
+  return ConditionHandle{id};
+}
+
+void HostStream::capture_conditional(ConditionalKind kind, ConditionHandle condition,
+                                     const std::function<void(StreamRef)>& body, std::string name) {
+  auto cap = capture();
+  STEPGRAPH_CHECK(cap != nullptr, InvalidState,
+                  "Stream::capture_{} '{}' on the {}: the stream is not capturing; conditional nodes exist only in "
+                  "graphs: capture the work, or wrap it in run_as_graph",
+                  to_string(kind), name, label());
+  std::optional<unsigned> default_value;
+  CaptureMode mode = CaptureMode::kThreadLocal;
+  {
+    std::lock_guard cl(cap->mutex);
+    if (cap->invalidated)
+      throw InvalidState(fmt::format("Stream::capture_{} '{}' on an invalidated capture ({})", to_string(kind), name,
+                                     *cap->invalidated));
+    for (const auto& [id, def] : cap->graph->conditions_)
+      if (id == condition.value) default_value = def;
+    mode = cap->mode;
+  }
+  // CUDA: the handle must have been created in the graph that holds the
+  // node (cudaGraphAddNode, cudaConditionalNodeParams::handle).
+  STEPGRAPH_CHECK(default_value.has_value(), InvalidArgument,
+                  "Stream::capture_{} '{}' on the {}: condition #{} was not made in the graph this stream captures "
+                  "into; make it with create_condition on this stream (in this capture, or in this body)",
+                  to_string(kind), name, label(), condition.value);
+  // The body: a stream of its own, capturing into a graph of its own
+  // (cudaStreamBeginCaptureToGraph on a separate stream, as CUDA's samples do).
+  HostStream body_stream(backend_, device_, priority_, false);
+  body_stream.begin_capture(mode);
+  {
+    auto body_cap = body_stream.capture();
+    std::lock_guard cl(body_cap->mutex);
+    body_cap->conditional_body = name;
+  }
+  std::unique_ptr<GraphImpl> captured;
+  try {
+    body(StreamRef(&body_stream));
+    captured = body_stream.end_capture();
+  } catch (...) {
+    if (body_stream.capture()) {
+      try {
+        (void)body_stream.end_capture();
+      } catch (const std::exception&) {
+        // the body's own error is the one to report
+      }
+    }
+    throw;
+  }
+  std::shared_ptr<const HostGraph> graph(static_cast<HostGraph*>(captured.release()));
+  check_conditional_body(graph->info(), name);
+  STEPGRAPH_CHECK(kind != ConditionalKind::kWhile || !graph->nodes_.empty(), InvalidArgument,
+                  "Stream::capture_while '{}' on the {}: the body is empty, so the loop could only never run or "
+                  "never end; give it the work that sets the condition",
+                  name, label());
+  CapturedNode n;
+  n.name = std::move(name);
+  n.kind = NodeKind::kConditional;
+  n.device = device_;
+  // The node declares everything its body may touch (introspection,
+  // placement); the body graph keeps those buffers alive.
+  for (const auto& b : graph->nodes_) n.accesses.insert(n.accesses.end(), b.accesses.begin(), b.accesses.end());
+  n.body = std::move(graph);
+  n.conditional = kind;
+  n.condition = condition.value;
+  n.condition_default = *default_value;
+  submit(std::move(n));
+}
+
+void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload,
+                             const std::shared_ptr<const ConditionTable>& conditions, std::shared_ptr<Task>& exec_last,
                              std::mutex& exec_mutex) {
   if (capture()) {
     // A launch during capture becomes one node that runs the child graph
@@ -963,7 +1259,8 @@ void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload, 
   task->name = "graph launch";
   task->device = device_;
   Scheduler* sched = &backend_.scheduler();
-  task->run = [payload, sched](const std::shared_ptr<Task>& self) {
+  task->run = [payload, conditions, sched](const std::shared_ptr<Task>& self) {
+    if (conditions) conditions->reset();  // cudaGraphCondAssignDefault: at the start of each launch
     if (payload->nodes.empty()) return true;
     auto run = std::make_shared<GraphRun>();
     run->payload = payload;
@@ -978,6 +1275,17 @@ void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload, 
 }
 
 }  // namespace
+
+void set_condition_on_this_thread(ConditionHandle handle, unsigned value) {
+  const ConditionTable* table = tls_conditions;
+  std::atomic<unsigned>* slot = table != nullptr ? table->find(handle.value) : nullptr;
+  STEPGRAPH_CHECK(slot != nullptr, InvalidState,
+                  "set_condition(#{}): the calling kernel is not a node of a graph that holds this condition (a "
+                  "condition is set only by kernels of the graph it was made in, at replay; eagerly, use "
+                  "run_as_graph)",
+                  handle.value);
+  slot->store(value, std::memory_order_relaxed);
+}
 
 namespace {
 /// Deletes backends whose last reference dropped on one of their own
@@ -1048,3 +1356,9 @@ std::shared_ptr<BackendImpl> make_host_backend(const BackendOptions& options) {
 }
 
 }  // namespace stepgraph::runtime::detail
+
+namespace stepgraph::runtime {
+void set_condition(ConditionHandle handle, unsigned value) {
+  detail::set_condition_on_this_thread(handle, value);
+}
+}  // namespace stepgraph::runtime

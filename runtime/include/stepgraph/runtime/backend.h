@@ -31,6 +31,7 @@
 
 #include <stepgraph/core/error.h>
 #include <stepgraph/runtime/buffer.h>
+#include <stepgraph/runtime/condition.h>
 #include <stepgraph/runtime/types.h>
 
 namespace stepgraph::runtime {
@@ -52,6 +53,21 @@ class GraphExecImpl;
 class GraphInstantiateError : public InvalidState {
  public:
   GraphInstantiateError(const std::string& what, std::string node) : InvalidState(what), node_(std::move(node)) {}
+  [[nodiscard]] const std::string& node() const noexcept { return node_; }
+
+ private:
+  std::string node_;
+};
+
+/// Something was put into the body of a conditional node that CUDA does not
+/// allow there: a host function, an event record or wait, a collective, or
+/// a launched executable that itself holds conditional nodes (CUDA
+/// Programming Guide, "Conditional Graph Nodes": bodies may hold kernel,
+/// memcpy, memset, empty, child graph and conditional nodes only). Thrown by
+/// both backends, where the operation is made. `node()` names it.
+class ConditionalBodyError : public InvalidArgument {
+ public:
+  ConditionalBodyError(const std::string& what, std::string node) : InvalidArgument(what), node_(std::move(node)) {}
   [[nodiscard]] const std::string& node() const noexcept { return node_; }
 
  private:
@@ -162,6 +178,29 @@ class StreamRef {
   [[nodiscard]] Graph end_capture() const;
   [[nodiscard]] CaptureStatus capture_status() const;
 
+  // --- conditional nodes (Note [Conditional nodes], condition.h). Capture
+  // only: each throws InvalidState on a stream that is not capturing (see
+  // run_as_graph for code that must also run eagerly).
+  /// A new condition of the graph this stream captures into, reset to
+  /// `default_value` at the start of every launch
+  /// (cudaGraphConditionalHandleCreate with cudaGraphCondAssignDefault).
+  [[nodiscard]] ConditionHandle create_condition(unsigned default_value = 0) const;
+  /// Adds an IF node after this stream's captured work: at run time its
+  /// body runs once if `condition` is non-zero when the node is reached.
+  /// `body` is called once, now, with a stream of its own that captures
+  /// into the node's body graph (cudaStreamBeginCaptureToGraph); later work
+  /// on this stream runs after the node. A body that holds what CUDA does
+  /// not allow throws ConditionalBodyError (the capture goes on without the
+  /// node); an exception from `body` propagates, with the same effect.
+  void capture_if(ConditionHandle condition, const std::function<void(StreamRef body)>& body,
+                  std::string name = {}) const;
+  /// Adds a WHILE node: the body runs as long as `condition` is non-zero,
+  /// checked when the node is reached and after each run of the body (which
+  /// normally sets it). An empty body is InvalidArgument: it could only
+  /// never run or never end.
+  void capture_while(ConditionHandle condition, const std::function<void(StreamRef body)>& body,
+                     std::string name = {}) const;
+
   /// The native stream (cudaStream_t on cuda; null on host), for libraries
   /// that enqueue on it themselves (NCCL, a framework). Work enqueued that
   /// way is invisible to graph introspection unless annotated.
@@ -190,6 +229,15 @@ class Stream : public StreamRef {
  private:
   std::shared_ptr<detail::BackendImpl> backend_;
 };
+
+/// Runs `fn` on `stream` as graph work. During a capture of `stream` it is
+/// just `fn(stream)`; otherwise `fn` is captured into a graph of its own
+/// (thread-local mode), instantiated without upload and launched on
+/// `stream`, and the graph is released when that launch has finished. For
+/// step code with conditional nodes that also runs eagerly (a warm-up, an
+/// eager reference run): it makes no host synchronisation. May not be
+/// called on a stream that takes part in another stream's capture.
+void run_as_graph(StreamRef stream, const std::function<void(StreamRef)>& fn);
 
 /// Launches `kernel` on `stream` with its arguments taken by value now.
 template <class... Args, class... Given>
@@ -391,6 +439,10 @@ class Backend {
   [[nodiscard]] std::optional<std::string> device_fault(int device) const;
 
   CaptureMode exchange_thread_capture_mode(CaptureMode mode) const;
+
+  /// The host waits made on this backend's streams, events and devices so
+  /// far (SyncCounts). Thread-safe; may be called during capture.
+  [[nodiscard]] SyncCounts sync_counts() const;
 
   [[nodiscard]] const std::shared_ptr<detail::BackendImpl>& impl() const noexcept { return impl_; }
 

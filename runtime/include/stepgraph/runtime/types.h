@@ -49,8 +49,24 @@ enum class CaptureStatus { kNone, kActive, kInvalidated };
 enum class CopyKind { kHostToDevice, kDeviceToHost, kDeviceToDevice, kPeer, kHostToHost };
 [[nodiscard]] std::string_view to_string(CopyKind kind) noexcept;
 
-enum class NodeKind { kKernel, kMemcpy, kMemset, kHost, kEventRecord, kEventWait, kEmpty, kOther, kCollective };
+enum class NodeKind {
+  kKernel,
+  kMemcpy,
+  kMemset,
+  kHost,
+  kEventRecord,
+  kEventWait,
+  kEmpty,
+  kOther,
+  kCollective,
+  kConditional,  // an IF or WHILE node with a body graph (Note [Conditional nodes], condition.h)
+};
 [[nodiscard]] std::string_view to_string(NodeKind kind) noexcept;
+
+/// The two conditional node types both backends run (cudaGraphCondTypeIf,
+/// cudaGraphCondTypeWhile).
+enum class ConditionalKind { kIf, kWhile };
+[[nodiscard]] std::string_view to_string(ConditionalKind kind) noexcept;
 
 /// The outcome of GraphExec::update, mirroring cudaGraphExecUpdateResult.
 enum class UpdateResult {
@@ -131,6 +147,35 @@ struct CollectiveInfo {
   int root = -1;  // broadcast only
 };
 
+struct GraphInfo;
+
+/// What a conditional node is (introspection).
+struct ConditionalInfo {
+  ConditionalKind kind = ConditionalKind::kIf;
+  unsigned long long handle = 0;  // the ConditionHandle's value
+  unsigned default_value = 0;     // the value at the start of every launch
+  std::shared_ptr<const GraphInfo> body;
+};
+
+/// Blocking host waits and polls, counted per backend since it was made
+/// (Backend::sync_counts): what "no host synchronisation per step" is
+/// measured with (docs/amp.md, "Counting host synchronisations").
+struct SyncCounts {
+  std::uint64_t stream_synchronize = 0;  // Stream::synchronize
+  std::uint64_t device_synchronize = 0;  // Backend::synchronize_device
+  std::uint64_t event_synchronize = 0;   // Event::synchronize
+  std::uint64_t event_wait_for = 0;      // Event::wait_for
+  std::uint64_t stream_query = 0;        // Stream::query (a poll: it does not block)
+  std::uint64_t event_query = 0;         // Event::query (a poll)
+  /// Events the host has waited on or polled at least once: a wait on an
+  /// event never waited on before raises it by one.
+  std::uint64_t events_waited_on = 0;
+  /// The calls that block the calling thread on device work.
+  [[nodiscard]] std::uint64_t blocking() const noexcept {
+    return stream_synchronize + device_synchronize + event_synchronize + event_wait_for;
+  }
+};
+
 /// One node of a captured graph, as introspection reports it on both
 /// backends.
 struct NodeInfo {
@@ -145,7 +190,8 @@ struct NodeInfo {
   int dst_device = -1;
   std::size_t bytes = 0;  // memcpy / memset / collective: the bytes moved per rank
   int priority = 0;
-  std::optional<CollectiveInfo> collective;  // kind kCollective only
+  std::optional<CollectiveInfo> collective;    // kind kCollective only
+  std::optional<ConditionalInfo> conditional;  // kind kConditional only
 };
 
 struct GraphInfo {
