@@ -208,6 +208,7 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   std::size_t index_of(const std::vector<BufferSpec>& specs, std::string_view name, std::string_view what) const;
   void post(std::function<void()> fn);
   StepError fault_error(std::int64_t step, const DeviceFault& fault) const;
+  bool cancel_behind_a_fault(const std::shared_ptr<ReplayState>& r, const DeviceFault& fault);
   void close();
 };
 
@@ -408,6 +409,22 @@ StepError ExecutorCore::fault_error(std::int64_t step, const DeviceFault& fault)
           : fmt::format("device fault during step {}: {}", step, fault.what())};
 }
 
+// A device fault that surfaces while `r` is enqueued happened in a step
+// launched before it if one is still on the device (a stream runs in order):
+// `r` is cancelled, and the executor's thread reports that step's fault with
+// its own step number (the fault matrix saw step 0's fault charged to step 1).
+// False if no earlier step is in flight: the fault is then `r`'s to report.
+bool ExecutorCore::cancel_behind_a_fault(const std::shared_ptr<ReplayState>& r, const DeviceFault& fault) {
+  {
+    std::lock_guard lock(mutex);
+    if (launched.empty()) return false;
+  }
+  finish(r, ReplayStatus::kCancelled,
+         StepError{StepErrorKind::kCancelled, r->step, std::nullopt,
+                   fmt::format("cancelled: the device faulted during an earlier step: {}", fault.what())});
+  return true;
+}
+
 void ExecutorCore::post(std::function<void()> fn) {
   {
     std::lock_guard lock(mutex);
@@ -425,6 +442,10 @@ void ExecutorCore::report(const StepError& e) {
     options.on_error(e);
   } catch (const std::exception& ex) {
     STEPGRAPH_WARN(kExecutor, "the error callback threw while reporting step {}: {}", e.step, ex.what());
+  } catch (...) {
+    // Not a std::exception: it must not leave the executor's thread either
+    // (std::terminate); the failure itself is already recorded.
+    STEPGRAPH_WARN(kExecutor, "the error callback threw a non-standard exception while reporting step {}", e.step);
   }
 }
 
@@ -535,6 +556,13 @@ void ExecutorCore::thread_main() {
         std::lock_guard ll(launch_mutex);
         try {
           launch(r);
+        } catch (const DeviceFault& ex) {
+          if (!cancel_behind_a_fault(r, ex)) {
+            const StepError e = fault_error(r->step, ex);
+            const bool first = mark_failed(e);  // a waiter woken by the handle sees the executor failed
+            finish(r, ReplayStatus::kFailed, e);
+            if (first) after_failed(e);
+          }
         } catch (const std::exception& ex) {
           const StepError e{StepErrorKind::kDeviceFault, r->step, std::nullopt, ex.what()};
           const bool first = mark_failed(e);  // a waiter woken by the handle sees the executor failed
@@ -841,10 +869,14 @@ namespace {
 // replay's event itself and completes the handle, instead of waiting for the
 // executor's thread to notice the event and wake it: one cross-thread
 // hand-off less per step. Errors (a fault, a collective error) and callbacks
-// stay with the executor's thread.
+// stay with the executor's thread. Not with a deadline: the watchdog (the
+// executor's thread, which then waits on the event anyway) may fail the
+// replay while its step still runs, and a caller blocked on the event would
+// not see that until the step ended — never, for a wedged step (found by
+// the fault matrix, tests/runtime/fault_matrix_test.cpp).
 void wait_fast(const std::shared_ptr<detail::ReplayState>& s, std::optional<std::chrono::nanoseconds> timeout) {
   auto core = s->core.lock();
-  if (!core || std::this_thread::get_id() == core->thread_id.load()) return;
+  if (!core || std::this_thread::get_id() == core->thread_id.load() || core->options.deadline.count() > 0) return;
   std::shared_ptr<Event> done;
   {
     std::lock_guard lock(s->mutex);
@@ -1107,6 +1139,7 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
       // earlier step's fault surfacing here): the failure travels like any
       // asynchronous one, to the handle and the error callback.
       ll.unlock();
+      if (c.cancel_behind_a_fault(r, e)) return ReplayHandle(r);
       const auto err = c.fault_error(r->step, e);
       const bool first = c.mark_failed(err);  // a waiter woken by the handle sees the executor failed
       c.finish(r, ReplayStatus::kFailed, err);
@@ -1173,12 +1206,22 @@ void copy_state(detail::ExecutorCore& c, std::string_view name, void* data, std:
 
 void StepExecutor::write_state(std::string_view name, const void* data, std::size_t bytes) {
   synchronize();
+  {
+    // A failed executor's step may still run (a watchdog timeout): its
+    // state is not the caller's to touch (executor.h, Lifecycle).
+    std::lock_guard lock(core_->mutex);
+    core_->check_usable("write_state");
+  }
   std::lock_guard ll(core_->launch_mutex);
   core_->allocate_memory();
   copy_state(*core_, name, const_cast<void*>(data), bytes, true);
 }
 void StepExecutor::read_state(std::string_view name, void* data, std::size_t bytes) {
   synchronize();
+  {
+    std::lock_guard lock(core_->mutex);
+    core_->check_usable("read_state");
+  }
   std::lock_guard ll(core_->launch_mutex);
   core_->allocate_memory();
   copy_state(*core_, name, data, bytes, false);
