@@ -983,7 +983,9 @@ void HostStream::wait(const EventImpl& event_impl) {
     if (!last) return;  // waiting on an event never recorded is a no-op
     invalidate_and_throw(my_cap, fmt::format("Stream::wait on the {}: the event was recorded outside the capture; "
                                              "a capture cannot depend on uncaptured work "
-                                             "(cudaErrorStreamCaptureIsolation). The capture is invalidated",
+                                             "(cudaErrorStreamCaptureIsolation). The capture is invalidated: "
+                                             "end it (it yields no graph), then record the event inside the "
+                                             "capture or wait on it before begin_capture",
                                              label()));
   }
   if (!last) return;
@@ -1015,7 +1017,8 @@ bool HostStream::query() {
   SyncCounters::bump(backend_.sync_counters().stream_query);
   if (auto cap = capture())
     invalidate_and_throw(cap, fmt::format("Stream::query on the capturing {} is not permitted "
-                                          "(cudaErrorStreamCaptureUnsupported); the capture is invalidated",
+                                          "(cudaErrorStreamCaptureUnsupported); the capture is invalidated: end it "
+                                          "(it yields no graph) and query outside capture",
                                           label()));
   std::shared_ptr<Task> t;
   {
