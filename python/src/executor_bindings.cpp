@@ -225,8 +225,8 @@ class PyCallback {
   PyCallback& operator=(const PyCallback&) = delete;
   ~PyCallback() {
     // The last reference may go on the executor's thread, without the GIL.
-    if (!Py_IsInitialized()) {
-      fn_.release();  // the interpreter is gone: nothing to decrement
+    if (python_going_away()) {
+      fn_.release();  // Note [Interpreter shutdown]: leaked, not decremented
       return;
     }
     py::gil_scoped_acquire gil;
@@ -236,7 +236,7 @@ class PyCallback {
   /// Calls the function with what make_args() returns; never throws.
   template <class MakeArgs>
   void call(MakeArgs make_args) noexcept {
-    if (!Py_IsInitialized()) return;
+    if (python_going_away()) return;  // Note [Interpreter shutdown]
     py::gil_scoped_acquire gil;
     try {
       fn_(*make_args());

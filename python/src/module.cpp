@@ -2,6 +2,7 @@
 // exceptions]) and the bindings of each file.
 #include "module.h"
 
+#include <atomic>
 #include <string>
 
 #include <stepgraph/core/error.h>
@@ -13,6 +14,7 @@ namespace stepgraph::python {
 namespace {
 
 ExceptionTypes* g_types = nullptr;
+std::atomic<bool> g_going_away{false};
 
 py::object new_exception(py::module_& m, const char* name, py::tuple bases, const char* doc) {
   const std::string qualified = std::string("stepgraph.") + name;
@@ -29,6 +31,10 @@ void raise(const py::object& type, const char* what) {
 }
 
 }  // namespace
+
+bool python_going_away() noexcept {
+  return g_going_away.load(std::memory_order_acquire) || !Py_IsInitialized();
+}
 
 const ExceptionTypes& exception_types() {
   return *g_types;
@@ -83,6 +89,10 @@ void init_module(py::module_& m) {
       raise(g_types->error, e.what());
     }
   });
+
+  m.def(
+      "_at_exit", [] { g_going_away.store(true, std::memory_order_release); },
+      "Called by the package's atexit hook: Note [Interpreter shutdown] (module.h).");
 
   register_builtin_kernels();
   bind_topology(m);

@@ -30,6 +30,16 @@ struct ExceptionTypes {
 /// A stepgraph.StepError instance for `e` (needs the GIL).
 [[nodiscard]] py::object make_step_error(const runtime::StepError& e);
 
+/// Note [Interpreter shutdown]
+/// Threads other than the main one must not take the GIL once the
+/// interpreter finalizes (CPython ends such a thread inside
+/// PyGILState_Ensure, unwinding through our frames). So the module's
+/// atexit hook (stepgraph/__init__.py) marks the interpreter as going
+/// away; from then on callbacks are no longer called, and references held
+/// on other threads are dropped without the GIL (leaked) rather than
+/// released. True from that point on, and where Python is not initialized.
+[[nodiscard]] bool python_going_away() noexcept;
+
 void bind_topology(py::module_& m);  // topology_bindings.cpp: Topology, CostMatrix
 void bind_graphs(py::module_& m);    // graphs_bindings.cpp: Graph, Platform, place
 void bind_executor(py::module_& m);  // executor_bindings.cpp: Step, StepExecutor, buffers

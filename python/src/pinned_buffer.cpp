@@ -7,6 +7,8 @@
 
 #include <stepgraph/core/error.h>
 
+#include "module.h"
+
 namespace stepgraph::python {
 
 namespace {
@@ -57,8 +59,9 @@ void delete_export(DLManagedTensor* self) {
   if (self == nullptr) return;
   auto* e = static_cast<Export*>(self->manager_ctx);
   // Consumers may call the deleter on any thread: the owner's reference is
-  // dropped with the GIL (or leaked if the interpreter is gone).
-  if (!Py_IsInitialized()) {
+  // dropped with the GIL (or leaked once the interpreter is going away:
+  // Note [Interpreter shutdown], module.h).
+  if (python_going_away()) {
     e->buffer.owner.release();
     delete e;
     return;

@@ -13,6 +13,8 @@ module); see docs/embedding.md ("Python") for the zero-copy and GIL rules.
     h = ex.replay(slot); h.result(timeout=10)
 """
 
+import atexit as _atexit
+
 from ._stepgraph import (  # noqa: F401  (the public API)
     CostMatrix,
     DeviceFault,
@@ -36,6 +38,11 @@ from ._stepgraph import (  # noqa: F401  (the public API)
 )
 from ._stepgraph import _bench_cpp_replays  # noqa: F401  (bench/bm_python.py)
 from .mlp import mlp_step  # noqa: F401
+from ._stepgraph import _at_exit
+
+# Note [Interpreter shutdown] (python/src/module.h): from here on, callbacks
+# of executors still alive are no longer called.
+_atexit.register(_at_exit)
 
 __all__ = [
     "CostMatrix", "DeviceFault", "Error", "Graph", "InputSlot", "InvalidArgument", "InvalidState",

@@ -2,6 +2,8 @@
 zero-copy inputs and outputs, errors, callbacks and the GIL."""
 
 import gc
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -331,3 +333,30 @@ def test_wait_with_a_timeout_returns_none_and_result_raises_timeout():
     assert h.wait(TIMEOUT) == "done" and h.poll()
     h.release()
     ex.close()
+
+
+EXIT_SCRIPT = """
+import numpy as np, stepgraph as sg
+step = sg.Step()
+step.input("flag", (1,), dtype="int32")
+step.output("unused", (1,))
+step.launch("test.sleep_fault_if", {"flag": "flag"}, {"sleep_us": 200000}, node="probe")
+errors = []
+ex = sg.StepExecutor(step, backend="host", warmup=0, on_error=errors.append)
+slot = ex.acquire_inputs()
+np.asarray(slot.input("flag"))[0] = 1
+h = ex.replay(slot)
+h.on_complete(lambda handle: print("complete", handle.status, flush=True))
+print("exiting with a replay in flight", flush=True)
+"""
+
+
+def test_the_interpreter_exits_with_replays_and_callbacks_in_flight():
+    """An executor still running (a fault coming, callbacks registered) at
+    interpreter exit: the process ends at once and cleanly, whatever the
+    callbacks' timing (Note [Interpreter shutdown], module.h)."""
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ))
+        assert r.returncode == 0, r.stderr
+        assert "exiting with a replay in flight" in r.stdout
