@@ -124,6 +124,11 @@ class StepDefinition {
     l.kernel = find_kernel(kernel);
     l.resolved.kernel = kernel;
     l.resolved.node = node.value_or(kernel);
+    // Unique node names: a test or a user looks nodes up by name (GraphInfo::find).
+    for (const Launch& other : launches_)
+      STEPGRAPH_CHECK(other.resolved.node != l.resolved.node, InvalidArgument,
+                      "Step.launch('{}'): node '{}' is used already; give each launch its own node=", kernel,
+                      l.resolved.node);
     for (const auto& [param, buffer] : buffers) {
       STEPGRAPH_CHECK(std::find(l.kernel->buffers.begin(), l.kernel->buffers.end(), param) != l.kernel->buffers.end(),
                       InvalidArgument, "kernel '{}' has no buffer parameter '{}'; its parameters: {}", kernel, param,

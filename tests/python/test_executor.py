@@ -189,6 +189,9 @@ def test_bad_shapes_and_names_raise_value_errors():
         step.input("z", (1,), dtype="complex64")
     with pytest.raises(ValueError, match="no launch"):
         sg.StepExecutor(step, backend="host")
+    probe = probe_step()
+    with pytest.raises(ValueError, match="node 'probe' is used already"):
+        probe.launch("test.sleep_fault_if", {"flag": "flag"}, {"sleep_us": 0}, node="probe")
 
     ex = mlp_executor()
     with pytest.raises(ValueError, match="bytes"):
