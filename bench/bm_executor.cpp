@@ -23,6 +23,11 @@
 //       capture, instantiate (prepare()), against raw capture + instantiate
 //   BM_<B>_DemoEagerVsReplay        the demo (200 steps, 3 warm-ups): median
 //       eager and replayed step time, speedup, max |param diff| (must be 0)
+//   BM_<B>_MetricsOverhead/<Step>   two executors of the step on one backend,
+//       one with metrics on (a registry: Note [Executor metrics]) and one
+//       with them off, serial replays interleaved in blocks as above;
+//       counters off_us, on_us (medians per step) and ratio = on_us / off_us
+//       (issue 18's target: <= 1.02)
 //
 // Run: bm_executor [--benchmark_out=FILE] — without --benchmark_out the JSON
 // goes to bm_executor.json in the working directory.
@@ -208,9 +213,11 @@ struct RawStep {
   }
 };
 
-std::unique_ptr<rt::StepExecutor> make_executor(const std::shared_ptr<rt::Backend>& backend, StepKind kind) {
+std::unique_ptr<rt::StepExecutor> make_executor(const std::shared_ptr<rt::Backend>& backend, StepKind kind,
+                                                std::shared_ptr<rt::MetricsRegistry> metrics = nullptr) {
   rt::ExecutorOptions o;
   o.backend_instance = backend;
+  o.metrics = std::move(metrics);
   o.max_in_flight = 2;
   o.initial_scalars.learning_rate = 0.0f;
   std::unique_ptr<rt::StepExecutor> ex;
@@ -358,6 +365,49 @@ void executor_overhead(benchmark::State& state, rt::BackendKind kind, StepKind s
   state.counters["kernels_per_step"] = step == StepKind::kMlp ? 7 : kChainLength;
 }
 
+void metrics_overhead(benchmark::State& state, rt::BackendKind kind, StepKind step) {
+  if (!available(kind, state)) return;
+  auto backend = rt::Backend::create(kind);
+  auto registry = rt::MetricsRegistry::create();
+  auto off = make_executor(backend, step);
+  auto on = make_executor(backend, step, registry);
+  auto block = [](rt::StepExecutor& ex) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < kBlock; ++i) {
+      auto h = ex.replay(ex.acquire_inputs());
+      h.wait();
+      check_done(h);
+      h.release();
+    }
+    return seconds_since(t0);
+  };
+  std::vector<double> off_s, on_s;
+  bool off_first = true;
+  for (auto _ : state) {
+    double a = 0, b = 0;
+    if (off_first) {
+      a = block(*off);
+      b = block(*on);
+    } else {
+      b = block(*on);
+      a = block(*off);
+    }
+    off_first = !off_first;
+    off_s.push_back(a / kBlock);
+    on_s.push_back(b / kBlock);
+    state.SetIterationTime(b / kBlock);
+  }
+  const double off_med = median_of(off_s), on_med = median_of(on_s);
+  state.counters["off_us"] = 1e6 * off_med;
+  state.counters["on_us"] = 1e6 * on_med;
+  state.counters["ratio"] = off_med > 0 ? on_med / off_med : 0;
+  // The metrics really were updated: every step of `on` was counted.
+  const double counted =
+      registry->counter("stepgraph_steps_completed_total", "Steps whose replay handle ended done").value();
+  state.counters["steps_counted"] = counted;
+  if (counted < static_cast<double>(on_s.size()) * kBlock) state.SkipWithError("the metrics missed steps");
+}
+
 void executor_prepare(benchmark::State& state, rt::BackendKind kind, StepKind step) {
   if (!available(kind, state)) return;
   auto backend = rt::Backend::create(kind);
@@ -413,6 +463,11 @@ void register_all() {
             ->Unit(benchmark::kMicrosecond)
             ->MinTime(1.0);
       }
+      const std::string mo = "BM_" + b + "_MetricsOverhead/" + step_name(step);
+      benchmark::RegisterBenchmark(mo.c_str(), [=](benchmark::State& s) { metrics_overhead(s, kind, step); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond)
+          ->MinTime(2.0);
       const std::string prep = "BM_" + b + "_ExecutorPrepare/" + step_name(step);
       benchmark::RegisterBenchmark(prep.c_str(), [=](benchmark::State& s) { executor_prepare(s, kind, step); })
           ->UseManualTime()

@@ -80,6 +80,10 @@ set(_sg_config_with_torch OFF)
 if(TARGET stepgraph_torch)
   set(_sg_config_with_torch ON)
 endif()
+set(_sg_config_have_httplib OFF)  # the metrics server's cpp-httplib (runtime/CMakeLists.txt)
+if(STEPGRAPH_HAVE_HTTPLIB)
+  set(_sg_config_have_httplib ON)
+endif()
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/stepgraphConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/stepgraphConfig.cmake
                               INSTALL_DESTINATION ${STEPGRAPH_INSTALL_CMAKEDIR})

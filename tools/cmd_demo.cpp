@@ -22,6 +22,8 @@
 #include <stepgraph/demo/amp.h>
 #include <stepgraph/demo/mlp.h>
 #include <stepgraph/runtime/backend.h>
+#include <stepgraph/runtime/metrics.h>
+#include <stepgraph/runtime/trace.h>
 #include <stepgraph/topology/topology.h>
 
 #include "command.h"
@@ -45,10 +47,36 @@ struct DemoCliOptions {
   int fault_rank = -1;
   int fault_step = 0;
   std::string fault_kind = "kill";
+  int metrics_port = -1;
+  std::string metrics_address = "127.0.0.1";
+  double hold_s = 0;
+  std::string trace_path;
   bool amp = false;
   int growth_interval = 2000;
   std::vector<int> overflow_steps;
 };
+
+volatile std::sig_atomic_t g_stop_holding = 0;
+extern "C" void stop_holding(int) {
+  g_stop_holding = 1;
+}
+
+/// Keeps serving the final metrics for up to `seconds`, or until SIGTERM or
+/// SIGINT (which then end the demo normally, exit status as before): a
+/// scraper gets the final values without racing the demo's exit.
+void hold_metrics(const rt::MetricsServer& server, double seconds) {
+  std::printf("metrics: holding for up to %.0f s (SIGTERM or SIGINT ends it)\n", seconds);
+  std::fflush(stdout);
+  g_stop_holding = 0;
+  auto* old_term = std::signal(SIGTERM, stop_holding);
+  auto* old_int = std::signal(SIGINT, stop_holding);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (g_stop_holding == 0 && std::chrono::steady_clock::now() < until)
+    (void)server.wait_for_scrapes(server.scrapes() + 1, std::chrono::milliseconds(50));
+  std::signal(SIGTERM, old_term);
+  std::signal(SIGINT, old_int);
+  std::printf("metrics: %llu scrape(s) served; stopping\n", static_cast<unsigned long long>(server.scrapes()));
+}
 
 /// `mpirun -np N stepgraph demo --ranks`: one rank per process, the MPI
 /// communicator, rank 0 prints the comparison; every rank exits non-zero if
@@ -212,6 +240,10 @@ int run_amp_command(const DemoCliOptions& cli) {
 }
 
 int run_demo_command(const DemoCliOptions& cli) {
+  if ((cli.metrics_port >= 0 || !cli.trace_path.empty()) && (cli.ranks || cli.devices > 1 || cli.amp))
+    throw stepgraph::InvalidArgument(
+        "demo: --metrics-port and --trace observe the single-device float32 demo; drop --ranks/--devices/--amp, or "
+        "set STEPGRAPH_METRICS_PORT to serve every executor's metrics");
   if (cli.ranks) return run_ranks_command(cli);
   if (cli.amp) return run_amp_command(cli);
   if (cli.devices > 1) return run_data_parallel_command(cli);
@@ -222,6 +254,17 @@ int run_demo_command(const DemoCliOptions& cli) {
   o.seed = cli.seed;
   o.shape.batch = cli.batch;
   o.learning_rate = cli.learning_rate;
+  std::unique_ptr<rt::MetricsServer> server;
+  if (cli.metrics_port >= 0) {
+    o.metrics = rt::MetricsRegistry::create();
+    server =
+        std::make_unique<rt::MetricsServer>(o.metrics, rt::MetricsServerOptions{cli.metrics_address, cli.metrics_port});
+    // The port first, flushed: a scraper started alongside (the scrape test)
+    // reads it from here when --metrics-port is 0.
+    std::printf("metrics: serving http://%s:%d/metrics\n", server->address().c_str(), server->port());
+    std::fflush(stdout);
+  }
+  if (!cli.trace_path.empty()) o.trace = rt::TraceRecorder::create();
   const demo::DemoReport r = demo::run_demo(o);
 
   std::printf("stepgraph demo: MLP %d -> %d (ReLU) -> 1, MSE, SGD, batch %d, seed %llu\n", r.shape.inputs,
@@ -240,12 +283,20 @@ int run_demo_command(const DemoCliOptions& cli) {
               static_cast<double>(r.last_loss));
   std::printf("  max |param diff|   %.9g (eager vs replayed, after step %d)\n", r.max_abs_param_diff, r.steps);
   std::printf("  max |loss diff|    %.9g (over all steps)\n", r.max_abs_loss_diff);
-  if (!r.identical()) {
-    std::printf("MISMATCH: replayed training differs from eager training\n");
-    return 1;
+  if (o.trace) {
+    o.trace->write(cli.trace_path);
+    std::printf("  trace              %zu span(s) of the replay run written to %s\n", o.trace->span_count(),
+                cli.trace_path.c_str());
   }
-  std::printf("OK: replayed training is bit-identical to eager training\n");
-  return 0;
+  if (server) {
+    std::printf("  metrics            stepgraph_steps_completed_total %d, stepgraph_demo_loss %.9g\n", r.steps,
+                static_cast<double>(r.last_loss));
+  }
+  const int rc = r.identical() ? 0 : 1;
+  std::printf(rc == 0 ? "OK: replayed training is bit-identical to eager training\n"
+                      : "MISMATCH: replayed training differs from eager training\n");
+  if (server && cli.hold_s > 0) hold_metrics(*server, cli.hold_s);
+  return rc;
 }
 
 stepgraph::tools::Command demo_cmd{
@@ -279,6 +330,19 @@ stepgraph::tools::Command demo_cmd{
       app.add_option("--fault", o->fault_kind, "with --ranks (tests): kill (the rank dies) or stop (SIGSTOP)")
           ->check(CLI::IsMember({"kill", "stop"}));
       app.add_flag("--no-buckets", o->no_buckets, "with --devices: one AllReduce after backward instead of buckets");
+      app.add_option("--metrics-port", o->metrics_port,
+                     "serve the replay run's metrics (Prometheus text format) at http://ADDRESS:PORT/metrics; 0: an "
+                     "ephemeral port, printed first (docs/observability.md)")
+          ->check(CLI::Range(0, 65535));
+      app.add_option("--metrics-address", o->metrics_address, "with --metrics-port: the address to listen on")
+          ->capture_default_str();
+      app.add_option("--hold", o->hold_s,
+                     "with --metrics-port: keep serving the final metrics up to this many seconds after the demo, "
+                     "or until SIGTERM/SIGINT")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--trace", o->trace_path,
+                     "write a Chrome/Perfetto trace (JSON) of the replay run's replays to this file "
+                     "(docs/observability.md)");
       app.add_flag("--amp", o->amp,
                    "mixed precision: binary16 activations and gradients, float32 master weights, dynamic loss "
                    "scaling decided in the graph (docs/amp.md)");

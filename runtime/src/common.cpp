@@ -773,6 +773,10 @@ std::optional<std::string> Backend::device_fault(int device) const {
   impl_->check_device(device, "Backend::device_fault");
   return impl_->device_fault(device);
 }
+std::optional<std::uint64_t> Backend::memory_in_use(int device) const {
+  impl_->check_device(device, "Backend::memory_in_use");
+  return impl_->memory_in_use(device);
+}
 CaptureMode Backend::exchange_thread_capture_mode(CaptureMode mode) const {
   return impl_->exchange_thread_capture_mode(mode);
 }

@@ -22,6 +22,9 @@
 #include <stepgraph/core/log.h>
 
 #include "deferred_release.h"
+#include "executor_metrics.h"
+#include "nvtx.h"
+#include "trace_launch.h"
 
 namespace stepgraph::runtime {
 
@@ -118,6 +121,8 @@ struct Slot {
   std::vector<Buffer> scratch;        // device
   Buffer scalars;                     // pinned StepScalars
   std::shared_ptr<Event> done;        // shared with the replays that record it
+  // Traced executors: recorded before each replay's launch.
+  std::shared_ptr<Event> trace_start;
 };
 
 struct Bucket {
@@ -125,6 +130,7 @@ struct Bucket {
   std::vector<Graph> graphs;  // per slot
   std::vector<GraphExec> execs;
   std::uint64_t last_use = 0;
+  std::shared_ptr<const CollectiveBytes> collective_bytes;  // metrics on: per replay, per communicator
 };
 
 struct ReplayState {
@@ -142,6 +148,9 @@ struct ReplayState {
   StepScalars scalars;          // fixed when the replay was asked for
   std::shared_ptr<Event> done;  // recorded after the step (set at launch)
   std::vector<Buffer> outputs;  // views of the slot's outputs: valid for the handle's life
+  // Metrics on, graph replays: the bytes each communicator moves per replay.
+  std::shared_ptr<const CollectiveBytes> collective_bytes;
+  std::shared_ptr<Event> trace_start;  // traced graph replays
 };
 
 struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
@@ -183,6 +192,15 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   std::thread thread;
   std::atomic<std::thread::id> thread_id{};  // read without the mutex
 
+  // observability: null when off (Note [Executor metrics], Note [Replay traces])
+  std::shared_ptr<MetricsEndpoint> metrics_endpoint;
+  std::unique_ptr<ExecutorMetrics> metrics;  // destroyed before its endpoint
+  std::shared_ptr<TraceRecorder> trace;
+  int trace_stream_track = 0;
+  int trace_events_track = 0;
+  Event trace_anchor;  // recorded once, when the host time was trace_anchor_host
+  std::chrono::steady_clock::time_point trace_anchor_host;
+
   // --- helpers
   void allocate_memory();
   StepContext context(int slot, std::uint64_t key, bool capturing);
@@ -210,6 +228,11 @@ struct ExecutorCore : std::enable_shared_from_this<ExecutorCore> {
   StepError fault_error(std::int64_t step, const DeviceFault& fault) const;
   bool cancel_behind_a_fault(const std::shared_ptr<ReplayState>& r, const DeviceFault& fault);
   void close();
+  [[nodiscard]] MemoryReport memory() const;  // launch_mutex held
+  /// A span on the calling thread's track, when traced.
+  void trace_span(std::string name, std::chrono::steady_clock::time_point begin, std::int64_t step);
+  /// The replay's span from its two events (Note [Replay traces]), when traced.
+  void trace_device_span(const ReplayState& r);
 };
 
 ExecutorCore::ExecutorCore(StepSpec s, StepFunction f, ExecutorOptions o)
@@ -243,6 +266,38 @@ ExecutorCore::ExecutorCore(StepSpec s, StepFunction f, ExecutorOptions o)
   device = options.device;
   collectives = options.collectives ? options.collectives : std::make_shared<SingleDeviceCollectives>();
   next_scalars = options.initial_scalars;
+  metrics_endpoint = detail::metrics_endpoint(options);
+  if (metrics_endpoint) metrics = std::make_unique<ExecutorMetrics>(*metrics_endpoint->registry, backend, device);
+  trace = options.trace;
+  if (trace) {
+    trace_stream_track = trace->track(fmt::format("{} device {} stream", backend->name(), device));
+    trace_events_track = trace->track(fmt::format("{} device {} stream (events)", backend->name(), device));
+  }
+}
+
+// The replay's span as its device timed it: the events recorded before the
+// launch and after it, placed on the host clock through the anchor event
+// (recorded once, on an idle stream, right before the host read its clock).
+// Both backends; on cuda this is the only per-replay span (Note [Replay
+// traces]).
+void ExecutorCore::trace_device_span(const ReplayState& r) {
+  if (!trace || !r.trace_start || !r.done) return;
+  try {
+    const auto at = [&](const Event& e) {
+      return trace_anchor_host + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                     std::chrono::duration<double, std::milli>(Event::elapsed_ms(trace_anchor, e)));
+    };
+    trace->span(trace_events_track, fmt::format("replay {}", r.step), "replay_events", at(*r.trace_start), at(*r.done),
+                {{"step", r.step}});
+  } catch (const std::exception& e) {
+    STEPGRAPH_DEBUG(kExecutor, "trace: no device span for step {}: {}", r.step, e.what());
+  }
+}
+
+void ExecutorCore::trace_span(std::string name, std::chrono::steady_clock::time_point begin, std::int64_t step) {
+  if (trace)
+    trace->span(trace->thread_track(), std::move(name), "executor", begin, std::chrono::steady_clock::now(),
+                {{"step", step}});
 }
 
 void ExecutorCore::allocate_memory() {
@@ -278,9 +333,20 @@ void ExecutorCore::allocate_memory() {
     s.scalars = backend->allocate_pinned(sizeof(StepScalars), numa);
     std::memcpy(s.scalars.host_data(), &next_scalars, sizeof(StepScalars));
     s.done = std::make_shared<Event>(backend->create_event(device));
+    if (trace) s.trace_start = std::make_shared<Event>(backend->create_event(device));
+  }
+  if (trace) {
+    trace_anchor = backend->create_event(device);
+    stream.record(trace_anchor);
+    trace_anchor.synchronize();
+    trace_anchor_host = std::chrono::steady_clock::now();
   }
   allocated = true;
-  thread = std::thread([this] { thread_main(); });
+  if (metrics) metrics->memory(memory(), 1);
+  thread = std::thread([this] {
+    if (trace) trace->name_this_thread("executor thread");
+    thread_main();
+  });
   thread_id = thread.get_id();
   STEPGRAPH_INFO(kExecutor, "executor on {} device {}: arena {} bytes, {} slot(s)", backend->name(), device, bytes,
                  slots.size());
@@ -346,7 +412,9 @@ void ExecutorCore::capture_bucket(Bucket& b) {
   for (std::size_t slot = 0; slot < slots.size(); ++slot) {
     auto& s = slots[slot];
     Graph g;
+    const auto capture_begin = std::chrono::steady_clock::now();
     {
+      NvtxRange range("stepgraph capture");
       CaptureSession session(stream, CaptureMode::kThreadLocal);
       for (std::size_t i = 0; i < spec.inputs.size(); ++i)
         if (spec.inputs[i].mode == InputMode::kCopyIn)
@@ -355,14 +423,23 @@ void ExecutorCore::capture_bucket(Bucket& b) {
       step_fn(ctx);
       g = session.end();
     }
-    b.execs.push_back(g.instantiate());
+    trace_span(fmt::format("capture (bucket {}, slot {})", b.key, slot), capture_begin, -1);
+    const auto instantiate_begin = std::chrono::steady_clock::now();
+    {
+      NvtxRange range("stepgraph instantiate");
+      b.execs.push_back(g.instantiate());
+    }
+    trace_span(fmt::format("instantiate (bucket {}, slot {})", b.key, slot), instantiate_begin, -1);
     b.graphs.push_back(std::move(g));
   }
+  if (metrics) b.collective_bytes = metrics->collective_bytes(b.graphs.front().info());
   STEPGRAPH_INFO(kExecutor, "captured shape bucket {}: {} node(s) per slot, {} slot(s)", b.key,
                  b.graphs.front().node_count(), b.graphs.size());
 }
 
 void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
+  const auto launch_begin = std::chrono::steady_clock::now();
+  if (metrics) metrics->launch_started(launch_begin);
   auto& s = slots[static_cast<std::size_t>(r->slot)];
   if (r->outputs.empty())
     for (const auto& o : s.outputs) r->outputs.push_back(sub_buffer(o, 0, o.size()));
@@ -375,13 +452,25 @@ void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
     }
     run_step_eagerly(r->slot, r->shape_key);
     if (warmup) ++warmups_done;
+    trace_span(fmt::format("{} step {}", warmup ? "warm-up" : "eager", r->step), launch_begin, r->step);
   } else {
     Bucket& b = bucket(r->shape_key);
     {
       std::lock_guard lock(mutex);
       if (state != ExecutorState::kFailed && state != ExecutorState::kClosed) state = ExecutorState::kReady;
     }
-    b.execs[static_cast<std::size_t>(r->slot)].launch(stream);
+    if (metrics) r->collective_bytes = b.collective_bytes;
+    if (trace) [[unlikely]] {
+      const auto replay_begin = std::chrono::steady_clock::now();
+      ScopedLaunchTrace traced(std::make_shared<const LaunchTrace>(LaunchTrace{trace, trace_stream_track, r->step}));
+      NvtxRange range(fmt::format("stepgraph replay {}", r->step).c_str());
+      stream.record(*s.trace_start);
+      r->trace_start = s.trace_start;
+      b.execs[static_cast<std::size_t>(r->slot)].launch(stream);
+      trace_span(fmt::format("launch step {}", r->step), replay_begin, r->step);
+    } else {
+      b.execs[static_cast<std::size_t>(r->slot)].launch(stream);
+    }
   }
   stream.record(*s.done);
   {
@@ -394,6 +483,7 @@ void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
     std::lock_guard lock(mutex);
     launched.push_back(r);
   }
+  if (metrics) metrics->launched();
   if (options.deadline.count() > 0) thread_cv.notify_one();  // the watchdog must start timing
 }
 
@@ -450,15 +540,18 @@ void ExecutorCore::report(const StepError& e) {
 }
 
 void ExecutorCore::finish(const std::shared_ptr<ReplayState>& r, ReplayStatus status, std::optional<StepError> error) {
+  const auto finish_begin = std::chrono::steady_clock::now();
   std::vector<std::function<void(const ReplayHandle&)>> callbacks;
   {
     std::lock_guard lock(r->mutex);
     if (r->status == ReplayStatus::kDone || r->status == ReplayStatus::kFailed ||
         r->status == ReplayStatus::kCancelled || r->status == ReplayStatus::kClosed)
       return;
+    if (status == ReplayStatus::kDone) trace_device_span(*r);  // before the slot can be reused
     r->status = status;
     r->error = std::move(error);
     callbacks.swap(r->callbacks);
+    if (metrics) metrics->finished(status, r->error, r->launched_at, r->collective_bytes.get());
   }
   r->cv.notify_all();
   if (status == ReplayStatus::kCancelled) {
@@ -467,6 +560,9 @@ void ExecutorCore::finish(const std::shared_ptr<ReplayState>& r, ReplayStatus st
     r->released = true;
   }
   cv.notify_all();
+  trace_span(fmt::format("complete step {} ({})", r->step, to_string(status)), finish_begin, r->step);
+  if (callbacks.empty()) return;
+  const auto callbacks_begin = std::chrono::steady_clock::now();
   ReplayHandle h(r);
   for (auto& cb : callbacks) {
     try {
@@ -479,24 +575,30 @@ void ExecutorCore::finish(const std::shared_ptr<ReplayState>& r, ReplayStatus st
                        fmt::format("a completion callback of step {} threw a non-standard exception", r->step)});
     }
   }
+  trace_span(fmt::format("callbacks step {}", r->step), callbacks_begin, r->step);
 }
 
 bool ExecutorCore::finish_from_waiter(const std::shared_ptr<ReplayState>& r) {
   if (collectives->async_error()) return false;  // the executor's thread reports it
+  const auto finish_begin = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(r->mutex);
     if (r->status != ReplayStatus::kRunning || !r->callbacks.empty()) return false;
+    trace_device_span(*r);  // before the slot can be released and its events recorded again
     r->status = ReplayStatus::kDone;
+    if (metrics) metrics->finished(ReplayStatus::kDone, std::nullopt, r->launched_at, r->collective_bytes.get());
   }
   r->cv.notify_all();
   bool more = false;
   {
     std::lock_guard lock(mutex);
-    std::erase(launched, r);
+    const auto landed = std::erase(launched, r);
+    if (metrics) metrics->landed(static_cast<double>(landed));
     more = !queued.empty();
   }
   cv.notify_all();
   if (more) thread_cv.notify_one();  // it launches the replays queued behind this one
+  trace_span(fmt::format("complete step {} (done, by the waiter)", r->step), finish_begin, r->step);
   return true;
 }
 
@@ -517,6 +619,7 @@ void ExecutorCore::after_failed(const StepError& e) {
   {
     std::lock_guard lock(mutex);
     dropped.swap(queued);
+    if (metrics) metrics->queued(-static_cast<double>(dropped.size()));
   }
   STEPGRAPH_WARN(kExecutor, "executor failed at step {}: {}", e.step, e.message);
   if (e.kind == StepErrorKind::kTimeout || e.kind == StepErrorKind::kDeviceFault) collectives->abort(e.message);
@@ -551,6 +654,7 @@ void ExecutorCore::thread_main() {
            state != ExecutorState::kFailed && state != ExecutorState::kClosed) {
       auto r = queued.front();
       queued.pop_front();
+      if (metrics) metrics->queued(-1);
       lock.unlock();
       {
         std::lock_guard ll(launch_mutex);
@@ -635,7 +739,8 @@ void ExecutorCore::thread_main() {
       finish(r, ReplayStatus::kFailed, e);
       if (first) after_failed(e);
       lock.lock();
-      std::erase(launched, r);
+      const auto landed = std::erase(launched, r);
+      if (metrics) metrics->landed(static_cast<double>(landed));
       cv.notify_all();
       continue;
     }
@@ -665,7 +770,8 @@ void ExecutorCore::thread_main() {
     }
     lock.lock();
     if (completed) {
-      std::erase(launched, r);  // by identity: a waiter may have removed it already
+      const auto landed = std::erase(launched, r);  // by identity: a waiter may have removed it already
+      if (metrics) metrics->landed(static_cast<double>(landed));
       cv.notify_all();
     }
   }
@@ -746,6 +852,7 @@ void ExecutorCore::close() {
     std::lock_guard lock(mutex);
     if (state == ExecutorState::kClosed && !thread.joinable()) return;
     dropped.swap(queued);
+    if (metrics) metrics->queued(-static_cast<double>(dropped.size()));
   }
   for (auto& r : dropped)
     finish(r, ReplayStatus::kCancelled,
@@ -766,6 +873,12 @@ void ExecutorCore::close() {
     std::lock_guard lock(mutex);
     if (state == ExecutorState::kFailed) failed_with = failure;
     state = ExecutorState::kClosed;
+  }
+  if (metrics) {
+    // Its share of the memory gauges goes; its server (if its own) stops.
+    if (allocated) metrics->memory(memory(), -1);
+    metrics.reset();
+    metrics_endpoint.reset();
   }
   auto remains = std::make_shared<Remains>();
   remains->buckets.swap(buckets);
@@ -973,6 +1086,7 @@ bool ReplayHandle::cancel() const {
     auto it = std::find(core->queued.begin(), core->queued.end(), state_);
     if (it == core->queued.end()) return false;
     core->queued.erase(it);
+    if (core->metrics) core->metrics->queued(-1);
   }
   core->finish(state_, ReplayStatus::kCancelled,
                StepError{StepErrorKind::kCancelled, s.step, std::nullopt, "cancelled by the caller"});
@@ -1081,6 +1195,11 @@ void StepExecutor::prepare(std::uint64_t shape_key) {
 
 InputSlot StepExecutor::acquire_inputs() {
   auto& c = *core_;
+  struct TraceAcquire {
+    detail::ExecutorCore& c;
+    std::chrono::steady_clock::time_point begin = std::chrono::steady_clock::now();
+    ~TraceAcquire() { c.trace_span("acquire", begin, -1); }
+  } traced{c};
   {
     std::lock_guard ll(c.launch_mutex);
     c.allocate_memory();
@@ -1129,6 +1248,10 @@ ReplayHandle StepExecutor::replay(InputSlot slot, std::uint64_t shape_key) {
     c.next_scalars.rng_offset += c.rng_increment;
     launch_now = c.queued.empty() && static_cast<int>(c.launched.size()) < c.options.launch_ahead;
     if (!launch_now) c.queued.push_back(r);
+    if (c.metrics) {
+      c.metrics->started();
+      if (!launch_now) c.metrics->queued(1);
+    }
   }
   if (launch_now) {
     std::unique_lock ll(c.launch_mutex);
@@ -1401,8 +1524,21 @@ GraphInfo StepExecutor::graph_info(std::uint64_t shape_key, int slot) const {
 }
 
 MemoryReport StepExecutor::memory_report() const {
-  auto& c = *core_;
-  std::lock_guard ll(c.launch_mutex);
+  std::lock_guard ll(core_->launch_mutex);
+  return core_->memory();
+}
+
+std::shared_ptr<MetricsRegistry> StepExecutor::metrics() const {
+  return core_->metrics_endpoint ? core_->metrics_endpoint->registry : nullptr;
+}
+
+int StepExecutor::metrics_port() const {
+  const auto& e = core_->metrics_endpoint;
+  return e && e->server ? e->server->port() : -1;
+}
+
+MemoryReport detail::ExecutorCore::memory() const {
+  const auto& c = *this;
   MemoryReport m;
   if (c.arena) {
     m.arena_bytes = c.arena->capacity();

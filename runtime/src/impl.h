@@ -125,6 +125,8 @@ class BackendImpl : public std::enable_shared_from_this<BackendImpl> {
   virtual StreamImpl* legacy_default_stream(int device) = 0;
   virtual void synchronize_device(int device) = 0;
   virtual std::optional<std::string> device_fault(int device) const = 0;
+  /// Backend::memory_in_use: device memory in use; none by default (host).
+  virtual std::optional<std::uint64_t> memory_in_use(int) const { return std::nullopt; }
   virtual CaptureMode exchange_thread_capture_mode(CaptureMode mode) = 0;
 
   // --- shared by both backends (impl.cpp)

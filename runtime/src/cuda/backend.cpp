@@ -415,6 +415,16 @@ void CudaBackend::synchronize_device(int device) {
   }
 }
 
+std::optional<std::uint64_t> CudaBackend::memory_in_use(int device) const {
+  // A metrics scrape asks from its own thread: never on a faulted device
+  // (every call would fail), never making a context on an unused one.
+  if (fault_registry().fault(device) || !primary_context_active(device)) return std::nullopt;
+  DeviceGuard guard(device);
+  std::size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) return std::nullopt;
+  return static_cast<std::uint64_t>(total - free);
+}
+
 std::optional<std::string> CudaBackend::device_fault(int device) const {
   if (auto f = fault_registry().fault(device)) return f;
   // A device without a context has run nothing, so it cannot have faulted;

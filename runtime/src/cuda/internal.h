@@ -276,6 +276,7 @@ class CudaBackend final : public detail::BackendImpl {
   detail::StreamImpl* legacy_default_stream(int device) override;
   void synchronize_device(int device) override;
   std::optional<std::string> device_fault(int device) const override;
+  std::optional<std::uint64_t> memory_in_use(int device) const override;
   CaptureMode exchange_thread_capture_mode(CaptureMode mode) override;
 
   /// Throws DeviceFault if `device` has a sticky fault (DESIGN 2.5).

@@ -1262,11 +1262,12 @@ void HostStream::launch_exec(const std::shared_ptr<const ExecPayload>& payload,
   task->name = "graph launch";
   task->device = device_;
   Scheduler* sched = &backend_.scheduler();
-  task->run = [payload, conditions, sched](const std::shared_ptr<Task>& self) {
+  task->run = [payload, conditions, sched, trace = detail::current_launch_trace()](const std::shared_ptr<Task>& self) {
     if (conditions) conditions->reset();  // cudaGraphCondAssignDefault: at the start of each launch
     if (payload->nodes.empty()) return true;
     auto run = std::make_shared<GraphRun>();
     run->payload = payload;
+    run->trace = trace;  // traced replay (trace_launch.h)
     run->launch_task = self;
     sched->start_run(run);
     return false;  // completes when the last node has run

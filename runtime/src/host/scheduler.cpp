@@ -207,7 +207,10 @@ void Scheduler::execute(WorkItem item, int device) {
         start_async_node(item.run, item.node);  // completes later, on the communicator's thread
         return;
       }
-      run_node(*item.run, item.node);
+      if (item.run->trace) [[unlikely]]
+        run_traced_node(*item.run, item.node);
+      else
+        run_node(*item.run, item.node);
       finish_node(item.run, item.node, ready_nodes, ready);
       // Continue inline with a single ready node of this device while
       // nothing else waits (Note [Host execution model]): no hand-off, no
@@ -244,9 +247,23 @@ void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
   }
 }
 
+void Scheduler::run_traced_node(GraphRun& run, std::uint32_t node) {
+  const auto begin = std::chrono::steady_clock::now();
+  run_node(run, node);
+  const ExecNode& n = run.payload->nodes[node];
+  run.trace->recorder->span(run.trace->track, n.name, "node", begin, std::chrono::steady_clock::now(),
+                            {{"step", run.trace->step}, {"node", node}, {"device", n.device}});
+}
+
 void Scheduler::start_async_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node) {
   const ExecNode& n = run->payload->nodes[node];
-  auto done = [this, run, node] {
+  const auto begin = run->trace ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  auto done = [this, run, node, begin] {
+    if (run->trace) {
+      const ExecNode& an = run->payload->nodes[node];
+      run->trace->recorder->span(run->trace->track, an.name, "node", begin, std::chrono::steady_clock::now(),
+                                 {{"step", run->trace->step}, {"node", node}, {"device", an.device}});
+    }
     std::vector<std::uint32_t> ready_nodes;
     std::vector<WorkItem> ready;
     finish_node(run, node, ready_nodes, ready);
@@ -273,11 +290,16 @@ void Scheduler::finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t 
       ready_nodes.push_back(s);
   }
   // Only sinks count towards the end of the run.
-  if (n.successors.empty() && run->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1)
+  if (n.successors.empty() && run->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (run->trace)  // recorded before the launch completes: a waiter then finds it in the trace
+      run->trace->recorder->span(run->trace->track, fmt::format("replay {}", run->trace->step), "replay", run->started,
+                                 std::chrono::steady_clock::now(), {{"step", run->trace->step}});
     finish_task(run->launch_task, ready);
+  }
 }
 
 void Scheduler::start_run(const std::shared_ptr<GraphRun>& run) {
+  if (run->trace) run->started = std::chrono::steady_clock::now();
   const auto& nodes = run->payload->nodes;
   run->pending = std::make_unique<std::atomic<std::uint32_t>[]>(nodes.size());
   std::size_t sinks = 0;

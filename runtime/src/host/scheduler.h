@@ -40,6 +40,8 @@
 
 #include <stepgraph/runtime/types.h>
 
+#include "trace_launch.h"
+
 namespace stepgraph::runtime::host {
 
 class Scheduler;
@@ -100,6 +102,10 @@ struct GraphRun {
   std::unique_ptr<std::atomic<std::uint32_t>[]> pending;
   std::atomic<std::size_t> remaining{0};  // sinks not yet run
   std::shared_ptr<Task> launch_task;      // completes when every node has run
+  /// Set for a traced replay (trace_launch.h): nodes and the run are
+  /// recorded on its track, before the run completes.
+  std::shared_ptr<const detail::LaunchTrace> trace;
+  std::chrono::steady_clock::time_point started;  // traced runs only
 };
 
 struct DeviceQueue;
@@ -154,6 +160,7 @@ class Scheduler {
   void finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node, std::vector<std::uint32_t>& ready_nodes,
                    std::vector<WorkItem>& ready);
   void run_node(GraphRun& run, std::uint32_t node);
+  void run_traced_node(GraphRun& run, std::uint32_t node);
   void start_async_node(const std::shared_ptr<GraphRun>& run, std::uint32_t node);
 
   std::vector<std::unique_ptr<DeviceQueue>> queues_;

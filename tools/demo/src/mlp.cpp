@@ -244,7 +244,16 @@ TrainingRun train_mlp(const DemoOptions& options, rt::ExecutionMode mode) {
   eo.warmup = options.warmup;
   eo.max_in_flight = options.max_in_flight;
   eo.mode = mode;
+  eo.metrics = options.metrics;
+  eo.trace = options.trace;
   rt::StepExecutor executor(mlp_step_spec(shape), mlp_step_function(shape), eo);
+  rt::Gauge* loss_gauge = nullptr;
+  rt::Gauge* throughput_gauge = nullptr;
+  if (options.metrics) {
+    loss_gauge = &options.metrics->gauge("stepgraph_demo_loss", "Mean squared error of the demo's latest step");
+    throughput_gauge = &options.metrics->gauge("stepgraph_demo_samples_per_second",
+                                               "Training samples per second of the demo's latest step");
+  }
 
   const auto init = mlp_init_params(shape, options.seed);
   executor.write_state("params", init.data(), init.size() * sizeof(float));
@@ -277,6 +286,10 @@ TrainingRun train_mlp(const DemoOptions& options, rt::ExecutionMode mode) {
     const auto t1 = std::chrono::steady_clock::now();
     run.losses.push_back(loss);
     run.step_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    if (loss_gauge != nullptr) {
+      loss_gauge->set(loss);
+      throughput_gauge->set(shape.batch / std::chrono::duration<double>(t1 - t0).count());
+    }
   }
   executor.synchronize();
   run.params.resize(shape.param_count());
@@ -305,7 +318,10 @@ DemoReport run_demo(const DemoOptions& options) {
   r.seed = o.seed;
 
   STEPGRAPH_INFO(kTools, "demo: eager run of {} steps on {} ({})", o.steps, r.backend, r.device);
-  const TrainingRun eager = train_mlp(o, rt::ExecutionMode::kEager);
+  DemoOptions eager_options = o;  // metrics and traces describe the replay run only
+  eager_options.metrics.reset();
+  eager_options.trace.reset();
+  const TrainingRun eager = train_mlp(eager_options, rt::ExecutionMode::kEager);
   STEPGRAPH_INFO(kTools, "demo: replay run: {} warm-up(s), capture, {} replay(s)", o.warmup, o.steps - o.warmup);
   const TrainingRun replay = train_mlp(o, rt::ExecutionMode::kGraph);
 

@@ -437,6 +437,11 @@ class Backend {
   void synchronize_device(int device);
   /// The sticky fault of `device`, if any.
   [[nodiscard]] std::optional<std::string> device_fault(int device) const;
+  /// Device memory in use on `device`, in bytes (cuda: cudaMemGetInfo's
+  /// total - free, every process's allocations); nullopt on the host
+  /// backend or once the device faulted. Thread-safe; may be called during
+  /// capture (cudaMemGetInfo enqueues nothing).
+  [[nodiscard]] std::optional<std::uint64_t> memory_in_use(int device) const;
 
   CaptureMode exchange_thread_capture_mode(CaptureMode mode) const;
 

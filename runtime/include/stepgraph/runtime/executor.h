@@ -43,7 +43,9 @@
 
 #include <stepgraph/runtime/backend.h>
 #include <stepgraph/runtime/collectives_hook.h>
+#include <stepgraph/runtime/metrics.h>
 #include <stepgraph/runtime/step_scalars.h>
+#include <stepgraph/runtime/trace.h>
 
 namespace stepgraph::runtime {
 
@@ -214,6 +216,20 @@ struct ExecutorOptions {
   ExecutionMode mode = ExecutionMode::kGraph;
   std::shared_ptr<CollectiveOps> collectives;  // default SingleDeviceCollectives
   StepScalars initial_scalars;
+  /// Metrics (Note [Executor metrics], executor.cpp): the registry the
+  /// executor's counters, gauges and histograms go to. Null: a registry of
+  /// its own when metrics_port asks for a server, else none (metrics off).
+  /// Executors sharing a registry add up in the same series.
+  std::shared_ptr<MetricsRegistry> metrics;
+  /// Serves the registry at http://metrics_address:metrics_port/metrics.
+  /// -1: no server of its own (off by default); 0: an ephemeral port
+  /// (StepExecutor::metrics_port() says which). Without one, a set
+  /// STEPGRAPH_METRICS_PORT gives every executor of the process one shared
+  /// registry served on that port by one server.
+  int metrics_port = -1;
+  std::string metrics_address = "127.0.0.1";
+  /// Records replays into this trace (trace.h); null: not traced.
+  std::shared_ptr<TraceRecorder> trace;
 };
 
 struct MemoryReport {
@@ -288,6 +304,11 @@ class StepExecutor {
   [[nodiscard]] Backend& backend() const;
   /// The captured graph of (shape_key, slot), for inspection.
   [[nodiscard]] GraphInfo graph_info(std::uint64_t shape_key = 0, int slot = 0) const;
+  /// The registry the executor's metrics go to (null with metrics off); for
+  /// user gauges such as the loss.
+  [[nodiscard]] std::shared_ptr<MetricsRegistry> metrics() const;
+  /// The port its metrics server listens on; -1 without one.
+  [[nodiscard]] int metrics_port() const;
   /// Cancels queued replays, waits for the rest, releases everything.
   /// After a failure the wait is bounded (see the lifecycle note above).
   void close();

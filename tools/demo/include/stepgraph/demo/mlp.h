@@ -108,6 +108,12 @@ struct DemoOptions {
   MlpShape shape;
   float learning_rate = 0.05f;
   int max_in_flight = 2;
+  /// Observability of the replay run (run_demo gives them to the graph run
+  /// only): the executor's metrics go to `metrics`, plus the user gauges
+  /// stepgraph_demo_loss and stepgraph_demo_samples_per_second; replays are
+  /// traced into `trace` (docs/observability.md). Null: off.
+  std::shared_ptr<rt::MetricsRegistry> metrics;
+  std::shared_ptr<rt::TraceRecorder> trace;
 };
 
 /// One training run of `options.steps` steps.
