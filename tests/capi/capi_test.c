@@ -443,6 +443,11 @@ static void test_capture_and_graphs(void) {
   EXPECT_STATUS(sg_stream_launch(s1, "t.add_one", NULL, dead, 1, kN), SG_INVALID_ARGUMENT);
   const sg_buffer_access bad_mode[] = {bacc(a, 0, 0, (sg_access_mode)5)};
   EXPECT_STATUS(sg_stream_launch(s1, "t.add_one", NULL, bad_mode, 1, kN), SG_INVALID_ARGUMENT);
+  /* A kernel with only a device address (a __global__ function on cuda) has
+   * nothing to run on the host backend. */
+  OK(sg_kernel_register("t.device_only", NULL, (const void*)&count, NULL));
+  EXPECT_STATUS(sg_stream_launch(s1, "t.device_only", NULL, rw_a, 1, kN), SG_INVALID_ARGUMENT);
+  OK(sg_kernel_unregister("t.device_only"));
   EXPECT_STATUS(sg_graph_exec_launch((const sg_graph_exec*)s1, s1), SG_INVALID_ARGUMENT); /* a stream is no exec */
   OK(sg_graph_exec_release(x));
   EXPECT_STATUS(sg_graph_exec_launch(x, s1), SG_INVALID_ARGUMENT);
