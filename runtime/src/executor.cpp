@@ -131,6 +131,9 @@ struct Bucket {
   std::vector<GraphExec> execs;
   std::uint64_t last_use = 0;
   std::shared_ptr<const CollectiveBytes> collective_bytes;  // metrics on: per replay, per communicator
+  // Metrics on and collective nodes in the graph: what times them (the
+  // slots' graphs come from one step function: same nodes, same order).
+  std::shared_ptr<const LaunchTrace> collective_timing;
 };
 
 struct ReplayState {
@@ -432,7 +435,12 @@ void ExecutorCore::capture_bucket(Bucket& b) {
     trace_span(fmt::format("instantiate (bucket {}, slot {})", b.key, slot), instantiate_begin, -1);
     b.graphs.push_back(std::move(g));
   }
-  if (metrics) b.collective_bytes = metrics->collective_bytes(b.graphs.front().info());
+  if (metrics) {
+    const auto info = b.graphs.front().info();
+    b.collective_bytes = metrics->collective_bytes(info);
+    if (auto cs = metrics->collective_seconds(info))
+      b.collective_timing = std::make_shared<const LaunchTrace>(LaunchTrace{nullptr, 0, -1, std::move(cs)});
+  }
   STEPGRAPH_INFO(kExecutor, "captured shape bucket {}: {} node(s) per slot, {} slot(s)", b.key,
                  b.graphs.front().node_count(), b.graphs.size());
 }
@@ -462,12 +470,17 @@ void ExecutorCore::launch(const std::shared_ptr<ReplayState>& r) {
     if (metrics) r->collective_bytes = b.collective_bytes;
     if (trace) [[unlikely]] {
       const auto replay_begin = std::chrono::steady_clock::now();
-      ScopedLaunchTrace traced(std::make_shared<const LaunchTrace>(LaunchTrace{trace, trace_stream_track, r->step}));
+      ScopedLaunchTrace traced(std::make_shared<const LaunchTrace>(
+          LaunchTrace{trace, trace_stream_track, r->step,
+                      b.collective_timing ? b.collective_timing->collective_seconds : nullptr}));
       NvtxRange range(fmt::format("stepgraph replay {}", r->step).c_str());
       stream.record(*s.trace_start);
       r->trace_start = s.trace_start;
       b.execs[static_cast<std::size_t>(r->slot)].launch(stream);
       trace_span(fmt::format("launch step {}", r->step), replay_begin, r->step);
+    } else if (b.collective_timing) {
+      ScopedLaunchTrace timed(b.collective_timing);
+      b.execs[static_cast<std::size_t>(r->slot)].launch(stream);
     } else {
       b.execs[static_cast<std::size_t>(r->slot)].launch(stream);
     }

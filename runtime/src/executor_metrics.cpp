@@ -13,6 +13,7 @@
 //   stepgraph_replays_in_flight              replays on the device
 //   stepgraph_arena_bytes, _arena_used_bytes, stepgraph_pinned_bytes, stepgraph_state_bytes
 //   stepgraph_collective_bytes_total{communicator}  bytes the replays' collective nodes moved
+//   stepgraph_collective_seconds_total{communicator} time they took (host backend: start to completion)
 //   stepgraph_device_memory_used_bytes{device}       cuda: cudaMemGetInfo, at scrape time
 // Every hot-path update is one or two relaxed atomics on objects looked up
 // at construction (Note [Metrics on the hot path], metrics.h); the gauges
@@ -191,6 +192,21 @@ std::shared_ptr<const CollectiveBytes> ExecutorMetrics::collective_bytes(const G
                                          {{"communicator", std::to_string(comm)}}),
                       bytes);
   return out;
+}
+
+std::shared_ptr<const std::vector<Counter*>> ExecutorMetrics::collective_seconds(const GraphInfo& graph) {
+  auto out = std::make_shared<std::vector<Counter*>>(graph.nodes.size(), nullptr);
+  bool any = false;
+  for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
+    const auto& c = graph.nodes[i].collective;
+    if (!c) continue;
+    (*out)[i] = &registry_.counter("stepgraph_collective_seconds_total",
+                                   "Seconds this rank's replayed collective nodes took, start to completion (host "
+                                   "backend), per communicator",
+                                   {{"communicator", std::to_string(c->communicator)}});
+    any = true;
+  }
+  return any ? out : nullptr;
 }
 
 }  // namespace stepgraph::runtime::detail

@@ -48,6 +48,9 @@ class ExecutorMetrics {
   void memory(const MemoryReport& m, double sign) noexcept;
   /// The per-replay collective bytes of a captured graph.
   [[nodiscard]] std::shared_ptr<const CollectiveBytes> collective_bytes(const GraphInfo& graph);
+  /// By node index, the seconds counter of each collective node's
+  /// communicator; null if the graph has no collective node.
+  [[nodiscard]] std::shared_ptr<const std::vector<Counter*>> collective_seconds(const GraphInfo& graph);
 
  private:
   Counter& failed_counter(StepErrorKind kind);

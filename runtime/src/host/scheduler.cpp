@@ -248,6 +248,10 @@ void Scheduler::run_node(GraphRun& run, std::uint32_t node) {
 }
 
 void Scheduler::run_traced_node(GraphRun& run, std::uint32_t node) {
+  if (!run.trace->recorder) {  // metrics only: they time collective nodes alone
+    run_node(run, node);
+    return;
+  }
   const auto begin = std::chrono::steady_clock::now();
   run_node(run, node);
   const ExecNode& n = run.payload->nodes[node];
@@ -260,9 +264,13 @@ void Scheduler::start_async_node(const std::shared_ptr<GraphRun>& run, std::uint
   const auto begin = run->trace ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   auto done = [this, run, node, begin] {
     if (run->trace) {
+      const auto end = std::chrono::steady_clock::now();
       const ExecNode& an = run->payload->nodes[node];
-      run->trace->recorder->span(run->trace->track, an.name, "node", begin, std::chrono::steady_clock::now(),
-                                 {{"step", run->trace->step}, {"node", node}, {"device", an.device}});
+      if (run->trace->recorder)
+        run->trace->recorder->span(run->trace->track, an.name, "node", begin, end,
+                                   {{"step", run->trace->step}, {"node", node}, {"device", an.device}});
+      if (const auto& cs = run->trace->collective_seconds; cs && node < cs->size() && (*cs)[node] != nullptr)
+        (*cs)[node]->inc(std::chrono::duration<double>(end - begin).count());
     }
     std::vector<std::uint32_t> ready_nodes;
     std::vector<WorkItem> ready;
@@ -291,7 +299,7 @@ void Scheduler::finish_node(const std::shared_ptr<GraphRun>& run, std::uint32_t 
   }
   // Only sinks count towards the end of the run.
   if (n.successors.empty() && run->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    if (run->trace)  // recorded before the launch completes: a waiter then finds it in the trace
+    if (run->trace && run->trace->recorder)  // recorded before the launch completes: a waiter then finds it
       run->trace->recorder->span(run->trace->track, fmt::format("replay {}", run->trace->step), "replay", run->started,
                                  std::chrono::steady_clock::now(), {{"step", run->trace->step}});
     finish_task(run->launch_task, ready);
