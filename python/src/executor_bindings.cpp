@@ -310,15 +310,16 @@ class PyExecutor {
 };
 
 std::optional<std::string> wait_handle(const rt::ReplayHandle& h, std::optional<double> timeout_s) {
+  if (timeout_s)  // NaN fails too
+    STEPGRAPH_CHECK(*timeout_s >= 0, InvalidArgument, "wait: timeout is {} s; give None or >= 0", *timeout_s);
   std::optional<rt::ReplayStatus> st;
   {
     py::gil_scoped_release unlocked;
-    if (timeout_s) {
-      STEPGRAPH_CHECK(*timeout_s >= 0, InvalidArgument, "wait: timeout is {} s; give None or >= 0", *timeout_s);
+    // Past ~30 years a timeout is none (and would overflow the nanoseconds).
+    if (timeout_s && *timeout_s <= 1e9)
       st = h.wait_for(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(*timeout_s)));
-    } else {
+    else
       st = h.wait();
-    }
   }
   if (!st) return std::nullopt;
   return std::string(rt::to_string(*st));
@@ -355,7 +356,8 @@ rt::ExecutorOptions executor_options(const std::string& backend, int device, int
   STEPGRAPH_CHECK(on_busy == "block" || on_busy == "throw", InvalidArgument, "on_busy is '{}'; give 'block' or 'throw'",
                   on_busy);
   o.on_busy = on_busy == "block" ? rt::OnBusy::kBlock : rt::OnBusy::kThrow;
-  STEPGRAPH_CHECK(deadline_ms >= 0, InvalidArgument, "deadline_ms is {}; give >= 0 (0: no watchdog)", deadline_ms);
+  STEPGRAPH_CHECK(deadline_ms >= 0 && deadline_ms <= 1e12, InvalidArgument,
+                  "deadline_ms is {}; give 0 (no watchdog) .. 1e12", deadline_ms);
   o.deadline = std::chrono::milliseconds(static_cast<std::int64_t>(deadline_ms));
   STEPGRAPH_CHECK(mode == "graph" || mode == "eager", InvalidArgument, "mode is '{}'; give 'graph' or 'eager'", mode);
   o.mode = mode == "graph" ? rt::ExecutionMode::kGraph : rt::ExecutionMode::kEager;

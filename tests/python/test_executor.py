@@ -333,8 +333,14 @@ def test_wait_with_a_timeout_returns_none_and_result_raises_timeout():
     with pytest.raises(sg.Timeout) as e:
         h.result(0.01)
     assert isinstance(e.value, TimeoutError)
-    assert h.wait(TIMEOUT) == "done" and h.poll()
+    with pytest.raises(ValueError):
+        h.wait(-1.0)
+    with pytest.raises(ValueError):
+        h.wait(float("nan"))
+    assert h.wait(1e300) == "done" and h.poll()  # past 1e9 s: no timeout (no overflow)
     h.release()
+    with pytest.raises(ValueError, match="deadline_ms"):
+        sg.StepExecutor(probe_step(), backend="host", deadline_ms=1e300)
     ex.close()
 
 
