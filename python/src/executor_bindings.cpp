@@ -101,13 +101,18 @@ class StepDefinition {
     b.name = std::move(name);
     b.role = role;
     b.dtype = &dtype_info(dtype);
-    std::size_t n = 1;
+    // The byte count must not wrap: the buffer protocol exports `shape` over
+    // memory of `bytes` bytes.
+    constexpr std::size_t kMaxBytes = std::size_t{1} << 48;
+    std::size_t bytes = b.dtype->size;
     for (py::ssize_t d : shape) {
       STEPGRAPH_CHECK(d >= 1, InvalidArgument, "Step: buffer '{}' has a dimension {}; give sizes >= 1", b.name, d);
-      n *= static_cast<std::size_t>(d);
+      STEPGRAPH_CHECK(static_cast<std::size_t>(d) <= kMaxBytes / bytes, InvalidArgument,
+                      "Step: buffer '{}' of shape ({}) is larger than 2^48 bytes", b.name, fmt::join(shape, ", "));
+      bytes *= static_cast<std::size_t>(d);
     }
     b.shape = std::move(shape);
-    b.bytes = n * b.dtype->size;
+    b.bytes = bytes;
     if (mode == "copy_in") {
       STEPGRAPH_CHECK(role == Role::kInput, InvalidArgument, "Step: mode 'copy_in' is for inputs only ('{}')", b.name);
       b.mode = rt::InputMode::kCopyIn;

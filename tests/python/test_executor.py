@@ -187,6 +187,10 @@ def test_bad_shapes_and_names_raise_value_errors():
         step.input("x", (1,))
     with pytest.raises(ValueError, match="dtype"):
         step.input("z", (1,), dtype="complex64")
+    with pytest.raises(ValueError, match="larger than 2\\^48"):
+        step.input("huge", (1 << 62, 4))  # the byte count would wrap to 0
+    with pytest.raises(ValueError, match="sizes >= 1"):
+        step.input("empty", (4, 0))
     with pytest.raises(ValueError, match="no launch"):
         sg.StepExecutor(step, backend="host")
     probe = probe_step()
