@@ -252,9 +252,10 @@ Topology TopologyBuilder::finish() {
   for (std::size_t i = 0; i < t_.gpus_.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       if (!t_.gpus_[i].bus_id.empty() && t_.gpus_[i].bus_id == t_.gpus_[j].bus_id)
-        throw InvalidArgument(fmt::format("GPU{} and GPU{} have the same PCI bus id {}; each device appears once in "
-                                          "a topology: re-export the file (nvidia-smi, NCCL_TOPO_DUMP_FILE, lstopo)",
-                                          j, i, t_.gpus_[i].bus_id));
+        throw InvalidArgument(
+            fmt::format("GPU{} and GPU{} have the same PCI bus id {}; each device appears once in "
+                        "a topology: re-export the file (nvidia-smi, NCCL_TOPO_DUMP_FILE, lstopo)",
+                        j, i, t_.gpus_[i].bus_id));
   // Locality: a node without its own inherits its parent's (parents come first).
   for (auto& n : pci) {
     if (n.parent >= 0) {
@@ -662,7 +663,14 @@ std::string Topology::to_nccl_xml() const {
     }
     pugi::xml_node parent = n.parent >= 0 ? xml_of[static_cast<std::size_t>(n.parent)] : cpu_for(n);
     pugi::xml_node x = parent.append_child("pci");
-    x.append_attribute("busid") = n.bus_id.c_str();
+    // NCCL needs a busid on every <pci>; a bridge whose upstream side is not
+    // PCI (hwloc bridge_type "2-1") has none: a stand-in from the node's
+    // position, in domain ffff, which no real machine numbers (found by
+    // fuzz/fuzz_topo_hwloc on its regression input: the dump did not load).
+    const std::string bus = !n.bus_id.empty() ? n.bus_id
+                                              : fmt::format("ffff:{:02x}:{:02x}.{:x}", 0xff ^ ((n.index >> 8) & 0xff),
+                                                            (n.index >> 3) & 0x1f, n.index & 7);
+    x.append_attribute("busid") = bus.c_str();
     if (n.parent >= 0 && pci_[static_cast<std::size_t>(n.parent)].kind == PciKind::kHostBridge)
       x.append_attribute("host_bridge") = n.parent;
     std::uint32_t cls = n.class_id;
