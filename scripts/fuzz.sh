@@ -23,10 +23,12 @@ nice -n 10 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_CXX_COMPILER=clang++
 nice -n 10 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 
 # Seeds: the repository's real files (fuzz/corpus/<target>/ holds what the
-# tests' data directories lack: graph JSON, dumps, placements, command lines).
+# tests' data directories lack: graph JSON, dumps, placements, command lines)
+# and every committed fuzz regression input (tests/*/fuzz_regressions/).
 xml_seeds() {  # $1: hwloc | nccl
   local f
-  for f in tests/topology/fixtures/*.xml tests/graphs/fixtures/*.xml tests/topology/fuzz_corpus/*.xml; do
+  for f in tests/topology/fixtures/*.xml tests/graphs/fixtures/*.xml tests/topology/fuzz_corpus/*.xml \
+    tests/topology/fuzz_regressions/*.xml; do
     if grep -q "<topology" "$f"; then [ "$1" = hwloc ] && echo "$f"; else [ "$1" = nccl ] && echo "$f"; fi
   done
   return 0
@@ -36,6 +38,7 @@ seeds_of() {
   case $1 in
     fuzz_topo_nccl) xml_seeds nccl ;;
     fuzz_topo_hwloc) xml_seeds hwloc ;;
+    fuzz_graph_json) find tests/graphs/fuzz_regressions -type f ;;
   esac
   if [ -d "fuzz/corpus/$name" ]; then find "fuzz/corpus/$name" -type f; fi
 }
