@@ -3,18 +3,21 @@
 //
 // Note [Replay traces]
 // What a traced StepExecutor (ExecutorOptions::trace) records:
-//   - the device stream's track ("device D stream"): per replay one span
-//     "replay <step>" (category "replay"), and on the host backend inside it
-//     one span per graph node as it actually ran, from its worker's clock
+//   - host backend, the device stream's track ("host device D stream"): per
+//     replay one span "replay <step>" (category "replay"), and inside it one
+//     span per graph node as it actually ran, from its worker's clock
 //     (category "node"; a node of a parallel branch that overlaps another
-//     goes to a lane track "device D stream (parallel k)"). On cuda the
-//     replay span comes from two events recorded around the launch, placed
-//     on the host clock through a reference event (no per-node spans: the
-//     device does not report them; Nsight Systems shows the kernels, and
-//     the NVTX ranges around capture, instantiate and each replay);
+//     goes to a lane track "host device D stream (parallel k)");
+//   - both backends, "<backend> device D stream (events)": per replay a span
+//     from two events recorded around the launch (category
+//     "replay_events"), placed on the host clock through a reference event
+//     recorded once on the idle stream (a few microseconds off). On cuda
+//     this is the per-replay span (the device reports no per-node times;
+//     Nsight Systems shows the kernels, and the NVTX ranges around capture,
+//     instantiate and each replay);
 //   - the executor's thread ("executor thread") and the callers' threads
-//     ("caller thread N"): acquire, launch (warm-up, capture, replay),
-//     completion, callbacks (category "executor").
+//     ("caller thread N"): acquire, launch (warm-up, capture, instantiate,
+//     replay), completion, callbacks (category "executor").
 // Timestamps are microseconds of std::chrono::steady_clock since the
 // recorder was created.
 //
