@@ -491,8 +491,12 @@ SimResult Simulator::Impl::run(const Placement& pl) {
       group_events.erase(pair);
       PairGroup& grp = groups[pair];
       settle_around(pair);
-      // Everything due within rounding of the clock is done.
-      const double eps = std::max(kByteEps, grp.served * 1e-12);
+      // Everything due within rounding of the clock is done: of the bytes
+      // served (relative), and of the time itself — far from zero (a node
+      // costing 1e15 µs) a clock tick is large, and a transfer due less
+      // than two ticks away would be re-timed to this same instant forever.
+      const double tick = std::nextafter(now, INFINITY) - now;
+      const double eps = std::max({kByteEps, grp.served * 1e-12, 2 * tick * grp.rate});
       done.clear();
       while (!grp.due.empty() && grp.due.top().first <= grp.served + eps) {
         done.push_back(grp.due.top().second);

@@ -1,9 +1,14 @@
 // The simulator against hand-computed makespans.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include <stepgraph/core/error.h>
+#include <stepgraph/graphs/io.h>
+#include <stepgraph/graphs/placement.h>
 #include <stepgraph/graphs/simulator.h>
 
 namespace sg = stepgraph::graphs;
@@ -307,4 +312,24 @@ TEST(Platform, RoutesAreCheckedKeptBySubsetAndDroppedWhenBlind) {
   const auto blind = p.without_topology();
   EXPECT_TRUE(blind.shared_links().empty());
   EXPECT_TRUE(blind.route(1, 2).empty());
+}
+
+// Found by fuzz_placement (fuzz/corpus/placement/regression-simulator-clock-tick.bin):
+// one node costs 1.57e15 µs on a GPU, so the clock runs where one tick is a
+// quarter of a microsecond, and a transfer due less than a tick away was
+// re-timed to the same instant forever. The step must end, no earlier than
+// the costly node alone would take.
+TEST(Simulator, EndsWhenTheClockTickIsCoarserThanATransfer) {
+  const sg::StepGraph g =
+      sg::load_json(std::filesystem::path(STEPGRAPH_TEST_DATA_DIR) / "fuzz_regressions" / "simulator-clock-tick.json");
+  double costliest = 0;
+  for (const auto& n : g.nodes()) costliest = std::max(costliest, n.cost.get(sg::DeviceKind::kGpu).value_or(0));
+  ASSERT_GT(costliest, 1e15);
+  const auto p = sg::Platform::uniform(4, sg::DeviceKind::kGpu, {25.0, 2.0});
+  sg::PlaceOptions po;
+  po.search_evaluations = 16;
+  const sg::Placement pl = sg::place(g, p, po);  // the search simulates: it hung here
+  const sg::SimResult sim = sg::simulate(g, p, pl, {});
+  EXPECT_GE(sim.makespan_us, costliest);
+  EXPECT_LT(sim.makespan_us, 2 * costliest);
 }
