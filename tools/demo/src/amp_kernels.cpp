@@ -1,25 +1,39 @@
 // Host implementations of the AMP demo's kernels (amp_kernels.h; device
-// twins in amp_kernels.cu): GCC's _Float16 for binary16 storage, float32
+// twins in amp_kernels.cu): _Float16 for binary16 storage, float32
 // arithmetic, sums in index order (Note [AMP step arithmetic]). Built with
 // -ffp-contract=off like mlp_kernels.cpp.
 #include "amp_kernels.h"
 
-#include <bit>
 #include <cmath>
+#include <cstring>
 
 namespace stepgraph::demo::kernels {
 namespace {
 
-static_assert(sizeof(_Float16) == sizeof(F16));
+// Only conversions are used (arithmetic is float32), so clang 14 — the
+// fuzz build's compiler, which has no _Float16 on x86 — gets __fp16, its
+// storage-only binary16 with the same round-to-nearest-even conversions.
+#if defined(__FLT16_MAX__)
+using Half = _Float16;  // GCC; clang >= 15
+#else
+using Half = __fp16;
+#endif
+static_assert(sizeof(Half) == sizeof(F16));
 
+// memcpy, not std::bit_cast: __fp16 cannot be a function's return type.
 float load(F16 v) {
-  return static_cast<float>(std::bit_cast<_Float16>(v.bits));
+  Half x;
+  std::memcpy(&x, &v.bits, sizeof x);
+  return static_cast<float>(x);
 }
 F16 store(float v) {
-  return F16{std::bit_cast<std::uint16_t>(static_cast<_Float16>(v))};  // round to nearest even
+  const Half x = static_cast<Half>(v);  // round to nearest even
+  F16 out{};
+  std::memcpy(&out.bits, &x, sizeof x);
+  return out;
 }
 float h(float v) {
-  return static_cast<float>(static_cast<_Float16>(v));
+  return static_cast<float>(static_cast<Half>(v));
 }
 
 }  // namespace
